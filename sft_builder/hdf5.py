@@ -1,0 +1,281 @@
+"""The HDF5 training-data format (Cerebras Model Zoo layout), shared by the SFT build and pretraining.
+
+Each file holds one dataset ``data`` of shape ``(n, 3, L)``, int32, chunks ``(1, 3, L)``, gzip, with the
+file attribute ``n_examples``. Row 0 is ``input_ids``, row 1 the loss mask (``input_mask``: 1 where the
+label counts), row 2 ``labels`` (input shifted left by one). Optionally a ``segment_ids`` dataset
+``(n, L)`` marks the packed document each position belongs to (0 = padding), for trainers that block
+attention across packed samples. Files are named ``data-00000.h5`` ... and written atomically; bytes
+are reproducible (no timestamps, fixed creation order, fixed write batches).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from sft_builder.atomic import atomic_path, write_json
+
+DATASET = "data"
+SEGMENTS = "segment_ids"
+ROW_INPUT, ROW_MASK, ROW_LABELS = 0, 1, 2
+WRITE_BATCH = 256  # fixed, so the on-disk layout never depends on how rows arrive
+METADATA_NAME = "metadata.json"
+
+
+def file_name(index: int) -> str:
+    return f"data-{index:05d}.h5"
+
+
+def write_file(path: str | Path, rows: np.ndarray, segment_ids: np.ndarray | None = None,
+               attrs: dict[str, Any] | None = None) -> None:
+    """Atomically write one complete HDF5 file from an in-memory block of rows ``(n, 3, L)``."""
+    rows = np.ascontiguousarray(rows, dtype=np.int32)
+    if rows.ndim != 3 or rows.shape[1] != 3:
+        raise ValueError(f"rows must have shape (n, 3, L), got {rows.shape}")
+    with _open_new(path, rows.shape[2], segment_ids is not None, attrs) as w:
+        w.append(rows, segment_ids)
+
+
+class _FileWriter:
+    """Appends rows to a resizable ``data`` dataset in fixed-size batches."""
+
+    def __init__(self, fh: h5py.File, seq_len: int, with_segments: bool) -> None:
+        self.fh = fh
+        self.seq_len = seq_len
+        self.n = 0
+        kw: dict[str, Any] = {"compression": "gzip", "track_times": False}
+        self.data = fh.create_dataset(DATASET, shape=(0, 3, seq_len), maxshape=(None, 3, seq_len),
+                                      dtype=np.int32, chunks=(1, 3, seq_len), **kw)
+        self.segments = None
+        if with_segments:
+            self.segments = fh.create_dataset(SEGMENTS, shape=(0, seq_len), maxshape=(None, seq_len),
+                                              dtype=np.int32, chunks=(1, seq_len), **kw)
+
+    def append(self, rows: np.ndarray, segment_ids: np.ndarray | None = None) -> None:
+        for start in range(0, len(rows), WRITE_BATCH):
+            block = rows[start:start + WRITE_BATCH]
+            end = self.n + len(block)
+            self.data.resize(end, axis=0)
+            self.data[self.n:end] = block
+            if self.segments is not None:
+                if segment_ids is None:
+                    raise ValueError("this file stores segment_ids; pass them with every block")
+                self.segments.resize(end, axis=0)
+                self.segments[self.n:end] = segment_ids[start:start + WRITE_BATCH]
+            self.n = end
+
+
+class _open_new:
+    """Context manager: a new HDF5 file at a temp path, renamed into place on success."""
+
+    def __init__(self, path: str | Path, seq_len: int, with_segments: bool,
+                 attrs: dict[str, Any] | None) -> None:
+        self.path, self.seq_len, self.with_segments, self.attrs = Path(path), seq_len, with_segments, attrs or {}
+
+    def __enter__(self) -> _FileWriter:
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        # track_order off and libver fixed: the file's bytes depend only on what is written.
+        self._fh = h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False)
+        self._w = _FileWriter(self._fh, self.seq_len, self.with_segments)
+        return self._w
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            if exc_type is None:
+                self._fh.attrs["n_examples"] = np.int64(self._w.n)
+                for k in sorted(self.attrs):
+                    self._fh.attrs[k] = self.attrs[k]
+        finally:
+            self._fh.close()
+        self._ctx.__exit__(exc_type, exc, tb)
+        return False
+
+
+@dataclass
+class ShardedWriter:
+    """Streams rows into ``data-00000.h5``, ``data-00001.h5``, ... of `samples_per_file` rows each.
+
+    Memory is bounded by `WRITE_BATCH` rows; each file appears under its final name only when complete.
+    """
+
+    out_dir: Path
+    seq_len: int
+    samples_per_file: int = 50_000
+    with_segments: bool = False
+    first_index: int = 0
+    files: list[Path] = field(default_factory=list)
+    n_rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._buf: list[np.ndarray] = []
+        self._seg: list[np.ndarray] = []
+        self._cur: _open_new | None = None
+        self._w: _FileWriter | None = None
+
+    def write(self, row: np.ndarray, segment_ids: np.ndarray | None = None) -> None:
+        """Add one row ``(3, L)`` (and its segment ids ``(L,)`` when the writer stores them)."""
+        self._buf.append(row)
+        if self.with_segments:
+            if segment_ids is None:
+                raise ValueError("segment_ids required")
+            self._seg.append(segment_ids)
+        if len(self._buf) >= WRITE_BATCH:
+            self._flush()
+
+    def write_many(self, rows: Iterable[np.ndarray]) -> None:
+        for r in rows:
+            self.write(r)
+
+    def _flush(self) -> None:
+        while self._buf:
+            if self._w is None:
+                path = self.out_dir / file_name(self.first_index + len(self.files))
+                self._cur = _open_new(path, self.seq_len, self.with_segments, None)
+                self._w = self._cur.__enter__()
+                self.files.append(path)
+            room = self.samples_per_file - self._w.n
+            take, self._buf = self._buf[:room], self._buf[room:]
+            seg = None
+            if self.with_segments:
+                seg_take, self._seg = self._seg[:room], self._seg[room:]
+                seg = np.stack(seg_take).astype(np.int32)
+            self._w.append(np.stack(take).astype(np.int32), seg)
+            self.n_rows += len(take)
+            if self._w.n >= self.samples_per_file:
+                self._close_file()
+
+    def _close_file(self) -> None:
+        assert self._cur is not None
+        self._cur.__exit__(None, None, None)
+        self._cur, self._w = None, None
+
+    def close(self) -> list[Path]:
+        """Flush and finish the last file; returns the paths written."""
+        self._flush()
+        if self._w is not None:
+            self._close_file()
+        return self.files
+
+    def abort(self) -> None:
+        if self._cur is not None:
+            self._cur.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            self._cur, self._w = None, None
+
+
+def read_rows(path: str | Path) -> np.ndarray:
+    """All rows of one file as ``(n, 3, L)`` int32 (for tests, inspect and validation of small files)."""
+    with h5py.File(path, "r") as fh:
+        return np.asarray(fh[DATASET][...])
+
+
+def iter_rows(path: str | Path, batch: int = WRITE_BATCH) -> Iterator[np.ndarray]:
+    """Stream rows of one file without loading it whole."""
+    with h5py.File(path, "r") as fh:
+        ds = fh[DATASET]
+        for start in range(0, ds.shape[0], batch):
+            yield from np.asarray(ds[start:start + batch])
+
+
+def row_stats(rows: np.ndarray, pad_id: int) -> dict[str, int]:
+    """Token statistics of a block of rows, as stored in metadata.json."""
+    inputs, mask = rows[:, ROW_INPUT, :], rows[:, ROW_MASK, :]
+    return {
+        "num_sequences": int(rows.shape[0]),
+        "num_tokens": int(inputs.size),
+        "non_pad_tokens": int((inputs != pad_id).sum()),
+        "loss_valid_tokens": int(mask.sum()),
+    }
+
+
+def write_metadata(out_dir: str | Path, metadata: dict[str, Any]) -> Path:
+    """Atomically write ``metadata.json`` beside the data files."""
+    path = Path(out_dir) / METADATA_NAME
+    write_json(path, metadata)
+    return path
+
+
+def read_metadata(out_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(out_dir) / METADATA_NAME).read_text(encoding="utf-8"))
+
+
+def validate_file(path: str | Path, *, vocab_size: int | None = None, pad_id: int | None = None,
+                  check_shift: bool = True) -> tuple[int, list[str]]:
+    """Check one file; returns (rows, problems). Problems are one-line strings naming the file.
+
+    Checks: opens as HDF5, ``data`` exists with shape (n, 3, L), int32, chunks (1, 3, L), the
+    ``n_examples`` attribute matches, ids lie in ``[0, vocab_size)``, the mask is 0/1 and 0 on padding,
+    and labels equal the input shifted by one inside each packed document (when segment ids are stored,
+    across segment boundaries only within one segment; otherwise wherever the next input is not padding).
+    """
+    problems: list[str] = []
+    name = str(path)
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        return 0, [f"{name}: cannot be read as HDF5 ({exc.__class__.__name__}: {exc})"]
+    with fh:
+        if DATASET not in fh:
+            return 0, [f"{name}: no '{DATASET}' dataset"]
+        ds = fh[DATASET]
+        if ds.ndim != 3 or ds.shape[1] != 3:
+            return 0, [f"{name}: '{DATASET}' has shape {ds.shape}, expected (n, 3, L)"]
+        n, _, seq_len = ds.shape
+        if ds.dtype != np.int32:
+            problems.append(f"{name}: dtype {ds.dtype}, expected int32")
+        if ds.chunks != (1, 3, seq_len):
+            problems.append(f"{name}: chunks {ds.chunks}, expected (1, 3, {seq_len})")
+        n_attr = fh.attrs.get("n_examples")
+        if n_attr is None or int(n_attr) != n:
+            problems.append(f"{name}: attribute n_examples={n_attr}, but the file holds {n} rows")
+        segs = fh[SEGMENTS] if SEGMENTS in fh else None
+        try:
+            for start in range(0, n, WRITE_BATCH):
+                block = np.asarray(ds[start:start + WRITE_BATCH])
+                seg = None if segs is None else np.asarray(segs[start:start + WRITE_BATCH])
+                problems.extend(_check_block(name, start, block, seg, vocab_size, pad_id, check_shift))
+                if len(problems) > 20:
+                    problems.append(f"{name}: too many problems, stopped checking")
+                    break
+        except (OSError, RuntimeError, ValueError) as exc:
+            problems.append(f"{name}: data cannot be read ({exc.__class__.__name__}: {exc}); truncated or corrupt?")
+    return n, problems
+
+
+def _check_block(name: str, start: int, block: np.ndarray, seg: np.ndarray | None, vocab_size: int | None,
+                 pad_id: int | None, check_shift: bool) -> list[str]:
+    out: list[str] = []
+    inputs, mask, labels = block[:, 0, :], block[:, 1, :], block[:, 2, :]
+    if vocab_size is not None:
+        for label, arr in (("input_ids", inputs), ("labels", labels)):
+            bad = np.argwhere((arr < 0) | (arr >= vocab_size))
+            if len(bad):
+                r, c = bad[0]
+                out.append(f"{name}: row {start + r} {label}[{c}]={arr[r, c]} outside vocabulary 0..{vocab_size - 1}")
+    if not np.isin(mask, (0, 1)).all():
+        out.append(f"{name}: loss mask has values other than 0 and 1")
+    if pad_id is not None and seg is not None:
+        padded = seg == 0
+        if (mask[padded] != 0).any():
+            out.append(f"{name}: loss mask is 1 on padding")
+    if check_shift:
+        same = labels[:, :-1] == inputs[:, 1:]
+        if seg is not None:
+            inside = (seg[:, :-1] == seg[:, 1:]) & (seg[:, :-1] != 0)
+        elif pad_id is not None:
+            inside = inputs[:, 1:] != pad_id
+        else:
+            inside = np.ones_like(same)
+        bad = np.argwhere(inside & ~same)
+        if len(bad):
+            r, c = bad[0]
+            out.append(f"{name}: row {start + r} labels[{c}] != input_ids[{c + 1}] inside a packed document")
+    return out

@@ -1,0 +1,140 @@
+"""The one chat schema every adapter produces and every later step consumes.
+
+`Message` and `Conversation` are frozen, slotted dataclasses that validate themselves when built, so a
+`Conversation` that exists is always well formed. Transforms return new objects (`dataclasses.replace`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_args
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+
+class InvalidRecordError(ValueError):
+    """A record that cannot become a valid `Conversation`.
+
+    `reason` is a short, stable snake_case key that is counted in reports (e.g. ``empty_content``);
+    the message gives the human detail. This is the only exception type for bad records: it is caught in
+    one place (the stream runner), anything else is a bug.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise InvalidRecordError("unknown_role", f"role {self.role!r} is not one of {', '.join(ROLES)}")
+        if not isinstance(self.content, str):
+            raise InvalidRecordError("bad_content", f"content must be a string, got {type(self.content).__name__}")
+        if not self.content.strip():
+            raise InvalidRecordError("empty_content", f"empty {self.role} message")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One training conversation.
+
+    Shape: an optional leading system message, then user/assistant alternating, starting with user and
+    ending with assistant. `meta` carries provenance: ``file``, ``line`` (1-based line or row), ``orig_id``,
+    and ``group`` (ties together the pieces of one original conversation: ShareGPT ``_N`` chunks, OASST
+    branches of one tree). Adapters may add more keys; values must be JSON-serialisable.
+    """
+
+    id: str
+    source: str
+    messages: tuple[Message, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise InvalidRecordError("missing_id", "conversation id must be a non-empty string")
+        if not isinstance(self.source, str) or not self.source:
+            raise InvalidRecordError("missing_source", "conversation source must be a non-empty string")
+        if not isinstance(self.messages, tuple):
+            object.__setattr__(self, "messages", tuple(self.messages))
+        msgs = self.messages
+        for m in msgs:
+            if not isinstance(m, Message):
+                raise InvalidRecordError("bad_message", f"expected Message, got {type(m).__name__}")
+        body = msgs[1:] if msgs and msgs[0].role == "system" else msgs
+        if not body:
+            raise InvalidRecordError("no_turns", "conversation has no user/assistant turns")
+        for i, m in enumerate(body):
+            expected = "user" if i % 2 == 0 else "assistant"
+            if m.role != expected:
+                if m.role == "system":
+                    raise InvalidRecordError("misplaced_system", f"system message at turn {i}")
+                raise InvalidRecordError("bad_alternation", f"turn {i} is {m.role}, expected {expected}")
+        if body[-1].role != "assistant":
+            raise InvalidRecordError("no_final_assistant", "conversation must end with an assistant turn")
+        if not isinstance(self.meta, dict):
+            object.__setattr__(self, "meta", dict(self.meta))
+
+    # -- views ---------------------------------------------------------------------------------------
+    @property
+    def system(self) -> str | None:
+        return self.messages[0].content if self.messages[0].role == "system" else None
+
+    @property
+    def turns(self) -> tuple[Message, ...]:
+        """The user/assistant messages, without the system prompt."""
+        return self.messages[1:] if self.messages[0].role == "system" else self.messages
+
+    @property
+    def group(self) -> str:
+        """Id shared by all pieces of one original conversation (defaults to the conversation id)."""
+        return str(self.meta.get("group") or self.id)
+
+    def with_messages(self, messages: Sequence[Message]) -> Conversation:
+        return replace(self, messages=tuple(messages))
+
+    def with_meta(self, **updates: Any) -> Conversation:
+        return replace(self, meta={**self.meta, **updates})
+
+    # -- interchange JSONL -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "messages": [m.to_dict() for m in self.messages],
+            "meta": dict(self.meta),
+        }
+
+    def to_json(self) -> str:
+        """One interchange line; keys sorted inside meta so output bytes are stable."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Conversation:
+        """Build from the interchange form; raises `InvalidRecordError` on any structural problem."""
+        if not isinstance(record, Mapping):
+            raise InvalidRecordError("not_an_object", f"expected a JSON object, got {type(record).__name__}")
+        raw_msgs = record.get("messages")
+        if not isinstance(raw_msgs, list) or not raw_msgs:
+            raise InvalidRecordError("no_messages", "missing or empty 'messages' list")
+        msgs = []
+        for m in raw_msgs:
+            if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+                raise InvalidRecordError("bad_message", "each message needs 'role' and 'content'")
+            msgs.append(Message(m["role"], m["content"]))
+        meta = record.get("meta") or {}
+        if not isinstance(meta, Mapping):
+            raise InvalidRecordError("bad_meta", "'meta' must be an object")
+        return cls(id=str(record.get("id") or ""), source=str(record.get("source") or ""),
+                   messages=tuple(msgs), meta=dict(meta))

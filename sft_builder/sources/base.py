@@ -1,0 +1,214 @@
+"""The adapter contract and the registry that maps a source name to its adapter.
+
+An adapter turns a stream of raw records (each with its file and line) into a stream of `Conversation`s
+and `Rejected` records. Most adapters are record-by-record and only implement `convert_record`; those
+that need context across records (OASST1 flat rows, the Rosetta Code folder layout) override `run`.
+Options are a frozen dataclass per adapter, built from ``key=value`` strings or a manifest mapping by
+`parse_options`, which rejects unknown keys with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from sft_builder.errors import UserError
+from sft_builder.schema import Conversation, InvalidRecordError
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record as read from disk or the hub, with where it came from (line/row is 1-based)."""
+
+    data: Any
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that was dropped, with everything needed to find it again and to count it."""
+
+    source: str
+    step: str
+    reason: str
+    file: str
+    line: int
+    record: Any
+    detail: str = ""
+    duplicate_of: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "source": self.source,
+            "step": self.step,
+            "reason": self.reason,
+            "file": self.file,
+            "line": self.line,
+            "detail": self.detail,
+            "record": self.record,
+        }
+        if self.duplicate_of is not None:
+            d["duplicate_of"] = self.duplicate_of
+        return d
+
+
+Output = Union[Conversation, Rejected]
+
+
+@dataclass(frozen=True, slots=True)
+class NoOptions:
+    """For adapters that take no options."""
+
+
+O = TypeVar("O")
+
+
+@dataclass
+class AdapterStats:
+    """Repairs an adapter made without dropping anything (e.g. merged same-role turns), for the report."""
+
+    fixes: Counter[str] = field(default_factory=Counter)
+
+
+class Adapter(Generic[O]):
+    """Base class: subclasses set `name`, `forms`, `Options` and implement `convert_record` or `run`."""
+
+    name: ClassVar[str]
+    forms: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: O, source: str | None = None) -> None:
+        self.options = options
+        self.source = source or self.name
+        self.stats = AdapterStats()
+
+    def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
+        """Turn one raw record into zero or more conversations; raise `InvalidRecordError` if it is bad."""
+        raise NotImplementedError
+
+    def run(self, records: Iterable[RawRecord]) -> Iterator[Output]:
+        """Stream conversations and rejects; every input record yields at least one output or a reject."""
+        for rec in records:
+            try:
+                convs = list(self.convert_record(rec))
+            except InvalidRecordError as exc:
+                yield self.reject(rec, exc)
+                continue
+            if not convs:
+                yield Rejected(self.source, "adapter", "no_conversation", rec.file, rec.line, rec.data)
+            yield from convs
+
+    def reject(self, rec: RawRecord, exc: InvalidRecordError) -> Rejected:
+        return Rejected(self.source, "adapter", exc.reason, rec.file, rec.line, rec.data, exc.detail)
+
+
+_REGISTRY: dict[str, type[Adapter[Any]]] = {}
+
+
+def register(cls: type[Adapter[Any]]) -> type[Adapter[Any]]:
+    """Class decorator: make an adapter available by its `name`."""
+    if cls.name in _REGISTRY:
+        raise RuntimeError(f"adapter {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def adapter_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_adapter_class(name: str) -> type[Adapter[Any]]:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown adapter {name!r}; valid adapters: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def make_adapter(name: str, options: Mapping[str, Any] | None = None, source: str | None = None) -> Adapter[Any]:
+    cls = get_adapter_class(name)
+    return cls(parse_options(cls.Options, options or {}, context=f"adapter {name!r}"), source=source)
+
+
+def _load_builtin() -> None:
+    # Importing the package registers every built-in adapter (one module per adapter).
+    import sft_builder.sources  # noqa: F401
+
+
+def option_fields(options_cls: type) -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(options_cls))
+
+
+def parse_options(options_cls: type[O], raw: Mapping[str, Any], context: str = "options") -> O:
+    """Build a frozen options dataclass from a mapping; values given as strings are coerced to the field type.
+
+    Unknown keys and uncoercible values raise `UserError` naming the valid keys.
+    """
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}  # type: ignore[arg-type]
+    hints = get_type_hints(options_cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            valid = ", ".join(sorted(fields)) or "(none)"
+            raise UserError(f"unknown option {key!r} for {context}; valid options: {valid}")
+        try:
+            kwargs[key] = _coerce(value, hints[key])
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad value {value!r} for option {key!r} of {context}: {exc}") from None
+    return options_cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin is Union or (origin is not None and str(origin) == "types.UnionType"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if str(origin) == "typing.Literal" or (origin is not None and getattr(origin, "__name__", "") == "Literal"):
+        if value not in args:
+            raise ValueError(f"expected one of {', '.join(map(str, args))}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if tp in (int, float, str):
+        if tp is not str and isinstance(value, bool):
+            raise ValueError(f"expected {tp.__name__}")
+        return tp(value)
+    if origin in (tuple, list):
+        items = value.split(",") if isinstance(value, str) else list(value)
+        inner = args[0] if args else str
+        return tuple(_coerce(v.strip() if isinstance(v, str) else v, inner) for v in items if v != "")
+    if origin in (dict, Mapping) or tp is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        if isinstance(value, str):
+            # "a:b,c:d" for column maps given on the command line
+            out = {}
+            for part in value.split(","):
+                k, _, v = part.partition(":")
+                if not _ or not k:
+                    raise ValueError("expected key:value pairs separated by commas")
+                out[k.strip()] = v.strip()
+            return out
+        raise ValueError("expected a mapping")
+    return value

@@ -1,0 +1,125 @@
+"""Tokenizer loading, the CrystalCoder special tokens, and a small trainable demo tokenizer.
+
+The demo tokenizer mimics the CrystalCoder/LLaMA layout (SentencePiece-style ``▁`` word marker, byte
+fallback, ``<unk>``=0, ``<s>``=1, ``</s>``=2, then the learned vocabulary, then the 22 CrystalCoder
+special tokens in their real order) so the demo and the tests run offline with the same token *names*
+as the real model; only the ids differ.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sft_builder.errors import UserError
+
+FIM_TOKENS = ("<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>")
+STARCODER_TOKENS = (
+    "<|filename|>", "<|gh_stars|>", "<|issue_start|>", "<|issue_comment|>", "<|issue_closed|>",
+    "<|jupyter_start|>", "<|jupyter_text|>", "<|jupyter_code|>", "<|jupyter_output|>", "<|empty_output|>",
+    "<|commit_before|>", "<|commit_msg|>", "<|commit_after|>", "<|reponame|>",
+)
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|sys_start|>", "<|sys_end|>")
+CRYSTAL_SPECIAL_TOKENS: tuple[str, ...] = FIM_TOKENS + STARCODER_TOKENS + CHAT_TOKENS  # ids 32000..32021 in the real one
+BASE_SPECIAL = ("<unk>", "<s>", "</s>")
+
+
+def load_tokenizer(spec: str | Path) -> Any:
+    """Load a tokenizer from a local folder, a ``tokenizer.json`` file, or a hub id (through transformers).
+
+    Folders whose config names a custom class (CrystalCoder's ``CrystalCoderTokenizer``, which needs
+    remote code) fall back to a plain fast tokenizer built from their ``tokenizer.json`` and config.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".json":
+        return PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    if path.is_dir():
+        tj = path / "tokenizer.json"
+        cfg_path = path / "tokenizer_config.json"
+        cfg: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        custom = cfg.get("auto_map") or cfg.get("tokenizer_class", "").startswith("CrystalCoder")
+        if tj.exists() and custom:
+            kw = {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(cfg.get(k), str)}
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(tj), **kw)
+            if cfg.get("chat_template"):
+                tok.chat_template = cfg["chat_template"]
+            return tok
+        try:
+            return AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load a tokenizer from this folder: {exc}", path=path) from None
+    if path.exists():
+        raise UserError("not a tokenizer folder or tokenizer.json", path=path)
+    try:
+        return AutoTokenizer.from_pretrained(str(spec))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load tokenizer {str(spec)!r} (not a local path; hub lookup failed: {exc})") from None
+
+
+def train_demo_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 4000) -> Path:
+    """Train a small LLaMA-style BPE tokenizer on `texts`, add the CrystalCoder special tokens, save it.
+
+    Returns the folder, loadable with `load_tokenizer`. Like CrystalCoder's, it adds no BOS/EOS itself.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    # Split before each word marker so pieces never span words (as SentencePiece's pieces never do).
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BASE_SPECIAL), show_progress=False,
+                                  max_token_length=16)
+    tok.train_from_iterator(texts, trainer=trainer)
+
+    # Re-lay the vocabulary as LLaMA does: specials, the 256 byte-fallback pieces, then the learned pieces.
+    spec = json.loads(tok.to_str())
+    learned = sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1])
+    vocab: dict[str, int] = {t: i for i, t in enumerate(BASE_SPECIAL)}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece, _ in learned:
+        if piece not in vocab:
+            vocab[piece] = len(vocab)
+    spec["model"]["vocab"] = vocab
+    spec["added_tokens"] = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+         "special": True} for i, t in enumerate(BASE_SPECIAL)
+    ]
+    spec["decoder"] = {
+        "type": "Sequence",
+        "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+        ],
+    }
+    spec["post_processor"] = None
+    tok = Tokenizer.from_str(json.dumps(spec))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   clean_up_tokenization_spaces=False)
+    fast.add_special_tokens({"additional_special_tokens": list(CRYSTAL_SPECIAL_TOKENS)})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(out))
+    return out
+
+
+def special_token_ids(tokenizer: Any) -> dict[str, int]:
+    """Ids of the tokens pretraining and SFT rely on (eos, pad, FIM, chat)."""
+    ids: dict[str, int] = {"bos": tokenizer.convert_tokens_to_ids("<s>"), "eos": tokenizer.convert_tokens_to_ids("</s>")}
+    names = {"fim_prefix": "<|fim_prefix|>", "fim_middle": "<|fim_middle|>", "fim_suffix": "<|fim_suffix|>",
+             "fim_pad": "<|fim_pad|>", "im_start": "<|im_start|>", "im_end": "<|im_end|>",
+             "sys_start": "<|sys_start|>", "sys_end": "<|sys_end|>"}
+    unk = tokenizer.convert_tokens_to_ids("<unk>")
+    for key, token in names.items():
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid is not None and tid != unk:
+            ids[key] = int(tid)
+    ids["pad"] = ids.get("fim_pad", ids["eos"])
+    return ids

@@ -1,0 +1,52 @@
+"""Shared fixtures: paths to the project's fixtures and to ../shared/realdata, and a demo tokenizer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+REALDATA = Path(os.environ.get("CRYSTALMIX_REALDATA", ROOT.parent / "shared" / "realdata"))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The real third-party samples; skips when absent unless CI requires them."""
+    if not REALDATA.is_dir():
+        if os.environ.get("CRYSTALMIX_REQUIRE_REALDATA") == "1":
+            pytest.fail(f"CRYSTALMIX_REQUIRE_REALDATA=1 but {REALDATA} is missing")
+        pytest.skip(f"{REALDATA} not present")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small tokenizer trained by the project itself, with the CrystalCoder special tokens."""
+    from sft_builder.tokenizer import train_demo_tokenizer
+
+    texts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "sft_builder").rglob("*.py"))]
+    texts += [p.read_text(encoding="utf-8") for p in sorted(FIXTURES.rglob("*.json*")) if p.stat().st_size < 2_000_000]
+    return train_demo_tokenizer(texts, tmp_path_factory.mktemp("demo_tokenizer"), vocab_size=3000)
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer(demo_tokenizer_dir: Path):  # noqa: ANN201 - a transformers tokenizer
+    from sft_builder.tokenizer import load_tokenizer
+
+    return load_tokenizer(demo_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def crystal_tokenizer(realdata: Path):  # noqa: ANN201
+    """The real CrystalCoder tokenizer from ../shared/realdata."""
+    from sft_builder.tokenizer import load_tokenizer
+
+    return load_tokenizer(realdata / "tokenizers" / "crystalcoder")
