@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/crystalmix demo --out build/demo
+	$(BIN)/crystalmix build manifests/demo.yaml --out build/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
