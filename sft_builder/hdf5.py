@@ -76,7 +76,8 @@ class _open_new:
 
     def __init__(self, path: str | Path, seq_len: int, with_segments: bool,
                  attrs: dict[str, Any] | None) -> None:
-        self.path, self.seq_len, self.with_segments, self.attrs = Path(path), seq_len, with_segments, attrs or {}
+        self.path, self.seq_len = Path(path), seq_len
+        self.with_segments, self.attrs = with_segments, attrs or {}
 
     def __enter__(self) -> _FileWriter:
         self._ctx = atomic_path(self.path)
@@ -186,7 +187,11 @@ def iter_rows(path: str | Path, batch: int = WRITE_BATCH) -> Iterator[np.ndarray
 
 
 def row_stats(rows: np.ndarray, pad_id: int) -> dict[str, int]:
-    """Token statistics of a block of rows, as stored in metadata.json."""
+    """Token statistics of a block of rows, as stored in metadata.json.
+
+    ``non_pad_tokens`` counts input positions whose id is not `pad_id` (so pick a pad id that real text
+    never produces as an input, e.g. ``<|fim_pad|>``).
+    """
     inputs, mask = rows[:, ROW_INPUT, :], rows[:, ROW_MASK, :]
     return {
         "num_sequences": int(rows.shape[0]),
@@ -216,18 +221,25 @@ def validate_file(path: str | Path, *, vocab_size: int | None = None, pad_id: in
     and labels equal the input shifted by one inside each packed document (when segment ids are stored,
     across segment boundaries only within one segment; otherwise wherever the next input is not padding).
     """
+    n, problems, _ = _validate(path, vocab_size=vocab_size, pad_id=pad_id, check_shift=check_shift)
+    return n, problems
+
+
+def _validate(path: str | Path, *, vocab_size: int | None, pad_id: int | None, check_shift: bool,
+              eos_id: int | None = None) -> tuple[int, list[str], dict[str, int]]:
+    stats: dict[str, int] = {}
     problems: list[str] = []
     name = str(path)
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:
-        return 0, [f"{name}: cannot be read as HDF5 ({exc.__class__.__name__}: {exc})"]
+        return 0, [f"{name}: cannot be read as HDF5 ({exc.__class__.__name__}: {exc})"], stats
     with fh:
         if DATASET not in fh:
-            return 0, [f"{name}: no '{DATASET}' dataset"]
+            return 0, [f"{name}: no '{DATASET}' dataset"], stats
         ds = fh[DATASET]
         if ds.ndim != 3 or ds.shape[1] != 3:
-            return 0, [f"{name}: '{DATASET}' has shape {ds.shape}, expected (n, 3, L)"]
+            return 0, [f"{name}: '{DATASET}' has shape {ds.shape}, expected (n, 3, L)"], stats
         n, _, seq_len = ds.shape
         if ds.dtype != np.int32:
             problems.append(f"{name}: dtype {ds.dtype}, expected int32")
@@ -241,17 +253,21 @@ def validate_file(path: str | Path, *, vocab_size: int | None = None, pad_id: in
             for start in range(0, n, WRITE_BATCH):
                 block = np.asarray(ds[start:start + WRITE_BATCH])
                 seg = None if segs is None else np.asarray(segs[start:start + WRITE_BATCH])
-                problems.extend(_check_block(name, start, block, seg, vocab_size, pad_id, check_shift))
+                problems.extend(_check_block(name, start, block, seg, vocab_size, pad_id, check_shift,
+                                             eos_id))
+                if pad_id is not None:
+                    stats = add_stats(stats, row_stats(block, pad_id))
                 if len(problems) > 20:
                     problems.append(f"{name}: too many problems, stopped checking")
                     break
         except (OSError, RuntimeError, ValueError) as exc:
-            problems.append(f"{name}: data cannot be read ({exc.__class__.__name__}: {exc}); truncated or corrupt?")
-    return n, problems
+            problems.append(f"{name}: data cannot be read ({exc.__class__.__name__}: {exc}); "
+                            "truncated or corrupt?")
+    return n, problems, stats
 
 
 def _check_block(name: str, start: int, block: np.ndarray, seg: np.ndarray | None, vocab_size: int | None,
-                 pad_id: int | None, check_shift: bool) -> list[str]:
+                 pad_id: int | None, check_shift: bool, eos_id: int | None = None) -> list[str]:
     out: list[str] = []
     inputs, mask, labels = block[:, 0, :], block[:, 1, :], block[:, 2, :]
     if vocab_size is not None:
@@ -259,13 +275,17 @@ def _check_block(name: str, start: int, block: np.ndarray, seg: np.ndarray | Non
             bad = np.argwhere((arr < 0) | (arr >= vocab_size))
             if len(bad):
                 r, c = bad[0]
-                out.append(f"{name}: row {start + r} {label}[{c}]={arr[r, c]} outside vocabulary 0..{vocab_size - 1}")
+                out.append(f"{name}: row {start + r} {label}[{c}]={arr[r, c]} "
+                           f"outside vocabulary 0..{vocab_size - 1}")
     if not np.isin(mask, (0, 1)).all():
         out.append(f"{name}: loss mask has values other than 0 and 1")
-    if pad_id is not None and seg is not None:
-        padded = seg == 0
-        if (mask[padded] != 0).any():
-            out.append(f"{name}: loss mask is 1 on padding")
+    if pad_id is not None and (seg is not None or (eos_id is not None and pad_id != eos_id)):
+        # Without segment ids, padding is recognisable only when the pad id differs from EOS.
+        padded = seg == 0 if seg is not None else inputs == pad_id
+        bad = np.argwhere(padded & (mask != 0))
+        if len(bad):
+            r, c = bad[0]
+            out.append(f"{name}: row {start + r} loss mask is 1 on padding at position {c}")
     if check_shift:
         same = labels[:, :-1] == inputs[:, 1:]
         if seg is not None:
@@ -279,3 +299,104 @@ def _check_block(name: str, start: int, block: np.ndarray, seg: np.ndarray | Non
             r, c = bad[0]
             out.append(f"{name}: row {start + r} labels[{c}] != input_ids[{c + 1}] inside a packed document")
     return out
+
+
+# -- metadata.json: one schema for SFT and pretraining --------------------------------------------------
+METADATA_FORMAT = "crystalmix-hdf5/1"
+STAT_KEYS = ("num_sequences", "num_tokens", "non_pad_tokens", "loss_valid_tokens")
+
+
+def build_metadata(*, seq_len: int, vocab_size: int, special_tokens: dict[str, int],
+                   files: Iterable[tuple[str | Path, int]], stats: dict[str, int], fingerprint: str,
+                   tokenizer: str, **extra: Any) -> dict[str, Any]:
+    """The ``metadata.json`` every folder of ``data-*.h5`` files carries (SFT and pretraining alike).
+
+    Args:
+        seq_len: L, the row length.
+        vocab_size: number of ids the tokenizer can produce (``len(tokenizer)``); ids must lie below it.
+        special_tokens: at least ``eos`` and ``pad`` (e.g. from `sft_builder.tokenizer.special_token_ids`).
+        files: ``(path or name, n_examples)`` per data file, in order; only the file name is stored.
+        stats: the totals of `row_stats` over all rows (``num_sequences``, ``num_tokens``,
+            ``non_pad_tokens``, ``loss_valid_tokens``).
+        fingerprint: the config fingerprint that produced the folder (stale outputs are detected by it).
+        tokenizer: the tokenizer spec as the user gave it (folder, hub id or ``demo``).
+        extra: anything else worth recording (template, packing, per-source stats, stage, epoch, ...).
+
+    `validate_folder` checks a folder against exactly these keys. ``eos_id``/``pad_id`` are repeated at
+    the top level because Cerebras' own metadata names them so.
+    """
+    missing = [k for k in ("eos", "pad") if k not in special_tokens]
+    if missing:
+        raise ValueError(f"special_tokens needs {missing}")
+    meta: dict[str, Any] = dict(extra)
+    meta.update({
+        "format": METADATA_FORMAT,
+        "seq_len": int(seq_len),
+        "vocab_size": int(vocab_size),
+        "special_tokens": {k: int(v) for k, v in special_tokens.items()},
+        "eos_id": int(special_tokens["eos"]),
+        "pad_id": int(special_tokens["pad"]),
+        "files": [{"name": Path(p).name, "n_examples": int(n)} for p, n in files],
+        "fingerprint": fingerprint,
+        "tokenizer": str(tokenizer),
+    })
+    for k in STAT_KEYS:
+        meta[k] = int(stats.get(k, 0))
+    return meta
+
+
+def add_stats(total: dict[str, int], part: dict[str, int]) -> dict[str, int]:
+    """Sum two `row_stats` dicts (returns a new dict)."""
+    return {k: int(total.get(k, 0)) + int(part.get(k, 0)) for k in STAT_KEYS}
+
+
+def data_folders(root: str | Path) -> list[Path]:
+    """Every folder under `root` (itself included) holding ``data-*.h5`` files, sorted."""
+    root = Path(root)
+    found = {p.parent for p in root.rglob("data-*.h5")}
+    if any(root.glob("data-*.h5")):
+        found.add(root)
+    return sorted(found)
+
+
+def validate_folder(folder: str | Path, *, check_shift: bool = True) -> tuple[int, list[str]]:
+    """Validate every ``data-*.h5`` of one folder against its ``metadata.json``; returns (rows, problems).
+
+    Beyond `validate_file` per file (vocabulary from ``vocab_size``, padding from ``pad_id``), checks that
+    the files listed in the metadata are exactly those present with the listed ``n_examples``, and that the
+    recomputed token statistics equal the recorded ones.
+    """
+    folder = Path(folder)
+    problems: list[str] = []
+    try:
+        meta = read_metadata(folder)
+    except FileNotFoundError:
+        return 0, [f"{folder}: no {METADATA_NAME}"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return 0, [f"{folder / METADATA_NAME}: not valid JSON ({exc})"]
+    vocab = meta.get("vocab_size")
+    specials = meta.get("special_tokens") or {}
+    pad_id = meta.get("pad_id", specials.get("pad"))
+    eos_id = meta.get("eos_id", specials.get("eos"))
+    if vocab is None or pad_id is None:
+        problems.append(f"{folder / METADATA_NAME}: missing vocab_size or pad id")
+    listed = {f["name"]: int(f["n_examples"]) for f in meta.get("files", [])}
+    present = sorted(p.name for p in folder.glob("data-*.h5"))
+    for name in sorted(set(listed) - set(present)):
+        problems.append(f"{folder / name}: listed in {METADATA_NAME} but missing")
+    for name in sorted(set(present) - set(listed)):
+        problems.append(f"{folder / name}: present but not listed in {METADATA_NAME}")
+    total_rows, totals = 0, dict.fromkeys(STAT_KEYS, 0)
+    for name in present:
+        n, file_problems, stats = _validate(folder / name, vocab_size=vocab, pad_id=pad_id, eos_id=eos_id,
+                                            check_shift=check_shift)
+        problems.extend(file_problems)
+        total_rows += n
+        totals = add_stats(totals, stats)
+        if name in listed and listed[name] != n and not file_problems:
+            problems.append(f"{folder / name}: holds {n} rows, {METADATA_NAME} says {listed[name]}")
+    if not problems:
+        for k in STAT_KEYS:
+            if k in meta and int(meta[k]) != totals[k]:
+                problems.append(f"{folder / METADATA_NAME}: {k}={meta[k]} but the files give {totals[k]}")
+    return total_rows, problems
