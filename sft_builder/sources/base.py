@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -56,7 +56,18 @@ class Rejected:
         return d
 
 
-Output = Union[Conversation, Rejected]
+@dataclass(frozen=True, slots=True)
+class UnparsedRecord:
+    """The `data` of a `RawRecord` whose line was not valid JSON (a bad record inside a good JSONL file).
+
+    Readers hand it on instead of raising so that the adapter's runner rejects it as ``invalid_json``.
+    """
+
+    text: str
+    error: str
+
+
+Output = Conversation | Rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +75,7 @@ class NoOptions:
     """For adapters that take no options."""
 
 
-O = TypeVar("O")
+O = TypeVar("O")  # noqa: E741 - the options type
 
 
 @dataclass
@@ -72,6 +83,12 @@ class AdapterStats:
     """Repairs an adapter made without dropping anything (e.g. merged same-role turns), for the report."""
 
     fixes: Counter[str] = field(default_factory=Counter)
+    # Raw records pulled from the reader by `stream`, and candidate conversations the adapter weighed:
+    # every candidate ends as exactly one kept conversation or one `Rejected`, so the report's
+    # ``read`` (= candidates) always equals kept + rejected. For record-by-record adapters a candidate
+    # is a record; OASST1 counts one per tree (``paths=best``) or per root-to-leaf path (``paths=all``).
+    records: int = 0
+    candidates: int = 0
 
 
 class Adapter(Generic[O]):
@@ -90,20 +107,51 @@ class Adapter(Generic[O]):
         """Turn one raw record into zero or more conversations; raise `InvalidRecordError` if it is bad."""
         raise NotImplementedError
 
+    def read(self, inputs: Sequence[str] | str, *, split: str = "train",
+             data_files: str | Sequence[str] | None = None) -> Iterator[RawRecord]:
+        """Raw records of this adapter's inputs; adapters with their own layout (Rosetta folders) override."""
+        from sft_builder.readers import iter_records  # lazy: readers imports this module
+
+        return iter_records(inputs, split=split, data_files=data_files)
+
+    def stream(self, inputs: Sequence[str] | str, *, split: str = "train",
+               data_files: str | Sequence[str] | None = None) -> Iterator[Output]:
+        """Read and convert in one go: `run(read(...))`, counting raw records in `stats.records`."""
+        return self.run(self._counted(self.read(inputs, split=split, data_files=data_files)))
+
+    def _counted(self, records: Iterable[RawRecord]) -> Iterator[RawRecord]:
+        stats = self.stats
+        for rec in records:
+            stats.records += 1
+            yield rec
+
     def run(self, records: Iterable[RawRecord]) -> Iterator[Output]:
         """Stream conversations and rejects; every input record yields at least one output or a reject."""
+        stats = self.stats
         for rec in records:
+            if type(rec.data) is UnparsedRecord:
+                stats.candidates += 1
+                yield self.reject_unparsed(rec)
+                continue
             try:
                 convs = list(self.convert_record(rec))
             except InvalidRecordError as exc:
+                stats.candidates += 1
                 yield self.reject(rec, exc)
                 continue
             if not convs:
+                stats.candidates += 1
                 yield Rejected(self.source, "adapter", "no_conversation", rec.file, rec.line, rec.data)
+            stats.candidates += len(convs)
             yield from convs
 
     def reject(self, rec: RawRecord, exc: InvalidRecordError) -> Rejected:
         return Rejected(self.source, "adapter", exc.reason, rec.file, rec.line, rec.data, exc.detail)
+
+    def reject_unparsed(self, rec: RawRecord) -> Rejected:
+        """The reject for a line that was not JSON: the original text is kept as the record."""
+        bad: UnparsedRecord = rec.data
+        return Rejected(self.source, "adapter", "invalid_json", rec.file, rec.line, bad.text, bad.error)
 
 
 _REGISTRY: dict[str, type[Adapter[Any]]] = {}
@@ -130,7 +178,8 @@ def get_adapter_class(name: str) -> type[Adapter[Any]]:
         raise UserError(f"unknown adapter {name!r}; valid adapters: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def make_adapter(name: str, options: Mapping[str, Any] | None = None, source: str | None = None) -> Adapter[Any]:
+def make_adapter(name: str, options: Mapping[str, Any] | None = None,
+                 source: str | None = None) -> Adapter[Any]:
     cls = get_adapter_class(name)
     return cls(parse_options(cls.Options, options or {}, context=f"adapter {name!r}"), source=source)
 
@@ -178,7 +227,8 @@ def _coerce(value: Any, tp: Any) -> Any:
             except (TypeError, ValueError) as exc:
                 errors.append(str(exc))
         raise ValueError("; ".join(errors))
-    if str(origin) == "typing.Literal" or (origin is not None and getattr(origin, "__name__", "") == "Literal"):
+    is_literal = origin is not None and getattr(origin, "__name__", "") == "Literal"
+    if str(origin) == "typing.Literal" or is_literal:
         if value not in args:
             raise ValueError(f"expected one of {', '.join(map(str, args))}")
         return value
