@@ -1,0 +1,116 @@
+"""The one step interface of the SFT build: an iterator of conversations in, conversations and rejects out.
+
+A filter only decides; `FilterStep.run` turns each decision into either the (possibly rewritten)
+conversation or a `Rejected` that carries the step name, a reason, the record's provenance and, for
+duplicates, the id it duplicates. Rejects coming from earlier steps pass through untouched, so a chain
+of steps is just nested generators and every record stays accounted for.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Union
+
+from sft_builder.schema import Conversation, InvalidRecordError
+from sft_builder.sources.base import Rejected
+
+Item = Union[Conversation, Rejected]  # noqa: UP007 - a runtime alias, kept valid on Python 3.10
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """A filter's verdict to remove a conversation: a stable snake_case reason, detail for humans."""
+
+    reason: str
+    detail: str = ""
+    duplicate_of: str | None = None
+
+
+class Step(Protocol):
+    """Anything with a name and `run(items) -> items` is a build step."""
+
+    name: str
+
+    def run(self, items: Iterable[Item]) -> Iterator[Item]: ...
+
+
+def reject(conv: Conversation, step: str, drop: Drop) -> Rejected:
+    """The quarantine record for a conversation dropped by `step`."""
+    meta = conv.meta
+    return Rejected(
+        source=conv.source,
+        step=step,
+        reason=drop.reason,
+        file=str(meta.get("file", "")),
+        line=int(meta.get("line") or 0),
+        record=conv.to_dict(),
+        detail=drop.detail,
+        duplicate_of=drop.duplicate_of,
+    )
+
+
+class FilterStep:
+    """Base class for record-by-record steps: subclasses implement `apply` and set `name`.
+
+    `apply` returns the conversation to keep (maybe rewritten) or a `Drop`. An `InvalidRecordError` raised
+    while rebuilding a conversation (e.g. cleaning left a turn empty) becomes a drop with its reason.
+    `changes` counts rewrites that kept the record, for the report.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.changes: Counter[str] = Counter()
+
+    def apply(self, conv: Conversation) -> Conversation | Drop:
+        raise NotImplementedError
+
+    def run(self, items: Iterable[Item]) -> Iterator[Item]:
+        for item in items:
+            if isinstance(item, Rejected):
+                yield item
+                continue
+            try:
+                out = self.apply(item)
+            except InvalidRecordError as exc:
+                out = Drop(exc.reason, exc.detail)
+            if isinstance(out, Drop):
+                yield reject(item, self.name, out)
+            else:
+                yield out
+
+
+class PerSource:
+    """Dispatch each conversation to the step instance configured for its source (per-source overrides).
+
+    Sources without an entry pass through unchanged, which is how a step is switched off for one source.
+    """
+
+    def __init__(self, name: str, steps: Mapping[str, FilterStep]) -> None:
+        self.name = name
+        self.steps = dict(steps)
+
+    def run(self, items: Iterable[Item]) -> Iterator[Item]:
+        for item in items:
+            step = None if isinstance(item, Rejected) else self.steps.get(item.source)
+            if step is None:
+                yield item
+            else:
+                yield from step.run((item,))
+
+    @property
+    def changes(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for s in self.steps.values():
+            total.update(s.changes)
+        return total
+
+
+def chain(items: Iterable[Item], steps: Iterable[Any]) -> Iterator[Item]:
+    """Compose steps left to right (each wraps the previous generator)."""
+    out: Iterable[Item] = items
+    for step in steps:
+        out = step.run(out)
+    return iter(out)
