@@ -123,3 +123,60 @@ def special_token_ids(tokenizer: Any) -> dict[str, int]:
             ids[key] = int(tid)
     ids["pad"] = ids.get("fim_pad", ids["eos"])
     return ids
+
+
+# -- the bundled demo tokenizer ------------------------------------------------------------------------
+DEMO = "demo"
+_REPO = Path(__file__).resolve().parent.parent
+DEMO_DATA = _REPO / "manifests" / "demo_data"
+DEMO_VOCAB = 4000
+
+
+def demo_corpus() -> list[str]:
+    """The texts the demo tokenizer learns from: the bundled demo data, else the repository's own text.
+
+    Sorted by path so the trained vocabulary depends only on the files' contents.
+    """
+    files = sorted(p for p in DEMO_DATA.rglob("*") if p.is_file()) if DEMO_DATA.is_dir() else []
+    if not files:
+        files = sorted(p for d in ("sft_builder", "templates", "docs") for p in (_REPO / d).rglob("*")
+                       if p.is_file() and p.suffix in (".py", ".md", ".jinja"))
+    return [p.read_text(encoding="utf-8", errors="replace") for p in files if p.stat().st_size < 20_000_000]
+
+
+def demo_tokenizer_dir(cache_dir: str | Path | None = None) -> Path:
+    """Folder of the demo tokenizer, trained once per corpus content and cached (offline, deterministic).
+
+    The cache lives in `cache_dir`, else ``$CRYSTALMIX_CACHE``, else ``~/.cache/crystalmix``; its name holds a
+    hash of the corpus, so a changed demo corpus trains a new tokenizer instead of reusing a stale one.
+    """
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    texts = demo_corpus()
+    digest = hashlib.sha256()
+    for t in texts:
+        digest.update(hashlib.sha256(t.encode("utf-8")).digest())
+    base = Path(cache_dir or os.environ.get("CRYSTALMIX_CACHE") or Path.home() / ".cache" / "crystalmix")
+    final = base / f"demo-tokenizer-{digest.hexdigest()[:16]}"
+    if (final / "tokenizer.json").exists():
+        return final
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-tokenizer-", dir=base))
+    try:
+        train_demo_tokenizer(texts, tmp, vocab_size=DEMO_VOCAB)
+        try:
+            os.replace(tmp, final)  # atomic; a concurrent winner is fine, both trained the same tokenizer
+        except OSError:
+            if not (final / "tokenizer.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def resolve_tokenizer(spec: str | Path) -> Any:
+    """`load_tokenizer`, with ``demo`` meaning the cached demo tokenizer (see `demo_tokenizer_dir`)."""
+    return load_tokenizer(demo_tokenizer_dir() if str(spec) == DEMO else spec)

@@ -1,0 +1,254 @@
+"""Conversations to token ids and loss masks, through Jinja chat templates in ``templates/``.
+
+Templates are rendered by transformers' chat-template machinery (`render_jinja_template`, what
+``apply_chat_template`` runs) and mark trained spans with ``{% generation %}`` blocks, so masks come from
+the template, not from per-model code. For speed a whole batch is rendered, then encoded with one
+`tokenizers` ``encode_batch`` call, and masks are read off the token offsets with numpy.
+
+Control tokens written inside message text (a user pasting ``<|im_end|>``) must stay plain text: before
+rendering they are swapped for same-length private-use placeholders, so the template's own control tokens
+are the only ones matched; conversations that had any are encoded piece by piece with a tokenizer that
+reads special-token text literally.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from sft_builder.errors import UserError
+from sft_builder.schema import Conversation, InvalidRecordError
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TOKENIZER_TEMPLATE = "tokenizer"  # template name meaning "the tokenizer's own chat_template"
+_GENERATION_RE = re.compile(r"\{%-?\s*generation\s*-?%\}")
+_MARK = "\U0010fffd"  # starts every placeholder; a message containing it is rejected
+_PLACEHOLDER_BASE = 0xF0000
+
+TrainOn = Literal["all", "last"]
+
+
+def template_names() -> list[str]:
+    """Bundled template names, plus ``tokenizer``."""
+    return sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja")) + [TOKENIZER_TEMPLATE]
+
+
+def load_template(spec: str, tokenizer: Any = None) -> str:
+    """Template source for a bundled name, a ``.jinja`` path, or ``tokenizer`` (its own chat_template).
+
+    Raises `UserError` when the template cannot be found or marks no ``{% generation %}`` span (its masks
+    would be all zero).
+    """
+    if spec == TOKENIZER_TEMPLATE:
+        source = getattr(tokenizer, "chat_template", None)
+        if not isinstance(source, str) or not source:
+            raise UserError("template 'tokenizer': this tokenizer has no chat_template; pick one of "
+                            + ", ".join(template_names()[:-1]))
+        name = "the tokenizer's chat_template"
+    else:
+        path = Path(spec)
+        if path.suffix != ".jinja":
+            path = TEMPLATES_DIR / f"{spec}.jinja"
+        if not path.is_file():
+            raise UserError(f"unknown chat template {spec!r}; use one of {', '.join(template_names())} "
+                            "or a path to a .jinja file")
+        source = path.read_text(encoding="utf-8")
+        name = str(path)
+    if not _GENERATION_RE.search(source):
+        raise UserError(f"{name} marks no {{% generation %}} block, so no token would be trained; "
+                        "wrap each assistant answer and its stop token in {% generation %}...{% endgeneration %}")
+    return source
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One tokenized conversation: ids from BOS to the final stop token, and the per-token loss mask.
+
+    `turn_starts` are token offsets where a new turn begins (after each trained span), the places where a
+    conversation too long for one row may be cut.
+    """
+
+    id: str
+    source: str
+    input_ids: np.ndarray  # int32
+    loss_mask: np.ndarray  # int8, 1 = this token is a training target
+    turn_starts: np.ndarray  # int64
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A conversation that yields no training example, with the counted reason."""
+
+    id: str
+    source: str
+    reason: str
+
+
+class ChatEncoder:
+    """Encodes batches of `Conversation` with one tokenizer and one template.
+
+    Args:
+        tokenizer: a transformers fast tokenizer (see `sft_builder.tokenizer.load_tokenizer`).
+        template: template source (see `load_template`).
+        train_on: ``all`` assistant turns (default) or only the ``last``.
+        train_on_prompt: also train on system/user turns and markers (off by default).
+    """
+
+    def __init__(self, tokenizer: Any, template: str, *, train_on: TrainOn = "all",
+                 train_on_prompt: bool = False) -> None:
+        from tokenizers import Tokenizer
+
+        self.template = template
+        self.train_on = train_on
+        self.train_on_prompt = train_on_prompt
+        self.control = tokenizer.backend_tokenizer
+        self.plain = Tokenizer.from_str(self.control.to_str())
+        self.plain.encode_special_tokens = True  # special-token text is read as ordinary text
+        specials = {i: t.content for i, t in self.control.get_added_tokens_decoder().items() if t.special}
+        self.special_ids = np.array(sorted(specials), dtype=np.int64)
+        self.special_by_text = {text: i for i, text in specials.items()}
+        escapable = sorted((t for t in specials.values() if len(t) >= 2), key=lambda t: (-len(t), t))
+        self._to_placeholder = {t: _MARK + chr(_PLACEHOLDER_BASE + k) * (len(t) - 1) for k, t in enumerate(escapable)}
+        self._from_placeholder = {v: k for k, v in self._to_placeholder.items()}
+        self._special_re = _alternation(escapable)
+        self._placeholder_re = _alternation(list(self._from_placeholder))
+        self.template_vars = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+        self.bos_id = tokenizer.convert_tokens_to_ids(tokenizer.bos_token) if tokenizer.bos_token else None
+
+    # -- rendering -----------------------------------------------------------------------------------
+    def _messages(self, conv: Conversation) -> tuple[list[dict[str, str]], bool]:
+        out, escaped = [], False
+        for m in conv.messages:
+            text = m.content
+            if _MARK in text:
+                raise InvalidRecordError("reserved_character", "message contains U+10FFFD")
+            if self._special_re is not None and self._special_re.search(text):
+                text = self._special_re.sub(lambda mt: self._to_placeholder[mt.group(0)], text)
+                escaped = True
+            out.append({"role": m.role, "content": text})
+        return out, escaped
+
+    def render(self, convs: Sequence[Conversation]) -> tuple[list[str], list[list[tuple[int, int]]], list[bool]]:
+        """Rendered texts (control tokens in content replaced by placeholders), generation spans, escaped flags."""
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        chats, escaped = [], []
+        for c in convs:
+            msgs, esc = self._messages(c)
+            chats.append(msgs)
+            escaped.append(esc)
+        try:
+            texts, spans = render_jinja_template(conversations=chats, chat_template=self.template,
+                                                 return_assistant_tokens_mask=True, **self.template_vars)
+        except Exception as exc:  # jinja errors (raise_exception, undefined names) are template problems
+            if type(exc).__module__.startswith("jinja2") or "TemplateError" in type(exc).__name__:
+                raise UserError(f"chat template failed: {exc}") from None
+            raise
+        return texts, spans, escaped
+
+    # -- encoding ------------------------------------------------------------------------------------
+    def encode(self, convs: Sequence[Conversation]) -> list[Encoded | Dropped]:
+        """Encode a batch; the result for each conversation does not depend on the rest of the batch."""
+        results: list[Encoded | Dropped | None] = [None] * len(convs)
+        ok: list[int] = []
+        good: list[Conversation] = []
+        for i, c in enumerate(convs):
+            try:
+                self._messages(c)
+            except InvalidRecordError as exc:
+                results[i] = Dropped(c.id, c.source, exc.reason)
+                continue
+            ok.append(i)
+            good.append(c)
+        if good:
+            texts, spans, escaped = self.render(good)
+            plain_idx = [k for k, e in enumerate(escaped) if not e]
+            toks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            for k, enc in zip(plain_idx, self.control.encode_batch([texts[k] for k in plain_idx],
+                                                                    add_special_tokens=False), strict=True):
+                toks[k] = (np.asarray(enc.ids, dtype=np.int64), np.asarray(enc.offsets, dtype=np.int64))
+            esc_idx = [k for k, e in enumerate(escaped) if e]
+            if esc_idx:
+                toks.update(zip(esc_idx, self._encode_escaped([texts[k] for k in esc_idx]), strict=True))
+            for k, conv in enumerate(good):
+                ids, offsets = toks[k]
+                results[ok[k]] = self._finish(conv, ids, offsets, spans[k])
+        return [r for r in results if r is not None]
+
+    def _encode_escaped(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Split at the template's control tokens; encode the text between them literally, all in one batch."""
+        assert self._special_re is not None
+        plan: list[list[tuple[int, int, int]]] = []  # per text: (start, end, special id or -1)
+        pieces: list[str] = []
+        for text in texts:
+            parts, pos = [], 0
+            for mt in self._special_re.finditer(text):
+                if mt.start() > pos:
+                    parts.append((pos, mt.start(), -1))
+                parts.append((mt.start(), mt.end(), self.special_by_text[mt.group(0)]))
+                pos = mt.end()
+            if pos < len(text):
+                parts.append((pos, len(text), -1))
+            for s, e, sid in parts:
+                if sid < 0:
+                    pieces.append(self._placeholder_re.sub(lambda mt: self._from_placeholder[mt.group(0)], text[s:e]))
+            plan.append(parts)
+        encoded = iter(self.plain.encode_batch(pieces, add_special_tokens=False))
+        out = []
+        for parts in plan:
+            ids: list[int] = []
+            offs: list[tuple[int, int]] = []
+            for s, e, sid in parts:
+                if sid >= 0:
+                    ids.append(sid)
+                    offs.append((s, e))
+                else:
+                    enc = next(encoded)
+                    ids.extend(enc.ids)
+                    offs.extend((s + a, s + b) for a, b in enc.offsets)
+            out.append((np.asarray(ids, dtype=np.int64), np.asarray(offs, dtype=np.int64).reshape(-1, 2)))
+        return out
+
+    def _finish(self, conv: Conversation, ids: np.ndarray, offsets: np.ndarray,
+                spans: list[tuple[int, int]]) -> Encoded | Dropped:
+        if self.bos_id is not None and len(ids) >= 2 and ids[0] == self.bos_id and ids[1] == self.bos_id:
+            raise UserError("double BOS: the template writes bos_token and the text already starts with it; "
+                            "remove one of them")
+        span_arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        span_arr = span_arr[span_arr[:, 1] > span_arr[:, 0]]
+        trained = _overlap_mask(offsets, span_arr)
+        if not trained.any():
+            return Dropped(conv.id, conv.source, "no_trained_tokens")
+        last_trained = int(np.flatnonzero(trained)[-1])
+        if not np.isin(ids[last_trained], self.special_ids):
+            raise UserError("the template's last trained token is not a stop token (EOS or end-of-turn), so the "
+                            "model would never learn to stop: put the stop token inside {% generation %}")
+        if self.train_on == "last":
+            trained = _overlap_mask(offsets, span_arr[-1:])
+        turn_starts = np.searchsorted(offsets[:, 0], span_arr[:, 1], side="left")
+        turn_starts = turn_starts[(turn_starts > 0) & (turn_starts < len(ids))]
+        mask = np.ones(len(ids), dtype=np.int8) if self.train_on_prompt else trained.astype(np.int8)
+        return Encoded(conv.id, conv.source, ids.astype(np.int32), mask, np.unique(turn_starts))
+
+
+def _alternation(strings: list[str]) -> re.Pattern[str] | None:
+    if not strings:
+        return None
+    return re.compile("|".join(re.escape(s) for s in sorted(strings, key=lambda s: (-len(s), s))))
+
+
+def _overlap_mask(offsets: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """Tokens whose character range overlaps one of the sorted, disjoint `spans`."""
+    if len(spans) == 0 or len(offsets) == 0:
+        return np.zeros(len(offsets), dtype=bool)
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    j = np.searchsorted(spans[:, 1], starts, side="right")  # first span ending after the token starts
+    inside = j < len(spans)
+    jj = np.minimum(j, len(spans) - 1)
+    # A zero-width token (never produced in practice) counts when its position lies in the span.
+    return inside & ((spans[jj, 0] < ends) | ((ends == starts) & (spans[jj, 0] <= starts)))
