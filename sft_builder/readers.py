@@ -52,10 +52,19 @@ def iter_records(inputs: Sequence[str] | str, *, split: str = "train",
         inputs = [str(inputs)]
     if not inputs:
         raise UserError("no input given")
-    plans = [_plan(str(spec), split, data_files) for spec in inputs]
-    for plan in plans:
-        for read in plan:
-            yield from read()
+    readers = plan_inputs(inputs, split=split, data_files=data_files)
+    return _chain(readers)
+
+
+def _chain(readers: list[Callable[[], Iterator[RawRecord]]]) -> Iterator[RawRecord]:
+    for read in readers:
+        yield from read()
+
+
+def plan_inputs(inputs: Sequence[str], *, split: str = "train",
+                data_files: str | Sequence[str] | None = None) -> list[Callable[[], Iterator[RawRecord]]]:
+    """Resolve inputs into one reader per file (raising `UserError` now); each call streams that file."""
+    return [read for spec in inputs for read in _plan(str(spec), split, data_files)]
 
 
 # -- resolving inputs ------------------------------------------------------------------------------------

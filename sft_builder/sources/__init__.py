@@ -4,12 +4,22 @@ from sft_builder.sources.base import (
     Adapter,
     RawRecord,
     Rejected,
+    UnparsedRecord,
     adapter_names,
     get_adapter_class,
     make_adapter,
     register,
 )
 
-__all__ = ["Adapter", "RawRecord", "Rejected", "adapter_names", "get_adapter_class", "make_adapter", "register"]
+__all__ = ["Adapter", "RawRecord", "Rejected", "UnparsedRecord", "adapter_names", "get_adapter_class",
+           "make_adapter", "register"]
 
-# Built-in adapters register themselves on import (added by each adapter module).
+# Importing the adapter modules registers them (one adapter per module).
+from sft_builder.sources import (  # noqa: E402, F401, I001
+    alpaca,
+    conversations,
+    guanaco,
+    oasst1,
+    rosetta,
+    sharegpt,
+)

@@ -1,0 +1,76 @@
+"""Small helpers shared by the adapters: ids, field access with reasons, and turn normalisation.
+
+Repairs (merging same-role turns, dropping a leading assistant turn) are returned as names rather than
+counted here, so an adapter counts them only for conversations it actually keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any
+
+from sft_builder.schema import InvalidRecordError, Message
+
+# ShareGPT-family role names; anything else is rejected as ``unknown_role`` unless mapped by an option.
+DEFAULT_ROLE_MAP: dict[str, str] = {
+    "human": "user", "user": "user", "prompter": "user",
+    "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
+    "assistant": "assistant", "model": "assistant",
+    "system": "system",
+}
+MERGE_SEPARATOR = "\n\n"
+
+
+def short_file(file: str) -> str:
+    """The file's base name (hub inputs, ``name[split]``, keep their full label)."""
+    return file if file.endswith("]") else PurePath(file).name or file
+
+
+def record_id(source: str, file: str, line: int) -> str:
+    """A deterministic id from provenance; unique within one input set whatever the records contain."""
+    return f"{source}/{short_file(file)}:{line}"
+
+
+def as_mapping(data: Any) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InvalidRecordError("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def text_field(data: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+    """A string field; missing -> ``missing_field``, wrong type -> ``bad_field`` (None counts as missing)."""
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise InvalidRecordError("missing_field", f"no {key!r} field")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRecordError("bad_field", f"{key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def normalize_turns(turns: list[tuple[str, str]], *, trim_trailing_user: bool = True,
+                    ) -> tuple[tuple[Message, ...], list[str]]:
+    """Repair a list of (role, content) into schema order; return the messages and the repairs made.
+
+    Leading assistant turns (after an optional system turn) are dropped, consecutive same-role turns are
+    joined with a blank line, and a final unanswered user turn is dropped when an answer remains before
+    it. The result is validated later by `Conversation`; empty contents are left for it to reject.
+    """
+    fixes: list[str] = []
+    start = 1 if turns and turns[0][0] == "system" else 0
+    while start < len(turns) and turns[start][0] == "assistant":
+        del turns[start]
+        fixes.append("dropped_leading_assistant")
+    merged: list[tuple[str, str]] = []
+    for role, content in turns:
+        if merged and merged[-1][0] == role:
+            merged[-1] = (role, merged[-1][1] + MERGE_SEPARATOR + content)
+            fixes.append("merged_turns")
+        else:
+            merged.append((role, content))
+    if trim_trailing_user and len(merged) >= 2 and merged[-1][0] == "user" and merged[-2][0] == "assistant":
+        merged.pop()
+        fixes.append("dropped_trailing_user")
+    return tuple(Message(role, content) for role, content in merged), fixes  # type: ignore[arg-type]

@@ -1,0 +1,258 @@
+"""OpenAssistant OASST1: message trees turned into root-to-leaf conversations.
+
+Reads both forms: nested trees (one record per tree: a root message with ``replies``, or the tree export
+``{message_tree_id, prompt: {...replies}}``) and flat message rows (parquet/jsonl with ``parent_id``,
+grouped by ``message_tree_id``; rows of one tree must be contiguous, as in the released files).
+
+Counting (the report's ``read``): with ``paths=best`` one candidate per tree, the path that follows the
+best-ranked reply at every step; with ``paths=all`` one candidate per leaf of the tree after filtering,
+plus one per filtered-out subtree (rejected with its ``filtered_*`` reason). A path that ends on an
+unanswered prompter message is cut back to its last assistant reply (counted as a fix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sft_builder.schema import Conversation, InvalidRecordError, Message
+from sft_builder.sources.base import Adapter, Output, RawRecord, Rejected, UnparsedRecord, register
+
+ROLE = {"prompter": "user", "assistant": "assistant"}
+
+
+@dataclass(frozen=True, slots=True)
+class OASST1Options:
+    paths: Literal["best", "all"] = "best"
+    lang: tuple[str, ...] = ()  # keep only messages in these languages; empty = any
+    include_deleted: bool = False
+    include_failed_review: bool = False  # review_result false (null, i.e. not reviewed, is kept)
+    include_synthetic: bool = True
+
+
+@dataclass(slots=True)
+class _Node:
+    msg: dict[str, Any]  # the message without its replies
+    line: int
+    children: list[_Node] = field(default_factory=list)
+
+    @property
+    def rank(self) -> float:
+        r = self.msg.get("rank")
+        return float(r) if isinstance(r, (int, float)) and not isinstance(r, bool) else float("inf")
+
+
+@dataclass(slots=True)
+class _Tree:
+    root: _Node
+    tree_id: str
+    file: str
+    line: int
+    record: Any  # what a tree-level reject shows: the original record or the tree's rows
+
+
+@register
+class OASST1Adapter(Adapter[OASST1Options]):
+    name = "oasst1"
+    forms = ("nested trees (message with replies, or {message_tree_id, prompt}) and flat message rows "
+             "(message_id, parent_id, message_tree_id) in parquet/jsonl")
+    Options = OASST1Options
+
+    def run(self, records: Iterable[RawRecord]) -> Iterator[Output]:
+        stats = self.stats
+        group: list[RawRecord] = []
+        group_key: str | None = None
+        finished: set[str] = set()  # tree ids already flushed: a tree must not come back later
+        for rec in records:
+            data = rec.data
+            if type(data) is UnparsedRecord or not isinstance(data, dict):
+                stats.candidates += 1
+                yield self.reject_unparsed(rec) if type(data) is UnparsedRecord else Rejected(
+                    self.source, "adapter", "not_an_object", rec.file, rec.line, data)
+                continue
+            if "prompt" in data or "replies" in data:
+                yield from self._flush(group, finished)
+                group, group_key = [], None
+                yield from self._tree_outputs(self._nested_tree(rec))
+                continue
+            key = data.get("message_tree_id") or (data.get("message_id") if data.get("parent_id") is None
+                                                  else group_key)
+            if key is None:
+                stats.candidates += 1
+                yield Rejected(self.source, "adapter", "orphan_message", rec.file, rec.line, data,
+                               "flat row with a parent but no message_tree_id and no tree before it")
+                continue
+            key = str(key)
+            if key != group_key:
+                yield from self._flush(group, finished)
+                group, group_key = [], key
+                if key in finished:
+                    stats.candidates += 1
+                    yield Rejected(self.source, "adapter", "tree_not_contiguous", rec.file, rec.line, data,
+                                   f"rows of tree {key} are not next to each other; sort by message_tree_id")
+                    group_key = None
+                    continue
+            group.append(rec)
+        yield from self._flush(group, finished)
+
+    # -- flat rows -------------------------------------------------------------------------------------
+    def _flush(self, rows: list[RawRecord], finished: set[str]) -> Iterator[Output]:
+        if not rows:
+            return
+        nodes: dict[str, _Node] = {}
+        order: list[tuple[RawRecord, _Node]] = []
+        for r in rows:
+            mid = str(r.data.get("message_id"))
+            if mid in nodes:
+                self.stats.candidates += 1
+                yield Rejected(self.source, "adapter", "duplicate_message_id", r.file, r.line, r.data)
+                continue
+            nodes[mid] = _Node(r.data, r.line)
+            order.append((r, nodes[mid]))
+        root: _Node | None = None
+        for r, node in order:
+            parent = r.data.get("parent_id")
+            if parent is None:
+                root = root or node
+            elif str(parent) in nodes and nodes[str(parent)] is not node:
+                nodes[str(parent)].children.append(node)
+        reached: set[int] = set()
+        if root is not None:
+            reached.add(id(root))
+            _mark(root, reached)
+        for r, node in order:
+            if id(node) not in reached:  # a second root, a missing parent, or a cycle
+                self.stats.candidates += 1
+                yield Rejected(self.source, "adapter", "orphan_message", r.file, r.line, r.data,
+                               "its parent is not in the same tree")
+        if root is not None:
+            tree_id = str(root.msg.get("message_tree_id") or root.msg.get("message_id"))
+            finished.add(tree_id)
+            yield from self._tree_outputs(_Tree(root, tree_id, rows[0].file, root.line,
+                                                [r.data for r in rows]))
+
+    # -- one tree --------------------------------------------------------------------------------------
+    def _tree_outputs(self, tree: _Tree | Rejected) -> Iterator[Output]:
+        if isinstance(tree, Rejected):
+            self.stats.candidates += 1
+            yield tree
+            return
+        reason = self._filtered(tree.root.msg)
+        if reason:
+            self.stats.candidates += 1
+            yield Rejected(self.source, "adapter", reason, tree.file, tree.line, tree.record)
+            return
+        if self.options.paths == "best":
+            path = [tree.root]
+            while True:
+                kids = [c for c in path[-1].children if not self._filtered(c.msg)]
+                if not kids:
+                    break
+                path.append(min(kids, key=lambda c: c.rank))  # min keeps the first of equal ranks
+            self.stats.candidates += 1
+            yield self._path_output(tree, path, set())
+            return
+        seen_ends: set[int] = set()
+        for path, reason in self._all_paths(tree.root, [tree.root]):
+            self.stats.candidates += 1
+            if reason:
+                yield Rejected(self.source, "adapter", reason, tree.file, path[-1].line, _plain(path))
+            else:
+                yield self._path_output(tree, path, seen_ends)
+
+    def _all_paths(self, node: _Node, path: list[_Node]) -> Iterator[tuple[list[_Node], str]]:
+        """Every leaf path below `node`, and every filtered-out child subtree (with its reason)."""
+        kept = False
+        for child in node.children:
+            reason = self._filtered(child.msg)
+            if reason:
+                yield path + [child], reason
+                continue
+            kept = True
+            yield from self._all_paths(child, path + [child])
+        if not kept:
+            yield path, ""
+
+    def _path_output(self, tree: _Tree, path: list[_Node], seen_ends: set[int]) -> Output:
+        trimmed = list(path)
+        while trimmed and trimmed[-1].msg.get("role") != "assistant":
+            trimmed.pop()
+        last = trimmed[-1] if trimmed else path[-1]
+        if not trimmed:
+            return Rejected(self.source, "adapter", "no_assistant_reply", tree.file, path[-1].line,
+                            _plain(path), "the path has no assistant message")
+        if id(last) in seen_ends:
+            return Rejected(self.source, "adapter", "duplicate_path", tree.file, path[-1].line, _plain(path),
+                            "cut back to a conversation already produced from this tree")
+        try:
+            messages = []
+            for n in trimmed:
+                role = ROLE.get(n.msg.get("role"))  # type: ignore[arg-type]
+                if role is None:
+                    raise InvalidRecordError("unknown_role", f"role {n.msg.get('role')!r}")
+                messages.append(Message(role, n.msg.get("text")))  # type: ignore[arg-type]
+            leaf_id = str(last.msg.get("message_id"))
+            meta = {"file": tree.file, "line": tree.line, "orig_id": leaf_id,
+                    "group": f"{self.source}/{tree.tree_id}", "tree_id": tree.tree_id}
+            if tree.root.msg.get("lang"):
+                meta["lang"] = tree.root.msg["lang"]
+            conv = Conversation(f"{self.source}/{leaf_id}", self.source, tuple(messages), meta)
+        except InvalidRecordError as exc:
+            return Rejected(self.source, "adapter", exc.reason, tree.file, path[-1].line, _plain(path),
+                            exc.detail)
+        seen_ends.add(id(last))
+        if len(trimmed) < len(path):
+            self.stats.fixes["trimmed_trailing_prompter"] += 1
+        return conv
+
+    def _nested_tree(self, rec: RawRecord) -> _Tree | Rejected:
+        data = rec.data
+        root_msg = data.get("prompt") if "prompt" in data else data
+        if not isinstance(root_msg, dict):
+            return Rejected(self.source, "adapter", "bad_tree", rec.file, rec.line, data,
+                            "'prompt' is not an object")
+        try:
+            root = _build(root_msg, rec.line, 0)
+        except InvalidRecordError as exc:
+            return Rejected(self.source, "adapter", exc.reason, rec.file, rec.line, data, exc.detail)
+        tree_id = data.get("message_tree_id") or root_msg.get("message_tree_id") or root_msg.get("message_id")
+        return _Tree(root, str(tree_id), rec.file, rec.line, data)
+
+    def _filtered(self, msg: dict[str, Any]) -> str:
+        """The ``filtered_*`` reason this message fails, or "" if it passes the options."""
+        o = self.options
+        if msg.get("deleted") and not o.include_deleted:
+            return "filtered_deleted"
+        if msg.get("review_result") is False and not o.include_failed_review:
+            return "filtered_review"
+        if msg.get("synthetic") and not o.include_synthetic:
+            return "filtered_synthetic"
+        if o.lang and msg.get("lang") not in o.lang:
+            return "filtered_lang"
+        return ""
+
+
+def _mark(node: _Node, reached: set[int]) -> None:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        for c in n.children:
+            if id(c) not in reached:  # guards against cycles in corrupt data
+                reached.add(id(c))
+                stack.append(c)
+
+
+def _build(msg: dict[str, Any], line: int, depth: int) -> _Node:
+    if depth > 500:
+        raise InvalidRecordError("bad_tree", "tree deeper than 500 messages")
+    replies = msg.get("replies") or []
+    if not isinstance(replies, list) or not all(isinstance(r, dict) for r in replies):
+        raise InvalidRecordError("bad_tree", "'replies' must be a list of message objects")
+    node = _Node({k: v for k, v in msg.items() if k != "replies"}, line)
+    node.children = [_build(r, line, depth + 1) for r in replies]
+    return node
+
+
+def _plain(path: list[_Node]) -> list[dict[str, Any]]:
+    return [n.msg for n in path]

@@ -1,0 +1,95 @@
+"""ShareGPT-family conversations: ShareGPT V4.3, SlimOrca, Evol-ShareGPT, oasst1-guanaco exports, and
+``messages``/``role``/``content`` files, as options of one adapter.
+
+Records look like ``{"id": ..., "conversations": [{"from": "human", "value": ...}, ...]}`` (or ``idx``,
+``messages``, ``role``/``content``). Roles go through a fixed map (human/user -> user; gpt/chatgpt/bing/
+assistant/model -> assistant; system -> system) plus the ``role_map`` option; any other role rejects the
+record as ``unknown_role`` rather than silently dropping the turn. Chunk ids ``abc_2`` set ``group``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sft_builder.errors import UserError
+from sft_builder.schema import ROLES, Conversation, InvalidRecordError
+from sft_builder.sources.base import Adapter, RawRecord, register
+from sft_builder.sources.common import DEFAULT_ROLE_MAP, as_mapping, normalize_turns, record_id
+
+CHUNK_SUFFIX = re.compile(r"^(.+)_(\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ShareGPTOptions:
+    messages_key: str = ""  # "" = the first of: conversations, messages
+    id_key: str = ""  # "" = the first of: id, idx
+    system_key: str = "system"  # a top-level system prompt, used when the turns hold none
+    role_map: dict[str, str] = field(default_factory=dict)  # extra names, e.g. function_call:assistant
+    group_chunks: bool = True  # ids ending in _N are chunks of one conversation: same group
+    trim_trailing_user: bool = True  # drop a final unanswered user turn (counted)
+
+
+@register
+class ShareGPTAdapter(Adapter[ShareGPTOptions]):
+    name = "sharegpt"
+    forms = ("{id|idx, conversations|messages: [{from, value} | {role, content}]}: ShareGPT V4.3, "
+             "SlimOrca, Evol-ShareGPT, oasst1-guanaco ShareGPT export")
+    Options = ShareGPTOptions
+
+    def __init__(self, options: ShareGPTOptions, source: str | None = None) -> None:
+        super().__init__(options, source)
+        bad = {k: v for k, v in options.role_map.items() if v not in ROLES}
+        if bad:
+            raise UserError(f"role_map for adapter 'sharegpt' maps to unknown roles {bad}; "
+                            f"valid roles: {', '.join(ROLES)}")
+        self.roles = {**DEFAULT_ROLE_MAP, **{k.lower(): v for k, v in options.role_map.items()}}
+        self.message_keys = (options.messages_key,) if options.messages_key else ("conversations", "messages")
+        self.id_keys = (options.id_key,) if options.id_key else ("id", "idx")
+
+    def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
+        data = as_mapping(record.data)
+        raw_turns = _first(data, self.message_keys)
+        if not isinstance(raw_turns, list) or not raw_turns:
+            keys = " or ".join(self.message_keys)
+            raise InvalidRecordError("no_messages", f"no non-empty list under {keys}")
+        turns = list(self._turns(raw_turns))
+        system = data.get(self.options.system_key) if self.options.system_key else None
+        if isinstance(system, str) and system.strip() and turns[0][0] != "system":
+            turns.insert(0, ("system", system))
+        messages, fixes = normalize_turns(turns, trim_trailing_user=self.options.trim_trailing_user)
+        meta: dict[str, Any] = {"file": record.file, "line": record.line}
+        orig = _first(data, self.id_keys)
+        if orig is not None and not isinstance(orig, (dict, list)):
+            meta["orig_id"] = orig = str(orig)
+            m = CHUNK_SUFFIX.match(orig) if self.options.group_chunks else None
+            if m:
+                meta["group"] = f"{self.source}/{m.group(1)}"
+        conv = Conversation(record_id(self.source, record.file, record.line), self.source, messages, meta)
+        self.stats.fixes.update(fixes)
+        return (conv,)
+
+    def _turns(self, raw_turns: list[Any]) -> Iterator[tuple[str, str]]:
+        for i, turn in enumerate(raw_turns):
+            if not isinstance(turn, dict):
+                raise InvalidRecordError("bad_turn", f"turn {i} is not an object")
+            role = turn.get("from", turn.get("role"))
+            content = turn.get("value", turn.get("content"))
+            if not isinstance(role, str):
+                raise InvalidRecordError("bad_turn", f"turn {i} has no 'from'/'role' string")
+            mapped = self.roles.get(role.lower())
+            if mapped is None:
+                raise InvalidRecordError("unknown_role", f"turn {i} has role {role!r}")
+            if not isinstance(content, str):
+                got = "nothing" if content is None else type(content).__name__
+                raise InvalidRecordError("bad_content", f"turn {i} content must be a string, got {got}")
+            yield mapped, content
+
+
+def _first(data: dict[str, Any] | Any, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if k in data:
+            return data[k]
+    return None
