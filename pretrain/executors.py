@@ -1,0 +1,138 @@
+"""Executors: run `stages.run_shard` over a shard plan, in local processes or as Ray tasks.
+
+Both call the very same function; they differ only in where it runs. Results are keyed by shard name and
+the final pass orders them by the plan, so completion order never reaches the output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from typing import Any
+
+from pretrain.stages import ShardTask, read_marker, run_shard, set_worker_env
+
+Marker = dict[str, Any]
+OnDone = Callable[[ShardTask, Marker], None]
+
+
+def shard_tokens(marker: Marker) -> int:
+    return sum(int(o["stats"].get("non_pad_tokens", 0)) for o in marker["outputs"].values())
+
+
+class LocalExecutor:
+    """`workers` processes (spawned, one tokenizer thread each); 1 runs in this process."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, workers)
+
+    def run(self, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]:
+        set_worker_env()
+        results: dict[str, Marker] = {}
+        if self.workers == 1:
+            for task in tasks:
+                results[task.name] = run_shard(task)
+                on_done(task, results[task.name])
+            return results
+        ctx = get_context("spawn")  # fresh processes: no inherited tokenizer threads or Ray state
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=set_worker_env) as pool:
+            pending: dict[Future[Marker], ShardTask] = {}
+            queue = iter(tasks)
+            for task in _take(queue, self.workers * 2):  # a bounded window: the plan can be huge
+                pending[pool.submit(run_shard, task)] = task
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    task = pending.pop(fut)
+                    results[task.name] = fut.result()  # re-raises a worker's UserError here
+                    on_done(task, results[task.name])
+                for task in _take(queue, len(finished)):
+                    pending[pool.submit(run_shard, task)] = task
+        return results
+
+
+def _take(it: Iterator[ShardTask], n: int) -> list[ShardTask]:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(next(it))
+        except StopIteration:
+            break
+    return out
+
+
+class RayExecutor:
+    """One Ray task per shard (1 CPU each); the optional ``[ray]`` extra is imported only here."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        self.address, self.num_cpus = address, num_cpus
+
+    def run(self, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]:
+        try:
+            import ray
+        except ImportError:
+            from sft_builder.errors import UserError
+
+            raise UserError("--executor ray needs Ray: pip install 'crystalmix[ray]'") from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+            if self.address:
+                ray.init(address=self.address, runtime_env=env, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, runtime_env=env,
+                         log_to_driver=False)
+        remote = ray.remote(num_cpus=1, max_retries=2)(run_shard)
+        results: dict[str, Marker] = {}
+        try:
+            todo = []
+            for task in tasks:  # finished shards need no worker at all
+                done = read_marker(task)
+                if done is not None:
+                    results[task.name] = done
+                    on_done(task, done)
+                else:
+                    todo.append(task)
+            refs = {remote.remote(t): t for t in todo}
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1)
+                for ref in ready:
+                    task = refs.pop(ref)
+                    results[task.name] = ray.get(ref)
+                    on_done(task, results[task.name])
+        finally:
+            if started_here:
+                ray.shutdown()
+        return results
+
+
+class Progress:
+    """A rich progress bar with shards and tokens/s, fed by whichever executor runs."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total, self.tokens, self.shards = total, 0, 0
+        self.start = time.perf_counter()
+        self._bar: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[tokens]}"), TimeElapsedColumn(), transient=False)
+            self._id = self._bar.add_task("build", total=total, tokens="")
+            self._bar.start()
+
+    def __call__(self, task: ShardTask, marker: Marker) -> None:
+        self.shards += 1
+        self.tokens += shard_tokens(marker)
+        if self._bar is not None:
+            self._bar.update(self._id, advance=1, tokens=f"{self.tokens:,} tokens, {self.rate:,.0f} tokens/s")
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.start, 1e-9)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

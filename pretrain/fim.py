@@ -1,0 +1,137 @@
+"""Fill-in-the-middle, character-level, as LLM360 applied it (BigCode's algorithm), in two modes.
+
+``context``: after packing, each EOS-separated segment of a row becomes, with probability `rate`, PSM
+``<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle`` or (probability `spm_rate`) SPM
+``<fim_prefix> <fim_suffix> suffix <fim_middle> prefix middle``; the row is then cut or padded with
+``<fim_pad>`` back to L+1. ``document``: the same on whole documents before packing, so nothing is cut.
+Pieces are encoded with `Encoder.encode_pieces`, so prefix + middle + suffix decode to the exact text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pretrain.config import FimConfig
+from pretrain.tokenize import Encoder
+
+
+@dataclass(frozen=True, slots=True)
+class FimTokens:
+    prefix: int
+    middle: int
+    suffix: int
+    pad: int
+    eos: int
+
+    @classmethod
+    def from_specials(cls, specials: dict[str, int]) -> FimTokens:
+        missing = [k for k in ("fim_prefix", "fim_middle", "fim_suffix", "fim_pad") if k not in specials]
+        if missing:
+            from sft_builder.errors import UserError
+
+            raise UserError(f"FIM needs the tokenizer's {missing} tokens")
+        return cls(specials["fim_prefix"], specials["fim_middle"], specials["fim_suffix"],
+                   specials["fim_pad"], specials["eos"])
+
+
+@dataclass(slots=True)
+class FimStats:
+    segments: int = 0
+    fim: int = 0
+    spm: int = 0
+    truncated_rows: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"fim_candidates": self.segments, "fim_applied": self.fim, "fim_spm": self.spm,
+                "fim_truncated_rows": self.truncated_rows}
+
+
+def arrange(prefix: list[int], middle: list[int], suffix: list[int], spm: bool, t: FimTokens) -> list[int]:
+    """The sentinel layout of one FIM example (without its EOS)."""
+    if spm:
+        return [t.prefix, t.suffix, *suffix, t.middle, *prefix, *middle]
+    return [t.prefix, *prefix, t.suffix, *suffix, t.middle, *middle]
+
+
+def _cut(texts: list[str], rng: np.random.Generator, spm_rate: float) -> tuple[list[str], list[bool]]:
+    """Two uniform character positions per text -> [prefix, middle, suffix, ...]; plus SPM draws."""
+    pieces: list[str] = []
+    spm: list[bool] = []
+    for text in texts:
+        a, b = sorted(int(x) for x in rng.integers(0, len(text) + 1, size=2))
+        pieces += [text[:a], text[a:b], text[b:]]
+        spm.append(bool(rng.random() < spm_rate))
+    return pieces, spm
+
+
+class ContextFim:
+    """FIM on packed chunks (LLM360's mode): per EOS-separated segment, then cut/pad back to L+1."""
+
+    def __init__(self, encoder: Encoder, cfg: FimConfig, tokens: FimTokens) -> None:
+        self.encoder, self.cfg, self.t = encoder, cfg, tokens
+        self.stats = FimStats()
+
+    def apply(self, chunk: np.ndarray, valid: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        width = len(chunk)
+        real = chunk[:valid]
+        ends = np.flatnonzero(real == self.t.eos)
+        bounds = list(zip(np.r_[0, ends + 1], np.r_[ends, valid], strict=True))
+        segs = [(int(s), int(e)) for s, e in bounds]
+        chosen = []
+        for i, (s, e) in enumerate(segs):
+            if e > s:
+                self.stats.segments += 1
+                if rng.random() < self.cfg.rate:
+                    chosen.append(i)
+        if not chosen:
+            return chunk, valid
+        texts = self.encoder.decode_raw_batch([real[segs[i][0]:segs[i][1]].tolist() for i in chosen])
+        pieces, spm = _cut(texts, rng, self.cfg.spm_rate)
+        enc = self.encoder.encode_pieces(pieces)
+        replaced = {}
+        for k, i in enumerate(chosen):
+            replaced[i] = arrange(enc[3 * k], enc[3 * k + 1], enc[3 * k + 2], spm[k], self.t)
+            self.stats.fim += 1
+            self.stats.spm += spm[k]
+        out: list[int] = []
+        for i, (s, e) in enumerate(segs):
+            out += replaced[i] if i in replaced else real[s:e].tolist()
+            if e < valid:  # the segment was followed by an EOS
+                out.append(self.t.eos)
+        new = np.full(width, self.t.pad, dtype=np.int32)
+        n = min(len(out), width)
+        if len(out) > width:
+            self.stats.truncated_rows += 1
+        new[:n] = out[:n]
+        return new, n
+
+
+class DocumentFim:
+    """FIM on whole documents before packing: no example loses its end to a row boundary."""
+
+    def __init__(self, encoder: Encoder, cfg: FimConfig, tokens: FimTokens) -> None:
+        self.encoder, self.cfg, self.t = encoder, cfg, tokens
+        self.stats = FimStats()
+
+    def encode(self, texts: list[str], rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """Encode a batch of documents, transforming the chosen ones; yields ``ids + [eos]`` each."""
+        chosen = [bool(rng.random() < self.cfg.rate) for _ in texts]
+        self.stats.segments += len(texts)
+        plain = iter(self.encoder.encode_docs([t for t, c in zip(texts, chosen, strict=True) if not c]))
+        picked = [t for t, c in zip(texts, chosen, strict=True) if c]
+        pieces, spm = _cut(picked, rng, self.cfg.spm_rate)
+        enc = self.encoder.encode_pieces(pieces) if pieces else []
+        k = 0
+        for c in chosen:
+            if not c:
+                yield next(plain)
+                continue
+            ids = arrange(enc[3 * k], enc[3 * k + 1], enc[3 * k + 2], spm[k], self.t) + [self.t.eos]
+            self.stats.fim += 1
+            self.stats.spm += spm[k]
+            k += 1
+            yield np.asarray(ids, dtype=np.int32)

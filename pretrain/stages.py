@@ -1,0 +1,273 @@
+"""A stage as a sorted plan of shards, and `run_shard`, the one function every executor runs.
+
+One shard = one input file (or hub shard) for one epoch of one source. It reads, selects, tokenizes,
+packs, optionally FIMs and writes its rows to its own staging folder, then writes a done-marker. Its RNG
+comes from (seed, shard name, epoch) only, so results never depend on how many workers run or in which
+order; `outputs.finalize` later numbers the files in plan order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from pretrain.config import SourceConfig, StageConfig
+from pretrain.fim import ContextFim, DocumentFim, FimTokens
+from pretrain.pack import Packer, to_row
+from pretrain.sources import BadFileError, Document, Record, Skipped, expand_paths, read_file, read_hub_shard
+from pretrain.split import keep_document, keep_row_by_file_parity
+from pretrain.tokenize import cached_encoder, normalize_text
+from sft_builder.atomic import write_json
+from sft_builder.errors import UserError
+from sft_builder.hdf5 import ShardedWriter, add_stats, row_stats
+
+STATE_DIR = ".state"
+BATCH_DOCS = 256
+BATCH_CHARS = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """What every shard of a stage shares (small and picklable: it travels to Ray workers)."""
+
+    cfg: StageConfig
+    out_dir: str
+    tokenizer_path: str
+    specials: tuple[tuple[str, int], ...]
+    fingerprint: str
+    skip_bad_files: bool = False
+
+    @property
+    def special(self) -> dict[str, int]:
+        return dict(self.specials)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    ctx: StageContext
+    source_index: int
+    epoch: int
+    file_index: int
+    path: str | None = None
+    hub_shards: int = 0
+    label: str = ""
+
+    @property
+    def source(self) -> SourceConfig:
+        return self.ctx.cfg.sources[self.source_index]
+
+    @property
+    def name(self) -> str:
+        return f"{self.source.name}/epoch-{self.epoch}/{self.file_index:05d}"
+
+    @property
+    def marker(self) -> Path:
+        return Path(self.ctx.out_dir, STATE_DIR, self.name + ".done.json")
+
+    @property
+    def staging(self) -> Path:
+        return Path(self.ctx.out_dir, STATE_DIR, self.name)
+
+
+def output_folder(subset_name: str, epoch: int) -> str:
+    return f"{subset_name}/epoch-{epoch}"
+
+
+def plan_files(cfg: StageConfig) -> list[tuple[int, list[str], int]]:
+    """Per source: (source index, input files, hub shard count); fails early naming an empty pattern."""
+    out = []
+    for i, src in enumerate(cfg.sources):
+        if src.hub:
+            from pretrain.sources import hub_shard_count
+
+            out.append((i, [], hub_shard_count(src.hub, src.hub_split)))
+            continue
+        files = expand_paths(src.paths)
+        if not files:
+            raise UserError(f"source {src.name!r}: no input files match {list(src.paths)}")
+        out.append((i, files, 0))
+    return out
+
+
+def make_plan(ctx: StageContext, files: list[tuple[int, list[str], int]]) -> list[ShardTask]:
+    """The sorted shard plan: source order, then epoch, then sorted file order."""
+    tasks = []
+    for i, paths, n_hub in files:
+        for epoch in range(ctx.cfg.sources[i].epochs):
+            if n_hub:
+                hub = ctx.cfg.sources[i].hub
+                tasks += [ShardTask(ctx, i, epoch, k, None, n_hub, f"{hub}#{k}") for k in range(n_hub)]
+            else:
+                labels = input_labels(paths)
+                tasks += [ShardTask(ctx, i, epoch, k, p, 0, lab)
+                          for k, (p, lab) in enumerate(zip(paths, labels, strict=True))]
+    return tasks
+
+
+def input_labels(paths: list[str]) -> list[str]:
+    """Input names relative to the source's common folder: stable across machines and checkouts."""
+    if len(paths) == 1:
+        return [Path(paths[0]).name]
+    root = os.path.commonpath(paths)
+    return [os.path.relpath(p, root) for p in paths]
+
+
+def shard_rng(seed: int, task: ShardTask) -> np.random.Generator:
+    key = xxhash.xxh64_intdigest(f"{task.source.name}/{task.file_index}".encode())
+    return np.random.default_rng([seed, key, task.epoch])
+
+
+def read_marker(task: ShardTask) -> dict[str, Any] | None:
+    """The shard's done-marker if it finished under the current fingerprint."""
+    try:
+        marker = json.loads(task.marker.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return marker if marker.get("fingerprint") == task.ctx.fingerprint else None
+
+
+@dataclass
+class _Output:
+    """One output folder's packer, FIM pass, writer and counters inside a shard."""
+
+    packer: Packer
+    writer: ShardedWriter
+    fim: ContextFim | None
+    pad_id: int
+    stats: dict[str, int] = field(default_factory=dict)
+    documents: int = 0
+    rows_seen: int = 0
+
+
+def _records(task: ShardTask) -> Iterator[Record]:
+    src = task.source
+    if task.path is None:
+        assert src.hub is not None
+        return read_hub_shard(src.hub, src.hub_split, task.file_index, task.hub_shards, src.text_field,
+                              src.subset_field)
+    return read_file(task.path, src.text_field, src.subset_field)
+
+
+def run_shard(task: ShardTask) -> dict[str, Any]:
+    """Build one shard (or return its marker if already done); returns the marker's content."""
+    done = read_marker(task)
+    if done is not None:
+        return done
+    start = time.perf_counter()
+    if task.staging.exists():
+        shutil.rmtree(task.staging)  # a killed attempt: its files are incomplete by definition
+    try:
+        body = _build(task)
+    except BadFileError as exc:
+        shutil.rmtree(task.staging, ignore_errors=True)
+        if not task.ctx.skip_bad_files:
+            raise
+        body = {"outputs": {}, "skipped": {}, "documents": 0, "fim": {}, "bad_file": str(exc)}
+    body.update({"shard": task.name, "input": task.label,
+                 "fingerprint": task.ctx.fingerprint, "seconds": round(time.perf_counter() - start, 3)})
+    write_json(task.marker, body)
+    return body
+
+
+def _build(task: ShardTask) -> dict[str, Any]:
+    cfg, src, sp = task.ctx.cfg, task.source, task.ctx.special
+    enc = cached_encoder(task.ctx.tokenizer_path, sp["eos"], cfg.max_doc_chars)
+    fim_tokens = FimTokens.from_specials(sp) if src.fim.rate > 0 else None
+    rng = shard_rng(cfg.seed, task)
+    outs: dict[str, _Output] = {}
+    for sub in src.outputs():
+        fim = ContextFim(enc, src.fim, fim_tokens) if fim_tokens and src.fim.mode == "context" else None
+        writer = ShardedWriter(task.staging / sub.name, cfg.seq_len, cfg.samples_per_file)
+        outs[sub.name] = _Output(Packer(cfg.seq_len, sp["pad"], cfg.tail), writer, fim, sp["pad"])
+    doc_fim = DocumentFim(enc, src.fim, fim_tokens) if fim_tokens and src.fim.mode == "document" else None
+    skipped: Counter[str] = Counter()
+    n_docs = 0
+
+    def emit(out: _Output, chunks: list[tuple[np.ndarray, int]]) -> None:
+        for chunk, valid in chunks:
+            index = out.rows_seen
+            out.rows_seen += 1
+            if cfg.split_method == "file_parity" and src.half is not None and \
+                    not keep_row_by_file_parity(index, cfg.samples_per_file, src.half):
+                continue
+            if out.fim is not None:
+                chunk, valid = out.fim.apply(chunk, valid, rng)
+            row = to_row(chunk, valid)
+            out.writer.write(row)
+            out.stats = add_stats(out.stats, row_stats(row[None], out.pad_id))
+
+    def flush(batch: list[tuple[str, str]]) -> None:
+        texts = [t for _, t in batch]
+        encoded = doc_fim.encode(texts, rng) if doc_fim else iter(enc.encode_docs(texts))
+        for (name, _), ids in zip(batch, encoded, strict=True):
+            if len(ids) - 1 < cfg.min_sequence_len:
+                skipped["too_short"] += 1
+                continue
+            outs[name].documents += 1
+            emit(outs[name], outs[name].packer.add(ids))
+
+    batch: list[tuple[str, str]] = []
+    chars = 0
+    by_hash = cfg.split_method == "hash"
+    try:
+        for rec in _records(task):
+            n_docs += 1
+            if isinstance(rec, Skipped):
+                skipped[rec.reason] += 1
+                continue
+            assert isinstance(rec, Document)
+            sub = src.subset_for(rec.subset)
+            if sub is None:
+                skipped["excluded_subset"] += 1
+                continue
+            text = normalize_text(rec.text) if cfg.normalize else rec.text
+            ok, why = keep_document(text, cfg.split_seed, src.half if by_hash else None, src.fraction)
+            if not ok:
+                skipped[why] += 1
+                continue
+            batch.append((sub.name, text))
+            chars += len(text)
+            if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
+                flush(batch)
+                batch, chars = [], 0
+        flush(batch)
+        for out in outs.values():
+            emit(out, out.packer.finish())
+        outputs = {}
+        for name, out in sorted(outs.items()):
+            files = out.writer.close()
+            outputs[output_folder(name, task.epoch)] = {
+                "files": [str(f.relative_to(Path(task.ctx.out_dir))) for f in files],
+                "rows": [_rows_in(f, cfg.samples_per_file, i, out.writer.n_rows, len(files))
+                         for i, f in enumerate(files)],
+                "stats": out.stats, "documents": out.documents,
+            }
+    except BaseException:
+        for out in outs.values():
+            out.writer.abort()
+        raise
+    fim_stats: dict[str, int] = {}
+    for f in [o.fim for o in outs.values() if o.fim] + ([doc_fim] if doc_fim else []):
+        fim_stats = dict(Counter(fim_stats) + Counter(f.stats.as_dict()))
+    return {"outputs": outputs, "skipped": dict(sorted(skipped.items())), "documents": n_docs,
+            "fim": fim_stats, "bad_file": None}
+
+
+def _rows_in(_path: Path, per_file: int, i: int, total: int, n_files: int) -> int:
+    """Rows of file `i` of a writer that fills `per_file` rows per file before starting the next."""
+    return per_file if i < n_files - 1 else total - per_file * (n_files - 1)
+
+
+def set_worker_env() -> None:
+    """One tokenizer thread per worker: N workers then mean N cores, and the scaling figures stay honest."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
