@@ -1,0 +1,36 @@
+"""The generation prompt: a Jinja template rendered with the sampled seed tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from sft_builder.errors import UserError
+from sft_builder.webgen.seeds import TEMPLATES, SeedTask
+
+DEFAULT_PROMPT = TEMPLATES / "prompt.txt"
+
+
+class PromptTemplate:
+    """A loaded prompt template. Variables: `seeds` (instruction/input/output each), `num_tasks`."""
+
+    def __init__(self, path: str | Path = DEFAULT_PROMPT, num_tasks: int = 20) -> None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError("prompt template not found", path=p)
+        self.source = p.read_text(encoding="utf-8")
+        self.num_tasks = num_tasks
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        try:
+            self._template = env.from_string(self.source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise UserError(f"prompt template: {exc.message}", path=p, line=exc.lineno) from None
+        self.path = p
+
+    def render(self, seeds: tuple[SeedTask, ...]) -> str:
+        """The prompt text; it ends on the open header of item len(seeds)+1 so a completion continues the list."""
+        try:
+            return self._template.render(seeds=seeds, num_tasks=self.num_tasks)
+        except jinja2.TemplateError as exc:
+            raise UserError(f"prompt template: {exc}", path=self.path) from None
