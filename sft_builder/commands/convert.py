@@ -1,9 +1,188 @@
-"""CLI commands for the convert area (registered on the main app by `register`)."""
+"""`crystalmix sources` and `crystalmix convert`: list the adapters; turn one source into interchange JSONL.
+
+`convert_source` is the whole conversion as a function (the CLI and the benchmark call it): it streams
+records through the adapter into the output and rejects files (both written atomically) and returns the
+report, whose ``read`` always equals ``kept + rejected``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from sft_builder.atomic import atomic_open, write_json
+from sft_builder.errors import UserError
+from sft_builder.schema import Conversation
+from sft_builder.sources.base import Adapter, Rejected, adapter_names, get_adapter_class, make_adapter
+
+PROGRESS_EVERY = 4096  # outputs between progress-bar updates; per-record updates would cost more than parsing
+
+
+def parse_option_args(pairs: Sequence[str]) -> dict[str, str]:
+    """``key=value`` strings from ``--option`` into a mapping (values are coerced by the adapter)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option expects key=value, got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+def default_rejects_path(out: Path) -> Path:
+    name = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(f"{name}.rejects.jsonl")
+
+
+def convert_source(adapter: Adapter[Any], inputs: Sequence[str], out: Path, rejects: Path | None = None, *,
+                   split: str = "train", data_files: Sequence[str] | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """Convert `inputs` with `adapter` into `out` (+ rejects file); return the report dict."""
+    rejects = rejects or default_rejects_path(out)
+    if Path(out).resolve() == Path(rejects).resolve():
+        raise UserError("--out and --rejects must be different files", path=out)
+    stream = adapter.stream(list(inputs), split=split, data_files=list(data_files) if data_files else None)
+    kept = 0
+    reasons: Counter[str] = Counter()
+    dumps = json.dumps
+    bar = _Progress(progress)
+    with bar, atomic_open(out) as fo, atomic_open(rejects) as fr:
+        write_out, write_rej = fo.write, fr.write
+        n = 0
+        for item in stream:
+            if type(item) is Conversation:
+                kept += 1
+                write_out(item.to_json() + "\n")
+            else:
+                assert isinstance(item, Rejected), f"adapter yielded {type(item).__name__}"
+                reasons[item.reason] += 1
+                write_rej(dumps(item.to_dict(), ensure_ascii=False, sort_keys=True, default=str) + "\n")
+            n += 1
+            if n % PROGRESS_EVERY == 0:
+                bar.update(n)
+    rejected = sum(reasons.values())
+    stats = adapter.stats
+    if stats.candidates != kept + rejected:  # an adapter bug, not a user error: crash loudly
+        raise RuntimeError(f"adapter {adapter.name} lost count: read {stats.candidates} != "
+                           f"kept {kept} + rejected {rejected}")
+    return {
+        "adapter": adapter.name,
+        "source": adapter.source,
+        "options": dataclasses.asdict(adapter.options),
+        "inputs": [str(i) for i in inputs],
+        "records": stats.records,
+        "read": stats.candidates,
+        "kept": kept,
+        "rejected": rejected,
+        "reasons": dict(sorted(reasons.items())),
+        "fixes": dict(sorted(stats.fixes.items())),
+        "out": str(out),
+        "rejects": str(rejects),
+    }
+
+
+class _Progress:
+    """A records counter on stderr, shown only on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(SpinnerColumn(), TextColumn("converting: {task.completed:,} records"),
+                                      TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self._task = self._progress.add_task("convert", total=None)
+
+    def __enter__(self) -> _Progress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=n)
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """The one-screen summary printed after a conversion."""
+    table = Table(title=f"convert {report['source']} ({report['adapter']})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key in ("records", "read", "kept", "rejected"):
+        table.add_row(key, f"{report[key]:,}")
+    top = sorted(report["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))
+    for reason, count in top[:10]:
+        table.add_row(f"  rejected: {reason}", f"{count:,}")
+    if len(top) > 10:
+        table.add_row("  rejected: (other reasons)", f"{sum(c for _, c in top[10:]):,}")
+    for fix, count in report["fixes"].items():
+        table.add_row(f"  repaired: {fix}", f"{count:,}")
+    table.add_row("out", report["out"])
+    table.add_row("rejects", report["rejects"])
+    return table
+
+
+def _describe_options(options_cls: type) -> str:
+    parts = []
+    for f in dataclasses.fields(options_cls):
+        default: Any = f.default
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default))
+        plain = isinstance(default, str) and default.isprintable() and " " not in default
+        parts.append(f"{f.name}={default if plain or isinstance(default, bool) else json.dumps(default)}")
+    return "\n".join(parts) or "(none)"
+
+
+def sources() -> None:
+    """List the source adapters, the forms each reads, and its options (with defaults)."""
+    table = Table(title="crystalmix source adapters", show_lines=True)
+    table.add_column("adapter", style="bold")
+    table.add_column("reads")
+    table.add_column("options (default)")
+    for name in adapter_names():
+        cls = get_adapter_class(name)
+        table.add_row(name, cls.forms, _describe_options(cls.Options))
+    Console().print(table)
+
+
+_Options = Annotated[list[str] | None, typer.Option("--option", "-o", help="Adapter option key=value.")]
+_Rejects = Annotated[Path | None, typer.Option("--rejects", help="Rejects JSONL [OUT.rejects.jsonl].")]
+
+
+def convert(
+    inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs or hub ids.")],
+    source: Annotated[str, typer.Option("--source", help="Adapter name (see `crystalmix sources`).")],
+    out: Annotated[Path, typer.Option("--out", help="Output interchange JSONL.")],
+    option: _Options = None,
+    rejects: _Rejects = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the report as JSON here.")] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of hub / save_to_disk datasets.")] = "train",
+    data_files: Annotated[list[str] | None, typer.Option("--data-files", help="Hub data_files.")] = None,
+) -> None:
+    """Convert one source's records into crystalmix interchange JSONL, with rejects and a report."""
+    adapter = make_adapter(source, parse_option_args(option or []))
+    result = convert_source(adapter, inputs, out, rejects, split=split, data_files=data_files, progress=True)
+    if report is not None:
+        write_json(report, result)
+    Console(stderr=True).print(summary_table(result))
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
+    app.command("sources")(sources)
+    app.command("convert")(convert)
