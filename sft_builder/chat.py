@@ -31,6 +31,7 @@ _MARK = "\U0010fffd"  # starts every placeholder; a message containing it is rej
 _PLACEHOLDER_BASE = 0xF0000
 
 TrainOn = Literal["all", "last"]
+Rendered = tuple[list[str], list[list[tuple[int, int]]], list[bool]]
 
 
 def template_names() -> list[str]:
@@ -60,8 +61,8 @@ def load_template(spec: str, tokenizer: Any = None) -> str:
         source = path.read_text(encoding="utf-8")
         name = str(path)
     if not _GENERATION_RE.search(source):
-        raise UserError(f"{name} marks no {{% generation %}} block, so no token would be trained; "
-                        "wrap each assistant answer and its stop token in {% generation %}...{% endgeneration %}")
+        raise UserError(f"{name} marks no {{% generation %}} block, so no token would be trained; wrap "
+                        "each assistant answer and its stop token in {% generation %}...{% endgeneration %}")
     return source
 
 
@@ -103,6 +104,7 @@ class ChatEncoder:
                  train_on_prompt: bool = False) -> None:
         from tokenizers import Tokenizer
 
+        self.tokenizer = tokenizer
         self.template = template
         self.train_on = train_on
         self.train_on_prompt = train_on_prompt
@@ -113,7 +115,9 @@ class ChatEncoder:
         self.special_ids = np.array(sorted(specials), dtype=np.int64)
         self.special_by_text = {text: i for i, text in specials.items()}
         escapable = sorted((t for t in specials.values() if len(t) >= 2), key=lambda t: (-len(t), t))
-        self._to_placeholder = {t: _MARK + chr(_PLACEHOLDER_BASE + k) * (len(t) - 1) for k, t in enumerate(escapable)}
+        # Same length as the token text, so character offsets in the rendered text stay true.
+        self._to_placeholder = {t: _MARK + chr(_PLACEHOLDER_BASE + k) * (len(t) - 1)
+                                for k, t in enumerate(escapable)}
         self._from_placeholder = {v: k for k, v in self._to_placeholder.items()}
         self._special_re = _alternation(escapable)
         self._placeholder_re = _alternation(list(self._from_placeholder))
@@ -133,8 +137,8 @@ class ChatEncoder:
             out.append({"role": m.role, "content": text})
         return out, escaped
 
-    def render(self, convs: Sequence[Conversation]) -> tuple[list[str], list[list[tuple[int, int]]], list[bool]]:
-        """Rendered texts (control tokens in content replaced by placeholders), generation spans, escaped flags."""
+    def render(self, convs: Sequence[Conversation]) -> Rendered:
+        """Rendered texts (content's control tokens as placeholders), generation spans, escaped flags."""
         from transformers.utils.chat_template_utils import render_jinja_template
 
         chats, escaped = [], []
@@ -150,6 +154,9 @@ class ChatEncoder:
                 raise UserError(f"chat template failed: {exc}") from None
             raise
         return texts, spans, escaped
+
+    def _unescape(self, text: str) -> str:
+        return self._placeholder_re.sub(lambda mt: self._from_placeholder[mt.group(0)], text)
 
     # -- encoding ------------------------------------------------------------------------------------
     def encode(self, convs: Sequence[Conversation]) -> list[Encoded | Dropped]:
@@ -181,7 +188,7 @@ class ChatEncoder:
         return [r for r in results if r is not None]
 
     def _encode_escaped(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Split at the template's control tokens; encode the text between them literally, all in one batch."""
+        """Split at the template's control tokens; encode the text between them literally, in one batch."""
         assert self._special_re is not None
         plan: list[list[tuple[int, int, int]]] = []  # per text: (start, end, special id or -1)
         pieces: list[str] = []
@@ -196,7 +203,7 @@ class ChatEncoder:
                 parts.append((pos, len(text), -1))
             for s, e, sid in parts:
                 if sid < 0:
-                    pieces.append(self._placeholder_re.sub(lambda mt: self._from_placeholder[mt.group(0)], text[s:e]))
+                    pieces.append(self._unescape(text[s:e]))
             plan.append(parts)
         encoded = iter(self.plain.encode_batch(pieces, add_special_tokens=False))
         out = []
@@ -226,8 +233,8 @@ class ChatEncoder:
             return Dropped(conv.id, conv.source, "no_trained_tokens")
         last_trained = int(np.flatnonzero(trained)[-1])
         if not np.isin(ids[last_trained], self.special_ids):
-            raise UserError("the template's last trained token is not a stop token (EOS or end-of-turn), so the "
-                            "model would never learn to stop: put the stop token inside {% generation %}")
+            raise UserError("the template's last trained token is not a stop token (EOS or end-of-turn), so "
+                            "the model would never learn to stop: put the stop token inside {% generation %}")
         if self.train_on == "last":
             trained = _overlap_mask(offsets, span_arr[-1:])
         turn_starts = np.searchsorted(offsets[:, 0], span_arr[:, 1], side="left")

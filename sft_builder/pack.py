@@ -41,7 +41,8 @@ class PackStats:
         return self.tokens / self.positions if self.positions else 0.0
 
     def as_dict(self) -> dict[str, object]:
-        return {"rows": self.rows, "efficiency": round(self.efficiency, 6), **dict(sorted(self.counts.items()))}
+        counts = dict(sorted(self.counts.items()))
+        return {"rows": self.rows, "efficiency": round(self.efficiency, 6), **counts}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,312 @@
+"""The build's last stage: conversations to packed training files (HDF5 or Megatron JSONL) + metadata.json.
+
+Encoding runs in worker processes over fixed-size batches, and results are consumed in input order, so the
+output never depends on the number of workers. Packed rows are spilled to a raw file, then written out in a
+seeded order; the spill and each finished data file survive an interruption, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sft_builder import hdf5
+from sft_builder.atomic import atomic_open, atomic_path, sweep_temporaries, write_json
+from sft_builder.chat import ChatEncoder, Dropped, Encoded, load_template
+from sft_builder.errors import UserError
+from sft_builder.pack import PACKINGS, PackStats, pack
+from sft_builder.schema import Conversation
+from sft_builder.tokenizer import resolve_tokenizer, special_token_ids
+
+OUTPUTS = ("hdf5", "megatron-jsonl")
+BATCH = 256  # conversations per encoding task; fixed so batching never shows in the output
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """The ``tokenize:`` section of a build manifest."""
+
+    tokenizer: str = "demo"
+    template: str = "crystalchat"
+    seq_len: int = 2048
+    packing: str = "bfd"
+    output: str = "hdf5"
+    samples_per_file: int = 50_000
+    train_on: str = "all"
+    train_on_prompt: bool = False
+    shuffle: bool = True
+    pack_buffer: int = 20_000
+    system_prompt: str | None = None
+    workers: int = 0  # 0 = all cores; does not change the output
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None, where: str = "tokenize") -> TokenizeConfig:
+        """Parse and check a manifest section; errors name the key path (``tokenize.packing: ...``)."""
+        raw = dict(raw or {})
+        known = {f.name: f for f in fields(cls)}
+        for key in raw:
+            if key not in known:
+                raise UserError(f"{where}.{key}: unknown key; valid keys: {', '.join(known)}")
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for name in known:
+            default = getattr(defaults, name)
+            value = raw.get(name, default)
+            path = f"{where}.{name}"
+            if name == "system_prompt":
+                if value is not None and not isinstance(value, str):
+                    raise UserError(f"{path}: must be a string")
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise UserError(f"{path}: must be true or false")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise UserError(f"{path}: must be an integer")
+                if value < (0 if name == "workers" else 1) or (name == "seq_len" and value < 8):
+                    raise UserError(f"{path}: {value} is too small")
+            elif not isinstance(value, str) or not value:
+                raise UserError(f"{path}: must be a non-empty string")
+            values[name] = value
+        for name, choices in (("packing", PACKINGS), ("output", OUTPUTS), ("train_on", ("all", "last"))):
+            if values[name] not in choices:
+                raise UserError(f"{where}.{name}: must be one of {', '.join(choices)}")
+        return cls(**values)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that shape the output (for fingerprints): everything but ``workers``."""
+        d = asdict(self)
+        d.pop("workers")
+        return d
+
+    def n_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+# -- encoding, in parallel and in order ---------------------------------------------------------------
+_WORKER: ChatEncoder | None = None
+
+
+def make_encoder(cfg: TokenizeConfig, tokenizer: Any | None = None) -> ChatEncoder:
+    tok = tokenizer if tokenizer is not None else resolve_tokenizer(cfg.tokenizer)
+    enc = ChatEncoder(tok, load_template(cfg.template, tok), train_on=cfg.train_on,  # type: ignore[arg-type]
+                      train_on_prompt=cfg.train_on_prompt)
+    if cfg.system_prompt is not None:
+        enc.template_vars["default_system_prompt"] = cfg.system_prompt
+    return enc
+
+
+def _init_worker(cfg: TokenizeConfig) -> None:
+    global _WORKER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
+    _WORKER = make_encoder(cfg)
+
+
+def _encode_task(batch: list[Conversation]) -> list[Encoded | Dropped]:
+    assert _WORKER is not None
+    return _WORKER.encode(batch)
+
+
+def _batches(items: Iterable[Conversation], size: int) -> Iterator[list[Conversation]]:
+    batch: list[Conversation] = []
+    for c in items:
+        batch.append(c)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def encode_stream(conversations: Iterable[Conversation], cfg: TokenizeConfig,
+                  encoder: ChatEncoder | None = None) -> Iterator[Encoded | Dropped]:
+    """Encode a stream in input order; memory holds at most a few batches per worker."""
+    workers = cfg.n_workers()
+    if workers <= 1:
+        enc = encoder or make_encoder(cfg)
+        for batch in _batches(conversations, BATCH):
+            yield from enc.encode(batch)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        pending: list[Any] = []
+        for batch in _batches(conversations, BATCH):
+            pending.append(pool.apply_async(_encode_task, (batch,)))
+            if len(pending) >= 2 * workers:
+                yield from pending.pop(0).get()
+        for job in pending:
+            yield from job.get()
+
+
+# -- the stage ------------------------------------------------------------------------------------------
+@dataclass
+class _SourceStats:
+    conversations: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+
+
+def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out_dir: Path, *, seed: int,
+                 fingerprint: str) -> dict[str, Any]:
+    """Write the packed training files and ``metadata.json`` into `out_dir`; returns the report's stats.
+
+    A folder whose metadata already carries `fingerprint` is complete and left alone (``skipped: true``);
+    otherwise finished pieces of an interrupted run with the same fingerprint are reused.
+    """
+    out_dir = Path(out_dir)
+    meta_path = out_dir / hdf5.METADATA_NAME
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        complete = all((out_dir / f["name"]).exists() for f in meta.get("files", []))
+        if meta.get("fingerprint") == fingerprint and complete:
+            return {**meta.get("report", {}), "skipped": True}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(out_dir)
+    spill, spill_meta = out_dir / f".rows-{fingerprint}.bin", out_dir / f".rows-{fingerprint}.json"
+    for stale in [*out_dir.glob(".rows-*"), meta_path]:  # leftovers of another configuration
+        if stale not in (spill, spill_meta):
+            stale.unlink(missing_ok=True)
+    if not spill_meta.exists():
+        for old in _data_files(out_dir):
+            old.unlink()
+    tok = resolve_tokenizer(cfg.tokenizer)
+    specials = special_token_ids(tok)
+    if spill_meta.exists():
+        report = json.loads(spill_meta.read_text(encoding="utf-8"))
+    else:
+        report = _encode_and_pack(conversations, cfg, tok, specials, spill)
+        write_json(spill_meta, report)
+    n_rows = int(report["rows"])
+    order = np.arange(n_rows)
+    if cfg.shuffle:
+        order = np.random.default_rng([seed, 0x5F7]).permutation(n_rows)
+    rows = np.memmap(spill, dtype=np.int32, mode="r", shape=(n_rows, 4, cfg.seq_len)) if n_rows else None
+    files, totals = _write_outputs(rows, order, cfg, out_dir, specials["pad"])
+    report["files"] = len(files)
+    report.update(totals)
+    meta = hdf5.build_metadata(
+        seq_len=cfg.seq_len, vocab_size=len(tok), special_tokens=specials, files=files, stats=totals,
+        fingerprint=fingerprint, tokenizer=cfg.tokenizer, template=cfg.template, packing=cfg.packing,
+        output=cfg.output, seed=seed, config=cfg.identity(), per_source=report["per_source"], report=report,
+    )
+    hdf5.write_metadata(out_dir, meta)  # written last: its presence marks the folder complete
+    del rows
+    spill.unlink(missing_ok=True)
+    spill_meta.unlink(missing_ok=True)
+    return {**report, "skipped": False}
+
+
+def _data_files(out_dir: Path) -> list[Path]:
+    return sorted([*out_dir.glob("data-*.h5"), *out_dir.glob("data-*.jsonl")])
+
+
+def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig, tok: Any,
+                     specials: dict[str, int], spill: Path) -> dict[str, Any]:
+    per_source: dict[str, _SourceStats] = defaultdict(_SourceStats)
+    dropped: Counter[str] = Counter()
+    encoder = make_encoder(cfg, tok) if cfg.n_workers() <= 1 else None
+
+    def kept() -> Iterator[Encoded]:
+        for item in encode_stream(conversations, cfg, encoder):
+            if isinstance(item, Dropped):
+                dropped[item.reason] += 1
+                continue
+            s = per_source[item.source]
+            s.conversations += 1
+            s.tokens += len(item.input_ids)
+            s.trained_tokens += int(item.loss_mask.sum())
+            yield item
+
+    stats = PackStats()
+    with atomic_path(spill) as tmp, open(tmp, "wb") as fh:
+        block: list[np.ndarray] = []
+        rows = pack(kept(), cfg.packing, cfg.seq_len, specials["pad"], stats, cfg.pack_buffer)  # type: ignore[arg-type]
+        for row in rows:
+            block.append(row)
+            if len(block) == hdf5.WRITE_BATCH:
+                fh.write(np.stack(block).tobytes())
+                block = []
+        if block:
+            fh.write(np.stack(block).tobytes())
+    if stats.rows == 0:
+        raise UserError(f"no training rows: {sum(dropped.values())} conversations dropped {dict(dropped)}, "
+                        f"{sum(s.conversations for s in per_source.values())} kept (too few tokens for one "
+                        f"row of {cfg.seq_len}?)")
+    return {
+        "conversations": sum(s.conversations for s in per_source.values()),
+        "dropped": dict(sorted(dropped.items())),
+        "packing": cfg.packing,
+        "packing_stats": stats.as_dict(),
+        "packing_efficiency": round(stats.efficiency, 6),
+        "rows": stats.rows,
+        "per_source": {k: asdict(v) for k, v in sorted(per_source.items())},
+    }
+
+
+def _write_outputs(rows: np.ndarray | None, order: np.ndarray, cfg: TokenizeConfig, out_dir: Path,
+                   pad_id: int) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """Write rows in `order`, `samples_per_file` per file; files already present are kept (resume)."""
+    files: list[tuple[str, int]] = []
+    totals = dict.fromkeys(hdf5.STAT_KEYS, 0)
+    per = cfg.samples_per_file
+    for index, start in enumerate(range(0, len(order), per)):
+        idx = order[start:start + per]
+        assert rows is not None
+        suffix = ".h5" if cfg.output == "hdf5" else ".jsonl"
+        path = out_dir / (hdf5.file_name(index).removesuffix(".h5") + suffix)
+        for b in range(0, len(idx), hdf5.WRITE_BATCH):
+            block = np.asarray(rows[idx[b:b + hdf5.WRITE_BATCH]])
+            totals = hdf5.add_stats(totals, hdf5.row_stats(block[:, :3], pad_id))
+        files.append((path.name, len(idx)))
+        if path.exists():
+            continue
+        if cfg.output == "hdf5":
+            _write_h5(path, rows, idx, cfg.seq_len)
+        else:
+            _write_jsonl(path, rows, idx)
+    return files, totals
+
+
+def _batched_rows(rows: np.ndarray, idx: np.ndarray) -> Iterator[np.ndarray]:
+    for b in range(0, len(idx), hdf5.WRITE_BATCH):
+        yield np.asarray(rows[idx[b:b + hdf5.WRITE_BATCH]])
+
+
+def _write_h5(path: Path, rows: np.ndarray, idx: np.ndarray, seq_len: int) -> None:
+    w = hdf5.ShardedWriter(path.parent, seq_len=seq_len, samples_per_file=len(idx) + 1, with_segments=True,
+                           first_index=int(path.stem.split("-")[1]))
+    try:
+        for block in _batched_rows(rows, idx):
+            for r in block:
+                w.write(r[:3], r[3])
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def _write_jsonl(path: Path, rows: np.ndarray, idx: np.ndarray) -> None:
+    with atomic_open(path) as fh:
+        for block in _batched_rows(rows, idx):
+            for r in block:
+                fh.write(json.dumps({"token_ids": r[0].tolist(), "label_ids": r[2].tolist(),
+                                     "loss_mask": r[1].tolist()}) + "\n")
+
+
+def encode_records(conversations: Sequence[Conversation], encoder: ChatEncoder,
+                   on_drop: Callable[[Dropped], None] | None = None) -> Iterator[Encoded]:
+    """Encode a list in one batch (for the ``encode`` command and tests), reporting drops."""
+    for item in encoder.encode(conversations):
+        if isinstance(item, Dropped):
+            if on_drop:
+                on_drop(item)
+            continue
+        yield item
