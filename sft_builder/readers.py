@@ -80,7 +80,7 @@ def _plan(spec: str, split: str, data_files: str | Sequence[str] | None) -> list
     path = Path(spec).expanduser()
     if path.is_dir():
         if _is_saved_dataset(path):
-            return [lambda: _read_saved(path, split)]
+            return [lambda f=f: _read_arrow(f, str(f), 0) for f in _saved_files(path, split)]
         files = _folder_files(path, patterns)
         if not files:
             raise UserError(f"no readable files (known: {', '.join(KNOWN)})", path=path)
@@ -417,8 +417,8 @@ def _read_arrow(path: Path, file: str, start_row: int) -> Iterator[RawRecord]:
     try:
         source = pa.memory_map(str(path), "r")
         try:
-            batches: Any = pa.ipc.open_file(source)
-            batches = (batches.get_batch(i) for i in range(batches.num_record_batches))
+            reader = pa.ipc.open_file(source)
+            batches: Any = (reader.get_batch(i) for i in range(reader.num_record_batches))
         except pa.ArrowInvalid:
             source.seek(0)
             batches = pa.ipc.open_stream(source)
@@ -434,8 +434,8 @@ def _is_saved_dataset(folder: Path) -> bool:
     return (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()
 
 
-def _read_saved(folder: Path, split: str) -> Iterator[RawRecord]:
-    """A ``Dataset.save_to_disk`` folder (or one split of a saved ``DatasetDict``), file by file."""
+def _saved_files(folder: Path, split: str) -> list[Path]:
+    """The Arrow files of a ``Dataset.save_to_disk`` folder (or of one split of a saved ``DatasetDict``)."""
     if (folder / "dataset_dict.json").is_file():
         try:
             splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
@@ -449,11 +449,11 @@ def _read_saved(folder: Path, split: str) -> Iterator[RawRecord]:
         names = [d["filename"] for d in state["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"bad save_to_disk folder (state.json: {exc})", path=folder) from None
-    for name in names:
-        arrow = folder / name
-        if not arrow.is_file():
-            raise UserError("listed in state.json but missing", path=arrow)
-        yield from _read_arrow(arrow, str(arrow), 0)
+    files = [folder / name for name in names]
+    for f in files:
+        if not f.is_file():
+            raise UserError("listed in state.json but missing", path=f)
+    return files
 
 
 # -- hub datasets -----------------------------------------------------------------------------------------

@@ -1,0 +1,219 @@
+"""Readers: every local form, provenance (file + line/row), streaming buffers, and one-line user errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sft_builder import readers
+from sft_builder.errors import UserError
+from sft_builder.readers import iter_records
+from sft_builder.sources.base import UnparsedRecord
+
+FIX = Path(__file__).parent / "fixtures" / "sources" / "readers"
+ROWS = [{"a": i, "text": f"row {i} caf\u00e9"} for i in range(7)]
+
+
+def _data(path: Path | str, **kw: object) -> list:
+    return [r.data for r in iter_records([str(path)], **kw)]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> bytes:
+    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    path.write_bytes(blob)
+    return blob
+
+
+def test_json_array_lines_are_where_each_element_starts() -> None:
+    recs = list(iter_records([str(FIX / "bom.json")]))
+    assert [r.data for r in recs] == [{"a": "caf\u00e9"}] and recs[0].line == 1
+    recs = list(iter_records([str(FIX / "pretty_objects.json")]))
+    assert [(r.data, r.line) for r in recs] == [({"a": 1}, 1), ({"a": 2, "b": [1, 2]}, 4)]
+
+
+def test_jsonl_skips_blank_lines_and_keeps_a_bad_line_as_a_record() -> None:
+    recs = list(iter_records([str(FIX / "records.jsonl")]))
+    assert [(r.data, r.line) for r in recs[:2]] == [({"a": 1}, 1), ({"a": 2}, 3)]
+    assert recs[2].line == 4 and isinstance(recs[2].data, UnparsedRecord)
+    assert recs[2].data.text == '{"a": 3'
+
+
+def test_empty_file_has_no_records() -> None:
+    assert _data(FIX / "empty.json") == []
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst"])
+def test_compressed_json_roundtrips(tmp_path: Path, suffix: str) -> None:
+    if suffix.startswith(".json."):
+        blob = json.dumps(ROWS, indent=2).encode()
+    else:
+        blob = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    packed = gzip.compress(blob) if suffix.endswith(".gz") else zstandard.ZstdCompressor().compress(blob)
+    path = tmp_path / f"data{suffix}"
+    path.write_bytes(packed)
+    assert _data(path) == ROWS
+
+
+def test_multi_frame_zstd_is_read_whole(tmp_path: Path) -> None:
+    c = zstandard.ZstdCompressor()
+    first = "".join(json.dumps(r) + "\n" for r in ROWS[:3]).encode()
+    second = "".join(json.dumps(r) + "\n" for r in ROWS[3:]).encode()
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(c.compress(first) + c.compress(second))
+    assert _data(path) == ROWS
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_truncated_compression_is_a_user_error(tmp_path: Path, suffix: str) -> None:
+    blob = "".join(json.dumps({"a": i, "pad": "x" * 50}) + "\n" for i in range(3000)).encode()
+    packed = gzip.compress(blob) if suffix.endswith(".gz") else zstandard.ZstdCompressor().compress(blob)
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(UserError, match=r"cut\.jsonl\.(gz|zst): truncated or corrupt compressed file"):
+        list(iter_records([str(path)]))
+
+
+def test_parquet_rows_are_numbered(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(ROWS), path, row_group_size=3)
+    recs = list(iter_records([str(path)]))
+    assert [r.data for r in recs] == ROWS and [r.line for r in recs] == list(range(1, 8))
+
+
+@pytest.mark.parametrize("kind", ["file", "stream"])
+def test_arrow_file_and_stream(tmp_path: Path, kind: str) -> None:
+    table = pa.Table.from_pylist(ROWS)
+    path = tmp_path / "t.arrow"
+    with pa.OSFile(str(path), "wb") as sink:
+        opener = pa.ipc.new_file if kind == "file" else pa.ipc.new_stream
+        with opener(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=2)
+    assert _data(path) == ROWS
+
+
+def test_save_to_disk_folders_and_splits(tmp_path: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "ds"))
+    assert _data(tmp_path / "ds") == ROWS
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:2]),
+                               "test": datasets.Dataset.from_list(ROWS[2:])})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    assert _data(tmp_path / "dd", split="test") == ROWS[2:]
+    with pytest.raises(UserError, match="split 'validation' not found; splits: train, test"):
+        iter_records([str(tmp_path / "dd")], split="validation")
+
+
+def test_folders_globs_and_data_files_are_sorted_and_filtered(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "b.jsonl", ROWS[3:])
+    _write_jsonl(tmp_path / "a.jsonl", ROWS[:3])
+    (tmp_path / "README.md").write_text("ignored in folders")
+    (tmp_path / "sub").mkdir()
+    _write_jsonl(tmp_path / "sub" / "c.jsonl", [{"a": 99}])
+    assert _data(tmp_path) == ROWS + [{"a": 99}]
+    assert _data(str(tmp_path / "*.jsonl")) == ROWS
+    assert _data(tmp_path, data_files="b.jsonl") == ROWS[3:]
+    files = {r.file for r in iter_records([str(tmp_path)])}
+    assert files == {str(tmp_path / n) for n in ("a.jsonl", "b.jsonl", "sub/c.jsonl")}
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("not_json.json", r"not_json\.json:1: not JSON"),
+    ("not_json.jsonl", r"not_json\.jsonl:1: not JSON Lines"),
+    ("bad_element.json", r"bad_element\.json:6: invalid JSON: Expecting ',' delimiter"),
+    ("truncated_array.json", r"truncated_array\.json:1: invalid JSON"),
+    ("notes.txt", r"notes\.txt: unknown file type"),
+])
+def test_bad_files_name_the_file_and_line(name: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        list(iter_records([str(FIX / name)]))
+
+
+def test_missing_inputs_fail_before_any_record(tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    _write_jsonl(good, ROWS)
+    with pytest.raises(UserError, match="nope/missing.json: no such file or folder"):
+        iter_records([str(good), "nope/missing.json"])
+    with pytest.raises(UserError, match="no files match"):
+        iter_records([str(tmp_path / "*.parquet")])
+    with pytest.raises(UserError, match="data_files applies to folders"):
+        iter_records([str(good)], data_files="x")
+
+
+def test_corrupt_parquet_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(UserError, match="bad.parquet: not a readable parquet file"):
+        list(iter_records([str(path)]))
+
+
+def test_hub_ids_stream_through_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    calls = []
+
+    def fake_load(name: str, **kw: object) -> list[dict]:
+        calls.append((name, kw))
+        if name == "owner/missing":
+            raise datasets.exceptions.DatasetNotFoundError("Dataset 'owner/missing' doesn't exist on the Hub")
+        return [{"x": 1}, {"x": 2}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    recs = list(iter_records(["owner/name"], split="test", data_files=["a.parquet"]))
+    assert [(r.data, r.file, r.line) for r in recs] == [({"x": 1}, "owner/name[test]", 1),
+                                                        ({"x": 2}, "owner/name[test]", 2)]
+    assert calls[0] == ("owner/name", {"split": "test", "streaming": True, "data_files": ["a.parquet"]})
+    assert _data("hf:squad") == [{"x": 1}, {"x": 2}]
+    with pytest.raises(UserError, match=r"owner/missing\[train\]: cannot read hub dataset: Dataset"):
+        list(iter_records(["owner/missing"]))
+
+
+# -- the sliding buffer of the JSON array reader --------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(json_values, max_size=12), indent=st.sampled_from([None, 0, 1, 3]),
+       chunk=st.integers(1, 64))
+def test_array_reader_matches_json_loads_at_any_buffer_size(
+        tmp_path_factory: pytest.TempPathFactory, values: list, indent: int | None, chunk: int) -> None:
+    """Values and start lines agree with the stdlib, however the buffer cuts the text."""
+    path = tmp_path_factory.mktemp("arr") / "a.json"
+    text = json.dumps(values, indent=indent, ensure_ascii=False)
+    path.write_text(text, encoding="utf-8")
+    # the expected start line of each element, from the stdlib's own positions
+    decoder, expected, pos = json.JSONDecoder(), [], text.index("[") + 1
+    for _ in values:
+        while text[pos] in " \n\t\r,":
+            pos += 1
+        expected.append(text.count("\n", 0, pos) + 1)
+        _, pos = decoder.raw_decode(text, pos)
+    old = readers.CHUNK
+    readers.CHUNK = chunk
+    try:
+        recs = list(iter_records([str(path)]))
+    finally:
+        readers.CHUNK = old
+    assert [r.data for r in recs] == values
+    assert [r.line for r in recs] == expected
+
+
+def test_large_element_across_many_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = {"text": "y" * 5000, "n": 12345678901234}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps([1, big, 23456, big]))
+    monkeypatch.setattr(readers, "CHUNK", 7)
+    assert _data(path) == [1, big, 23456, big]
