@@ -45,7 +45,7 @@ def _template(m: re.Match[str]) -> str:
     parts = [p.strip() for p in m.group(1).split("|")]
     name = parts[0].lower()
     if name == "task heading":
-        return f"\n{parts[1] if len(parts) > 1 and parts[1] else 'Task'}:\n"
+        return f"{parts[1] if len(parts) > 1 and parts[1] else 'Task'}:"  # it stands on its own line
     if name in _INLINE_TEMPLATES and len(parts) > 1:
         return parts[-1]
     return ""  # banners such as {{Wikipedia}}, {{task}}, {{Related tasks/...}}
