@@ -108,7 +108,10 @@ class ChatEncoder:
         self.template = template
         self.train_on = train_on
         self.train_on_prompt = train_on_prompt
-        self.control = tokenizer.backend_tokenizer
+        # Private copies: transformers flips `encode_special_tokens` on the shared backend for
+        # split_special_tokens calls, which must not leak into our encoding.
+        self.control = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.control.encode_special_tokens = False
         self.plain = Tokenizer.from_str(self.control.to_str())
         self.plain.encode_special_tokens = True  # special-token text is read as ordinary text
         specials = {i: t.content for i, t in self.control.get_added_tokens_decoder().items() if t.special}
