@@ -78,8 +78,8 @@ def stage_fingerprint(cfg: StageConfig, tok_json: str, files: list[tuple[int, li
     conf["tokenizer"] = xxhash.xxh64_hexdigest(tok_json.encode())
     for src in conf["sources"]:
         src.pop("paths")
-    inputs = [[i, [[lab, Path(p).stat().st_size] for p, lab in zip(paths, input_labels(paths), strict=True)], n]
-              for i, paths, n in files]
+    inputs = [[i, [[lab, Path(p).stat().st_size]
+                   for p, lab in zip(paths, input_labels(paths), strict=True)], n] for i, paths, n in files]
     return fingerprint({"config": conf, "inputs": inputs, "skip_bad_files": skip_bad_files}, length=16)
 
 

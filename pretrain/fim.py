@@ -76,8 +76,24 @@ class ContextFim:
         self.stats = FimStats()
 
     def apply(self, chunk: np.ndarray, valid: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """Transform one packed chunk; returns the new chunk (same length) and its count of real ids."""
+        out = self.permute(chunk[:valid], rng)
+        if out is None:
+            return chunk, valid
         width = len(chunk)
-        real = chunk[:valid]
+        new = np.full(width, self.t.pad, dtype=np.int32)
+        n = min(len(out), width)
+        if len(out) > width:
+            self.stats.truncated_rows += 1
+        new[:n] = out[:n]
+        return new, n
+
+    def permute(self, real: np.ndarray, rng: np.random.Generator) -> list[int] | None:
+        """The chunk's ids with the chosen segments transformed, before cutting back to length.
+
+        None when no segment was chosen (the chunk is then used as is, without a copy).
+        """
+        valid = len(real)
         ends = np.flatnonzero(real == self.t.eos)
         bounds = list(zip(np.r_[0, ends + 1], np.r_[ends, valid], strict=True))
         segs = [(int(s), int(e)) for s, e in bounds]
@@ -88,7 +104,7 @@ class ContextFim:
                 if rng.random() < self.cfg.rate:
                     chosen.append(i)
         if not chosen:
-            return chunk, valid
+            return None
         texts = self.encoder.decode_raw_batch([real[segs[i][0]:segs[i][1]].tolist() for i in chosen])
         pieces, spm = _cut(texts, rng, self.cfg.spm_rate)
         enc = self.encoder.encode_pieces(pieces)
@@ -102,12 +118,7 @@ class ContextFim:
             out += replaced[i] if i in replaced else real[s:e].tolist()
             if e < valid:  # the segment was followed by an EOS
                 out.append(self.t.eos)
-        new = np.full(width, self.t.pad, dtype=np.int32)
-        n = min(len(out), width)
-        if len(out) > width:
-            self.stats.truncated_rows += 1
-        new[:n] = out[:n]
-        return new, n
+        return out
 
 
 class DocumentFim:

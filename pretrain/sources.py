@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -78,54 +77,83 @@ def check_text(value: Any) -> Record:
     return Document(value)
 
 
-def _open_binary(path: str) -> IO[bytes]:
+def _lines(path: str) -> Iterator[bytes]:
+    """The raw lines of a plain, .gz or .zst file, streamed."""
     if path.endswith(".zst"):
-        import zstandard
+        with open(path, "rb") as raw:
+            yield from _split_lines(_zst_chunks(raw, path))
+        return
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        yield from fh
 
-        raw = open(path, "rb")  # noqa: SIM115 - closed through the reader below
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115
+
+def _zst_chunks(raw: IO[bytes], path: str) -> Iterator[bytes]:
+    """Decompress frame after frame; a truncated last frame is an error (zstandard's reader just stops)."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    dobj, fed = dctx.decompressobj(), False
+    while data := raw.read(1 << 20):
+        while data:
+            fed = True
+            out = dobj.decompress(data)
+            if out:
+                yield out
+            if dobj.eof:
+                data = dobj.unused_data
+                dobj, fed = dctx.decompressobj(), False
+            else:
+                data = b""
+    if fed and not dobj.eof:
+        raise BadFileError("truncated zstd stream (the last frame is incomplete)", path=path)
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for chunk in chunks:
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        yield from parts
+    if rest:
+        yield rest
 
 
 def _iter_jsonl(path: str, text_field: str, subset_field: str | None) -> Iterator[Record]:
-    with _open_binary(path) as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield Skipped("not_utf8")
-                continue
-            except json.JSONDecodeError:
-                yield Skipped("invalid_json")
-                continue
-            if not isinstance(obj, dict):
-                yield Skipped("invalid_json")
-                continue
-            rec = check_text(_field(obj, text_field))
-            if isinstance(rec, Document):
-                if _SURROGATE.search(line):  # "\ud800" escapes decode to text no encoder accepts
-                    try:
-                        rec.text.encode("utf-8")
-                    except UnicodeEncodeError:
-                        yield Skipped("not_utf8")
-                        continue
-                if subset_field:
-                    rec = Document(rec.text, _str_or_none(_field(obj, subset_field)))
-            yield rec
+    for line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            yield Skipped("not_utf8")
+            continue
+        except json.JSONDecodeError:
+            yield Skipped("invalid_json")
+            continue
+        if not isinstance(obj, dict):
+            yield Skipped("invalid_json")
+            continue
+        rec = check_text(_field(obj, text_field))
+        if isinstance(rec, Document):
+            if _SURROGATE.search(line):  # "\ud800" escapes decode to text no encoder accepts
+                try:
+                    rec.text.encode("utf-8")
+                except UnicodeEncodeError:
+                    yield Skipped("not_utf8")
+                    continue
+            if subset_field:
+                rec = Document(rec.text, _str_or_none(_field(obj, subset_field)))
+        yield rec
 
 
 def _iter_txt(path: str) -> Iterator[Record]:
     """One document per line (e.g. LLaMA-Factory's wiki_demo.txt)."""
-    with _open_binary(path) as fh:
-        for line in fh:
-            rec = check_text(line.rstrip(b"\r\n"))
-            if isinstance(rec, Skipped) and rec.reason == "empty":
-                continue
-            yield rec
+    for line in _lines(path):
+        rec = check_text(line.rstrip(b"\r\n"))
+        if isinstance(rec, Skipped) and rec.reason == "empty":
+            continue
+        yield rec
 
 
 def _iter_parquet(path: str, text_field: str, subset_field: str | None) -> Iterator[Record]:

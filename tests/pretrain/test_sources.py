@@ -1,0 +1,69 @@
+"""Readers: bad documents become counted `Skipped` reasons; an unreadable file raises naming itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from pretrain.sources import BadFileError, Document, Skipped, expand_paths, read_file
+
+
+def _reasons(records: list) -> list[str]:
+    return [r.reason if isinstance(r, Skipped) else "ok" for r in records]
+
+
+def test_jsonl_zst_bad_documents_are_skipped_with_reasons(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"text": "fine", "meta": {"redpajama_set_name": "RedPajamaC4"}}).encode(),
+        b'{"text": "\xff\xfe broken"}',
+        b"not json",
+        json.dumps({"text": "   "}).encode(),
+        json.dumps({"other": 1}).encode(),
+        json.dumps({"text": 5}).encode(),
+        b'{"text": "lone \\ud800 surrogate"}',
+        b"[1, 2]",
+    ]
+    path = tmp_path / "x.jsonl.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(lines) + b"\n"))
+    recs = list(read_file(str(path), "text", "meta.redpajama_set_name"))
+    assert _reasons(recs) == ["ok", "not_utf8", "invalid_json", "empty", "missing_field", "not_text",
+                              "not_utf8", "invalid_json"]
+    assert recs[0] == Document("fine", "RedPajamaC4")
+
+
+def test_truncated_zst_names_the_file(tmp_path: Path) -> None:
+    blob = zstandard.ZstdCompressor().compress(b'{"text": "a"}\n' * 5000)
+    path = tmp_path / "cut.jsonl.zst"
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(BadFileError, match="cut.jsonl.zst"):
+        list(read_file(str(path)))
+
+
+def test_parquet_content_column_and_bad_file(tmp_path: Path) -> None:
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"content": ["def f(): pass", None, ""]}), path)
+    assert _reasons(list(read_file(str(path), "content"))) == ["ok", "missing_field", "empty"]
+    with pytest.raises(BadFileError, match="no column 'text'"):
+        list(read_file(str(path), "text"))
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(BadFileError, match="broken.parquet"):
+        list(read_file(str(bad), "content"))
+
+
+def test_binary_parquet_column_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "bin.parquet"
+    pq.write_table(pa.table({"content": pa.array([b"ok", b"\xff\xfe"], type=pa.binary())}), path)
+    assert _reasons(list(read_file(str(path), "content"))) == ["ok", "not_utf8"]
+
+
+def test_expand_paths_sorted_and_deduplicated(tmp_path: Path) -> None:
+    for name in ("b.jsonl", "a.jsonl", "c.txt"):
+        (tmp_path / name).write_text("{}\n")
+    got = expand_paths((str(tmp_path / "*.jsonl"), str(tmp_path)))
+    assert [Path(p).name for p in got] == ["a.jsonl", "b.jsonl", "c.txt"]
