@@ -66,9 +66,10 @@ class ExactDedup(FilterStep):
         if conv.source in self.skip:
             return conv
         key = exact_key(conv, self.cfg.include_system)
-        first = self.seen.setdefault(key, conv.id)
-        if first != conv.id:
+        first = self.seen.get(key)
+        if first is not None:
             return Drop("duplicate", "same normalised content", duplicate_of=first)
+        self.seen[key] = conv.id
         return conv
 
 
@@ -175,7 +176,8 @@ class NearIndex:
         """Insert a signature; return the id of the kept document it duplicates, or None if it is new."""
         from datasketch import LeanMinHash
 
-        mh = LeanMinHash(seed=1, hashvalues=sig)
+        # our own 32-bit signatures; the scheme label only stops an index from mixing kinds of signature
+        mh = LeanMinHash(seed=1, hashvalues=sig, scheme="affine32")
         best, best_sim = -1, -1.0
         cands = self.lsh.query(mh)
         if cands:

@@ -1,9 +1,126 @@
-"""CLI commands for the build area (registered on the main app by `register`)."""
+"""CLI commands for the build area: ``crystalmix build MANIFEST --out DIR`` and ``build --check MANIFEST``."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+
+from sft_builder.errors import UserError
+
+console = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main app."""
+    app.command("build")(build_command)
+
+
+def build_command(
+    manifest: Annotated[Path, typer.Argument(help="The build manifest (YAML).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (not for --check).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only validate the manifest, its inputs.")] = False,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Sources ingested in parallel.")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Turn the sources of a manifest into one deduplicated, filtered, weighted mix of conversations."""
+    from sft_builder.manifest import load_manifest
+
+    m = load_manifest(manifest)
+    if check:
+        run_check(m)
+        return
+    if out is None:
+        raise UserError("--out DIR is required to build (or use --check)")
+    from sft_builder.build import build
+    from sft_builder.report import print_report
+
+    if quiet:
+        result = build(m, out, workers=workers)
+    else:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(task: str, done: int) -> None:
+                if task not in tasks:
+                    tasks[task] = bar.add_task(task, total=None)
+                bar.update(tasks[task], completed=done)
+
+            result = build(m, out, workers=workers, progress=progress)
+    print_report(result.report, Console())
+    skipped = f" (reused {len(result.skipped_stages)} finished stages)" if result.skipped_stages else ""
+    console.print(f"wrote {out}/conversations, rejects/, report.json, report.md{skipped}")
+
+
+def run_check(m: Any) -> None:
+    """Everything but running: structure, adapters and options were checked on load; here the inputs."""
+    from rich.table import Table
+
+    from sft_builder.manifest import hub_name, is_hub
+
+    table = Table(title=f"{m.path}: OK", title_justify="left")
+    for col in ("source", "adapter", "inputs", "mixing", "steps off"):
+        table.add_column(col)
+    notes = []
+    for s in m.sources:
+        shown = []
+        for spec in s.inputs:
+            if is_hub(spec) and not Path(spec).exists():
+                shown.append(f"hub {hub_name(spec)} [{s.split}]")
+                note = check_hub(hub_name(spec), s.data_files)
+                if note:
+                    notes.append(f"{s.name}: {note}")
+            else:
+                shown.append(os.path.relpath(spec))
+        mixing = (
+            f"epochs {s.epochs}"
+            if s.epochs is not None
+            else f"weight {1.0 if s.weight is None else s.weight}"
+        )
+        if s.max_samples is not None:
+            mixing += f", max {s.max_samples}"
+        table.add_row(
+            s.name,
+            s.adapter,
+            "\n".join(shown),
+            mixing,
+            ", ".join(n for n in m.order if n not in s.steps) or "-",
+        )
+    Console().print(table)
+    for n in notes:
+        console.print(n, highlight=False)
+
+
+def check_hub(name: str, data_files: tuple[str, ...]) -> str:
+    """Resolve a hub dataset (and its data_files) when online; offline, its form was already checked."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return f"hub id {name} checked for form only (HF_HUB_OFFLINE=1)"
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import RepositoryNotFoundError
+    except ImportError:
+        return f"hub id {name} checked for form only (huggingface_hub not installed)"
+    try:
+        info = HfApi().dataset_info(name, timeout=5, files_metadata=False)
+    except RepositoryNotFoundError:
+        raise UserError(f"hub dataset {name!r} does not exist (or is private)") from None
+    except Exception as exc:  # network errors of any kind mean offline: fall back to the form check
+        return f"hub id {name} checked for form only (hub not reachable: {type(exc).__name__})"
+    files = {s.rfilename for s in (info.siblings or [])}
+    missing = [f for f in data_files if not any(Path(x).match(f) or x == f for x in files)]
+    if missing:
+        raise UserError(f"hub dataset {name!r} has no file matching {', '.join(missing)}")
+    return ""

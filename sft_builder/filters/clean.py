@@ -24,7 +24,7 @@ _CLOSE_RE = re.compile(
 )
 # "```\npythonCopy code" (markdownify's rendering of the code header) -> "```python"
 _COPY_FENCE_RE = re.compile(r"```[ \t]*\n?[ \t]*([\w+#.-]*)[ \t]*Copy code[ \t]*\n*")
-_PAGE_RE = re.compile(r"\A\s*(\d{1,3}) / (\d{1,3})(?:\s+|(?=\S))")
+_PAGE_RE = re.compile(r"\A\s*(\d{1,3}) / (\d{1,3})(?:\s+|(?=\S)|\Z)")
 _SPACES = dict.fromkeys(
     map(ord, "\u00a0\u2007\u202f\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008\u2009\u200a\u3000"), " "
 )

