@@ -238,7 +238,7 @@ def _first_line_parses(path: Path) -> bool:
                     try:
                         json.loads(raw)
                         return True
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         return False
     except _STREAM_ERRORS as exc:
         raise _stream_error(path, exc, 0) from None
@@ -257,7 +257,7 @@ def _read_json_lines(path: Path) -> Iterator[RawRecord]:
                 line += 1
                 try:
                     data = loads(raw)
-                except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; nesting too deep
                     if not raw.strip():
                         continue
                     if not seen_good:
@@ -353,6 +353,8 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
             while True:  # parse one value, reading more if it is cut by the buffer's end
                 try:
                     value, end = decode(buf, pos)
+                except RecursionError:
+                    raise fail("nested too deeply", line) from None
                 except json.JSONDecodeError as exc:
                     maybe_cut = exc.pos >= len(buf) - 16 or exc.msg.startswith("Unterminated string")
                     if maybe_cut and not eof and len(buf) - pos < MAX_RECORD_CHARS:

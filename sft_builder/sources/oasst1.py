@@ -162,17 +162,20 @@ class OASST1Adapter(Adapter[OASST1Options]):
                 yield self._path_output(tree, path, seen_ends)
 
     def _all_paths(self, node: _Node, path: list[_Node]) -> Iterator[tuple[list[_Node], str]]:
-        """Every leaf path below `node`, and every filtered-out child subtree (with its reason)."""
-        kept = False
-        for child in node.children:
-            reason = self._filtered(child.msg)
+        """Every leaf path below `node`, and every filtered-out child subtree (with its reason).
+
+        Depth-first in reply order, with an explicit stack: flat rows can chain thousands deep.
+        """
+        stack: list[tuple[list[_Node], str]] = [(path, "")]
+        while stack:
+            current, reason = stack.pop()
             if reason:
-                yield path + [child], reason
+                yield current, reason
                 continue
-            kept = True
-            yield from self._all_paths(child, path + [child])
-        if not kept:
-            yield path, ""
+            items = [(current + [c], self._filtered(c.msg)) for c in current[-1].children]
+            if all(r for _, r in items):  # no child passes the filters: this path ends here
+                yield current, ""
+            stack.extend(reversed(items))
 
     def _path_output(self, tree: _Tree, path: list[_Node], seen_ends: set[int]) -> Output:
         trimmed = list(path)
@@ -188,7 +191,8 @@ class OASST1Adapter(Adapter[OASST1Options]):
         try:
             messages = []
             for n in trimmed:
-                role = ROLE.get(n.msg.get("role"))  # type: ignore[arg-type]
+                raw_role = n.msg.get("role")
+                role = ROLE.get(raw_role) if isinstance(raw_role, str) else None
                 if role is None:
                     raise InvalidRecordError("unknown_role", f"role {n.msg.get('role')!r}")
                 messages.append(Message(role, n.msg.get("text")))  # type: ignore[arg-type]
