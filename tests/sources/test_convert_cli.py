@@ -1,0 +1,111 @@
+"""`crystalmix convert` and `crystalmix sources`: outputs, report invariant, and one-line user errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sft_builder.cli import main
+from sft_builder.schema import Conversation
+
+from .conftest import FIX
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["crystalmix", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_convert_writes_outputs_rejects_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out, rep = tmp_path / "out.jsonl", tmp_path / "report.json"
+    inputs = [str(FIX / "sharegpt" / "sharegpt_v43.json"), str(FIX / "sharegpt" / "messages.jsonl")]
+    code, err = _cli(monkeypatch, capsys, "convert", "--source", "sharegpt", *inputs,
+                     "--out", str(out), "--report", str(rep))
+    assert code == 0, err
+    report = json.loads(rep.read_text())
+    convs = [Conversation.from_dict(json.loads(x)) for x in out.read_text().splitlines()]
+    rejects = [json.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert report["records"] == 14 and report["read"] == 14
+    assert report["kept"] == len(convs) == 6 and report["rejected"] == len(rejects) == 8
+    assert report["read"] == report["kept"] + report["rejected"]
+    assert report["reasons"] == {"bad_content": 1, "empty_content": 1, "invalid_json": 1,
+                                 "misplaced_system": 1, "no_final_assistant": 1, "no_messages": 1,
+                                 "not_an_object": 1, "unknown_role": 1}
+    assert report["fixes"] == {"dropped_leading_assistant": 1, "dropped_trailing_user": 1, "merged_turns": 1}
+    assert {tuple(sorted(r)) for r in rejects} == {
+        ("detail", "file", "line", "reason", "record", "source", "step")}
+    assert "kept" in err and "unknown_role" in err  # the summary goes to stderr
+
+
+def test_convert_is_deterministic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.jsonl"
+        code, _ = _cli(monkeypatch, capsys, "convert", "--source", "oasst1", "-o", "paths=all",
+                       str(FIX / "oasst1" / "nested.jsonl"), "--out", str(out),
+                       "--rejects", str(tmp_path / f"{name}.r"))
+        assert code == 0
+        outs.append((out.read_bytes(), (tmp_path / f"{name}.r").read_bytes()))
+    assert outs[0] == outs[1] and outs[0][0]
+
+
+def _gz_cut(tmp_path: Path) -> str:
+    blob = gzip.compress(b"".join(b'{"instruction": "i%d", "output": "o"}\n' % i for i in range(20000)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(blob[: len(blob) // 2])
+    return str(path)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--source", "nope", "x.json"],
+     "unknown adapter 'nope'; valid adapters: alpaca, conversations, guanaco, oasst1, rosetta, sharegpt"),
+    (["--source", "alpaca", "-o", "colour=red", "x.json"], "unknown option 'colour' for adapter 'alpaca'; "
+                                                          "valid options: column_map, join"),
+    (["--source", "oasst1", "-o", "paths=some", "x.json"], "bad value 'some' for option 'paths'"),
+    (["--source", "alpaca", "-o", "novalue", "x.json"], "--option expects key=value"),
+    (["--source", "alpaca", "missing/file.json"], "missing/file.json: no such file or folder"),
+    (["--source", "alpaca", str(FIX / "readers" / "not_json.json")], "not_json.json:1: not JSON"),
+    (["--source", "alpaca", str(FIX / "readers" / "bad_element.json")], "bad_element.json:6: invalid JSON"),
+    (["--source", "alpaca", "CUT"], "cut.jsonl.gz: truncated or corrupt compressed file"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], args: list[str],
+                                                   expected: str) -> None:
+    args = [_gz_cut(tmp_path) if a == "CUT" else a for a in args]
+    out = tmp_path / "out.jsonl"
+    code, err = _cli(monkeypatch, capsys, "convert", *args, "--out", str(out))
+    assert code == 2
+    assert err.count("\n") == 1 and expected in err.replace("\n", "") and "Traceback" not in err
+    assert list(tmp_path.glob("out*")) == [] and list(tmp_path.glob(".out*")) == []  # nothing half-written
+
+
+def test_subprocess_error_has_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", "from sft_builder.cli import main; main()", "convert",
+                           "--source", "sharegpt", str(FIX / "readers" / "not_json.json"), "--out",
+                           str(tmp_path / "o.jsonl")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {FIX / 'readers' / 'not_json.json'}:1: not JSON: "
+                                                "expected '[' or '{' at the start of the file"]
+
+
+def test_sources_lists_every_adapter(monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["crystalmix", "sources"])
+    monkeypatch.setenv("COLUMNS", "200")
+    main()
+    text = capsys.readouterr().out
+    for name in ("oasst1", "guanaco", "sharegpt", "alpaca", "rosetta", "conversations"):
+        assert f" {name} " in text
+    assert "paths=best" in text and "column_map={}" in text
