@@ -119,7 +119,7 @@ def mix_fingerprint(m: Manifest, global_fp: str) -> str:
 
 
 def relative(path: str, base: Path) -> str:
-    """Provenance paths relative to the manifest's folder, so outputs do not depend on where the repo lives."""
+    """Provenance paths relative to the manifest's folder: outputs must not depend on where the repo is."""
     if not path or not os.path.isabs(path):
         return path
     rel = os.path.relpath(path, base)
@@ -221,7 +221,7 @@ def run_ingest(
             else:
                 meta = {**it.meta, "file": relative(str(it.meta.get("file", "")), base)}
                 if it.source != src.name:
-                    # the interchange adapter may keep a record's own source; the build counts by manifest source
+                    # the interchange adapter may keep a record's own source; we count by manifest source
                     meta["orig_source"] = it.source
                 it = dataclasses.replace(it, source=src.name, meta=meta)
             yield it
@@ -369,7 +369,8 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     _publish_conversations(mdir, out / "conversations")
     _publish_rejects(m, dirs, gdir, mdir, out / "rejects")
     report = make_report(
-        m, ingest, glob_stats, mix_stats, tokenize_stats, fingerprint=config_fingerprint(m), stage_order=STEP_ORDER
+        m, ingest, glob_stats, mix_stats, tokenize_stats, fingerprint=config_fingerprint(m),
+        stage_order=STEP_ORDER,
     )
     write_report(out, report)
     result.report = report

@@ -100,6 +100,7 @@ class Manifest:
     tokenize: Any = None
     tokenize_raw: dict[str, Any] | None = None
     settings_fingerprint: str = ""  # of the YAML data itself: independent of where the files live
+    skipped: tuple[tuple[str, str], ...] = ()  # optional sources left out: (name, why)
 
     def source(self, name: str) -> SourceConfig:
         return next(s for s in self.sources if s.name == name)
@@ -185,18 +186,23 @@ def load_manifest(path: str | Path) -> Manifest:
     if not isinstance(srcs, list) or not srcs:
         raise doc.error(("sources",), "must be a non-empty list of sources")
     base = doc.path.parent
-    sources = [_parse_source(doc, i, s, order, steps, base) for i, s in enumerate(srcs)]
-    names = [s.name for s in sources]
+    parsed = [_parse_source(doc, i, s, order, steps, base) for i, s in enumerate(srcs)]
+    names = [s.name if isinstance(s, SourceConfig) else s[0] for s in parsed]
     for i, n in enumerate(names):
         if n in names[:i]:
             raise doc.error(("sources", i, "name"), f"duplicate source name {n!r}")
+    sources = [s for s in parsed if isinstance(s, SourceConfig)]
+    skipped = tuple(s for s in parsed if not isinstance(s, SourceConfig))
+    if not sources:
+        raise doc.error(("sources",), "every source is optional and missing its inputs: nothing to build")
     sources.sort(key=lambda s: s.priority)
     tokenize, tok_raw = None, raw.get("tokenize")
     if tok_raw is not None:
         if not isinstance(tok_raw, dict):
             raise doc.error(("tokenize",), "must be a mapping")
         tokenize = _parse_tokenize(doc, tok_raw)
-    m = Manifest(doc.path, seed, tuple(sources), order, steps, mix, split, tokenize, tok_raw, fingerprint(raw))
+    settings = fingerprint(raw)
+    m = Manifest(doc.path, seed, tuple(sources), order, steps, mix, split, tokenize, tok_raw, settings, skipped)
     return resolve_benchmarks(m)
 
 
@@ -242,7 +248,8 @@ def _parse_steps(doc: _Doc, raw: Any) -> tuple[tuple[str, ...], dict[str, Any], 
 
 def _parse_source(
     doc: _Doc, i: int, raw: Any, order: tuple[str, ...], steps: dict[str, Any], base: Path
-) -> SourceConfig:
+) -> SourceConfig | tuple[str, str]:
+    """A source's config, or (name, why) for an `optional` source whose local inputs are not there."""
     at: Path_ = ("sources", i)
     if not isinstance(raw, dict):
         raise doc.error(at, "a source is a mapping with name, adapter and inputs")
@@ -258,6 +265,7 @@ def _parse_source(
         "max_samples",
         "priority",
         "steps",
+        "optional",
     }
     _check_keys(doc, at, raw, allowed, required={"name", "adapter", "inputs"})
     name = raw["name"]
@@ -280,7 +288,15 @@ def _parse_source(
     inputs = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) and x for x in inputs):
         raise doc.error((*at, "inputs"), "must be a path, glob or hub id, or a non-empty list of them")
-    resolved = tuple(_resolve_input(doc, (*at, "inputs", j), x, base) for j, x in enumerate(inputs))
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise doc.error((*at, "optional"), "must be true or false")
+    try:
+        resolved = tuple(_resolve_input(doc, (*at, "inputs", j), x, base) for j, x in enumerate(inputs))
+    except UserError as exc:
+        if not optional:
+            raise
+        return (str(name), f"optional source skipped: {exc}")
     data_files = raw.get("data_files") or ()
     data_files = (data_files,) if isinstance(data_files, str) else tuple(map(str, data_files))
     weight, epochs, max_samples = raw.get("weight"), raw.get("epochs"), raw.get("max_samples")

@@ -91,6 +91,7 @@ def make_report(
             "turns": sum(v["turns"] for v in sources.values()),
         },
         "files": mix_stats["files"],
+        "skipped_sources": dict(m.skipped),
     }
     if tokenize_stats:
         report["tokenize"] = tokenize_stats
@@ -135,6 +136,8 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         reasons = ", ".join(f"{r}: {n}" for r, n in st["dropped"].items()) or "-"
         lines.append(f"| {name} | {st['in']} | {st['out']} | {reasons} |")
+    for name, why in report.get("skipped_sources", {}).items():
+        lines += ["", f"Skipped: **{name}**: {why}"]
     lines += ["", "## Drops per source", ""]
     for name, v in report["sources"].items():
         if v["dropped"]:

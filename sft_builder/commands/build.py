@@ -100,6 +100,8 @@ def run_check(m: Any) -> None:
             ", ".join(n for n in m.order if n not in s.steps) or "-",
         )
     Console().print(table)
+    for name, why in m.skipped:
+        notes.append(f"{name}: {why}")
     for n in notes:
         console.print(n, highlight=False)
 
