@@ -113,13 +113,30 @@ class RougePool:
         lcs_in = process.cdist(codes, codes, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
         vs_batch = rouge_l_f(lcs_in, lengths[:, None], lengths[None, :])
 
+        # Row statistics over the pool are vectorised; only the few in-batch keeps are added per candidate.
+        k = min(self.top_k, n_pool)
+        pool_max = vs_pool.max(axis=1) if n_pool else np.zeros(len(codes))
+        pool_sum = vs_pool.sum(axis=1)
+        kth = np.partition(vs_pool, n_pool - k, axis=1)[:, n_pool - k] if k else np.zeros(len(codes))
         out: list[tuple[bool, Similarity]] = []
         kept: list[int] = []
-        for i, text in enumerate(texts):
+        for i in range(len(codes)):
             if limit is not None and len(kept) >= limit:
                 break
-            scores = np.concatenate([vs_pool[i], vs_batch[i, kept]])
-            sim = self._summarise(scores, [texts[j] for j in kept])
+            row = vs_pool[i]
+            # The pool's top k, ties broken by pool order: everything above the k-th score, then equals.
+            above = np.flatnonzero(row > kth[i])
+            equal = np.flatnonzero(row == kth[i])[: k - len(above)] if k else above[:0]
+            top = [(float(row[j]), int(j), self._texts[j]) for j in np.concatenate([above, equal])]
+            intra = vs_batch[i, kept]
+            top += [(float(sc), n_pool + n, texts[kept[n]]) for n, sc in enumerate(intra)]
+            top.sort(key=lambda t: (-t[0], t[1]))
+            n_seen = n_pool + len(kept)
+            sim = Similarity(
+                max_score=max(float(pool_max[i]), float(intra.max(initial=0.0))),
+                mean_score=float((pool_sum[i] + intra.sum()) / n_seen) if n_seen else 0.0,
+                most_similar=tuple((t, sc) for sc, _, t in top[: self.top_k]),
+            )
             keep = sim.max_score <= self.threshold
             if keep:
                 kept.append(i)
@@ -128,17 +145,3 @@ class RougePool:
         self._codes.extend(codes[i] for i in kept)
         self._lengths = np.concatenate([self._lengths, lengths[kept]])
         return out
-
-    def _summarise(self, scores: np.ndarray, kept_in_batch: list[str]) -> Similarity:
-        """Max, mean and top-k; `scores` covers the pool, then the batch's earlier kept candidates."""
-        if scores.size == 0:
-            return Similarity(0.0, 0.0, ())
-        # Stable order (score desc, then pool order) so the metadata is reproducible.
-        top = np.argsort(-scores, kind="stable")[: self.top_k]
-        n_pool = len(self._texts)
-        names = [self._texts[j] if j < n_pool else kept_in_batch[j - n_pool] for j in top]
-        return Similarity(
-            max_score=float(scores[top[0]]),
-            mean_score=float(np.mean(scores)),
-            most_similar=tuple((name, float(scores[j])) for name, j in zip(names, top, strict=True)),
-        )
