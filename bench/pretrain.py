@@ -1,0 +1,147 @@
+"""Benchmark of the pretraining pipeline (read, tokenize, pack, FIM, HDF5 write); prints ONE JSON line.
+
+Every figure is a ratio against plain `tokenizers` ``encode_batch`` on the same texts in the same run, on
+one thread (TOKENIZERS_PARALLELISM=false everywhere, so "per worker" means per core):
+  ratio        pipeline tokens/s with 1 worker / bare encode_batch tokens/s      (target >= 0.6)
+  ratio_fim    the same with FIM rate 0.9, context mode                           (target >= 0.4)
+  scaling      pipeline tokens/s with 2 workers / with 1 worker                   (target >= 1.6)
+  peak_rss_mb  peak RSS of a 1-worker build of the larger input; peak_rss_growth is its ratio to
+               the same build of an input half as large (flat memory: close to 1.0)
+  projection_hours  stage 2 (345B SlimPajama tokens plain + 582B StarCoder tokens with FIM) on
+               nodes x cores, from the measured per-core rates.
+Input: the bundled demo corpora (real web text and code), repeated to the size asked; the real
+CrystalCoder tokenizer when ../shared/realdata is present, else the bundled demo tokenizer.
+Usage: .venv/bin/python bench/pretrain.py [--mb 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "manifests" / "pretrain" / "demo_data"
+REAL_TOK = ROOT.parent / "shared" / "realdata" / "tokenizers" / "crystalcoder"
+STAGE2_PLAIN, STAGE2_FIM = 345e9, 582e9
+CLUSTERS = [(1, 32), (4, 32), (16, 64), (64, 64)]
+
+
+def corpus_texts() -> list[str]:
+    from pretrain.sources import Document, read_file
+
+    texts = []
+    for path in sorted(DEMO.rglob("*.jsonl.zst")) + sorted(DEMO.rglob("*.parquet")):
+        field = "content" if path.suffix == ".parquet" else "text"
+        texts += [r.text for r in read_file(str(path), field) if isinstance(r, Document)]
+    return texts
+
+
+def write_inputs(folder: Path, texts: list[str], mb: float, files: int = 16) -> None:
+    """`files` jsonl files holding about `mb` MB of the texts, repeated as needed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target, size, i = mb * 1e6, 0, 0
+    handles = [open(folder / f"part-{k:03d}.jsonl", "w", encoding="utf-8") for k in range(files)]  # noqa: SIM115
+    while size < target:
+        t = texts[i % len(texts)]
+        handles[i % files].write(json.dumps({"text": t}) + "\n")
+        size += len(t.encode())
+        i += 1
+    for h in handles:
+        h.close()
+
+
+def manifest(folder: Path, inputs: Path, tokenizer: Path, fim_rate: float) -> Path:
+    import yaml
+
+    fim = {"rate": fim_rate, "spm_rate": 0.5, "mode": "context"}
+    raw = {"stage": "bench", "tokenizer": str(tokenizer), "seq_len": 2048, "seed": 1, "samples_per_file": 50000,
+           "sources": [{"name": "data", "paths": [str(inputs / "*.jsonl")], "fim": fim}]}
+    path = folder / f"bench-{fim_rate}.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def pipeline_rate(man: Path, out: Path, workers: int) -> float:
+    """Tokens/s of shard building plus the final pass (tokenizer loading is a one-off, left out)."""
+    from pretrain.build import prepare
+    from pretrain.config import load_manifest
+    from pretrain.executors import LocalExecutor, shard_tokens
+    from pretrain.outputs import finalize
+
+    cfg = load_manifest(man)
+    tasks, vocab = prepare(cfg, out)
+    start = time.perf_counter()
+    markers = LocalExecutor(workers).run(tasks, lambda t, m: None)
+    finalize(tasks, markers, vocab, cfg.tokenizer)
+    seconds = time.perf_counter() - start
+    return sum(shard_tokens(m) for m in markers.values()) / seconds
+
+
+def bare_rate(texts: list[str], tokenizer: Path) -> float:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer / "tokenizer.json"))
+    start = time.perf_counter()
+    n = 0
+    for i in range(0, len(texts), 256):
+        n += sum(len(e.ids) for e in tok.encode_batch(texts[i:i + 256], add_special_tokens=False))
+    return n / (time.perf_counter() - start)
+
+
+def child_peak_rss(man: Path, out: Path) -> float:
+    """Peak RSS (MB) of a fresh process building `man` with one worker."""
+    code = ("import resource,sys; sys.path.insert(0, %r); from bench.pretrain import pipeline_rate; "
+            "from pathlib import Path; pipeline_rate(Path(%r), Path(%r), 1); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)") % (str(ROOT), str(man), str(out))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, default=8.0, help="input size for the rate runs")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    tokenizer = REAL_TOK if (REAL_TOK / "tokenizer.json").exists() else DEMO / "tokenizer"
+    texts = corpus_texts()
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        write_inputs(tmp / "in", texts, args.mb)
+        bench_texts = [json.loads(line)["text"] for f in sorted((tmp / "in").glob("*.jsonl"))
+                       for line in f.read_text(encoding="utf-8").splitlines()]
+        bare = bare_rate(bench_texts, tokenizer)
+        plain_1 = pipeline_rate(manifest(tmp, tmp / "in", tokenizer, 0.0), tmp / "o1", 1)
+        plain_2 = pipeline_rate(manifest(tmp, tmp / "in", tokenizer, 0.0), tmp / "o2", 2)
+        fim_1 = pipeline_rate(manifest(tmp, tmp / "in", tokenizer, 0.9), tmp / "o3", 1)
+        bare_again = bare_rate(bench_texts, tokenizer)  # the machine is shared: bracket the runs
+        bare = (bare + bare_again) / 2
+        write_inputs(tmp / "small", texts, args.mb / 2)
+        write_inputs(tmp / "large", texts, args.mb)
+        rss_small = child_peak_rss(manifest(tmp / "small", tmp / "small", tokenizer, 0.9), tmp / "o4")
+        rss_large = child_peak_rss(manifest(tmp / "large", tmp / "large", tokenizer, 0.9), tmp / "o5")
+    hours = {f"{n}x{m}": round((STAGE2_PLAIN / plain_1 + STAGE2_FIM / fim_1) / (n * m) / 3600, 1)
+             for n, m in CLUSTERS}
+    print(json.dumps({
+        "ratio": round(plain_1 / bare, 3), "ratio_fim": round(fim_1 / bare, 3),
+        "scaling": round(plain_2 / plain_1, 3), "peak_rss_mb": round(rss_large, 1),
+        "peak_rss_growth": round(rss_large / rss_small, 3),
+        "bare_tokens_per_s": round(bare), "pipeline_tokens_per_s": round(plain_1),
+        "pipeline_fim_tokens_per_s": round(fim_1), "pipeline_2_workers_tokens_per_s": round(plain_2),
+        "input_mb": args.mb, "tokenizer": tokenizer.name, "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2), "projection_hours": hours,
+        "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
