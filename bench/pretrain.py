@@ -63,7 +63,8 @@ def manifest(folder: Path, inputs: Path, tokenizer: Path, fim_rate: float) -> Pa
     import yaml
 
     fim = {"rate": fim_rate, "spm_rate": 0.5, "mode": "context"}
-    raw = {"stage": "bench", "tokenizer": str(tokenizer), "seq_len": 2048, "seed": 1, "samples_per_file": 50000,
+    raw = {"stage": "bench", "tokenizer": str(tokenizer), "seq_len": 2048, "seed": 1,
+           "samples_per_file": 50000,
            "sources": [{"name": "data", "paths": [str(inputs / "*.jsonl")], "fim": fim}]}
     path = folder / f"bench-{fim_rate}.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -99,19 +100,21 @@ def bare_rate(texts: list[str], tokenizer: Path) -> float:
 
 def child_peak_rss(man: Path, out: Path) -> float:
     """Peak RSS (MB) of a fresh process building `man` with one worker."""
-    code = ("import resource,sys; sys.path.insert(0, %r); from bench.pretrain import pipeline_rate; "
-            "from pathlib import Path; pipeline_rate(Path(%r), Path(%r), 1); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)") % (str(ROOT), str(man), str(out))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    res = subprocess.run([sys.executable, __file__, "--child", str(man), str(out)], capture_output=True,
+                         text=True, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     return float(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=8.0, help="input size for the rate runs")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.child:  # the memory probe: build, then report this process's peak RSS
+        pipeline_rate(Path(args.child[0]), Path(args.child[1]), 1)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return
     tokenizer = REAL_TOK if (REAL_TOK / "tokenizer.json").exists() else DEMO / "tokenizer"
     texts = corpus_texts()
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -139,7 +142,6 @@ def main() -> None:
         "pipeline_fim_tokens_per_s": round(fim_1), "pipeline_2_workers_tokens_per_s": round(plain_2),
         "input_mb": args.mb, "tokenizer": tokenizer.name, "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2), "projection_hours": hours,
-        "self_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
 
 
