@@ -4,8 +4,8 @@
 kept candidate (up to 20,000). Ours: `RougePool.check_and_add`. Plain: Alpaca's loop - pre-tokenised pool,
 `rouge_scorer._score_lcs` for every (candidate, pool item) pair, keep when the max F is <= 0.7. The plain loop
 is timed on a sample of candidates (each against the pool exactly as it stood at that point) and scaled by the
-total number of pairs. `agreement` is checked over ALL 5,000 decisions with rouge_score itself: every pair whose
-exact upper bound (F <= 2*|bag intersection|/(m+n)) could pass the threshold is scored by `_score_lcs`.
+total number of pairs. `agreement` is checked over ALL 5,000 decisions with rouge_score itself: every pair
+whose exact upper bound (F <= 2*|bag intersection|/(m+n)) could pass the threshold is scored by `_score_lcs`.
 Run: .venv/bin/python bench/webgen.py [--candidates 5000 --pool 15000 --sample 40 --seed 0]
 """
 
@@ -23,40 +23,67 @@ from rouge_score import rouge_scorer
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sft_builder.webgen.similarity import RougePool, rouge_tokens  # noqa: E402
+from sft_builder.webgen.similarity import RougePool  # noqa: E402
 
 THRESHOLD = 0.7
 VERBS = "create build write design code make add implement style show lay render refactor fix convert".split()
-ADJ = ("responsive accessible sticky animated minimal dark light compact fluid semantic collapsible "
-       "keyboard-friendly printable lazy-loaded gradient rounded bordered centered nested").split()
-NOUNS = ("navbar footer header sidebar card modal tooltip carousel gallery table form button menu breadcrumb "
-         "tabs accordion timeline banner hero dashboard pricing-table login-page signup-form search-box "
-         "dropdown toast spinner progress-bar pagination badge avatar grid layout landing-page blog-post "
-         "comment-section chat-widget calendar countdown stepper slider toggle checkbox radio-group").split()
-CONTEXT = ("for a bakery, for a law firm, for a museum, for a gym, for a podcast, for an airline, for a school, "
-           "for a bike shop, for a bank, for a hotel, for a dentist, for a zoo, for a charity, for a cinema, "
-           "for a library, for a florist, for a startup, for a newspaper, for a recipe site, for a portfolio").split(", ")
-TECH = ("using HTML and CSS, with flexbox, with CSS grid, in plain JavaScript, with ARIA attributes, "
-        "with CSS variables, with a media query for phones, with keyframe animations, without JavaScript, "
-        "with semantic landmarks, with form validation, with localStorage").split(", ")
-EXTRA = ("that shows a badge, that closes on Escape, with three columns, with a hover effect, that loads data, "
-         "with a dark mode, with an empty state, with icons, with a focus ring, that remembers its state").split(", ")
+ADJ = (
+    "responsive accessible sticky animated minimal dark light compact fluid semantic collapsible "
+    "keyboard-friendly printable lazy-loaded gradient rounded bordered centered nested"
+).split()
+NOUNS = (
+    "navbar footer header sidebar card modal tooltip carousel gallery table form button menu breadcrumb "
+    "tabs accordion timeline banner hero dashboard pricing-table login-page signup-form search-box "
+    "dropdown toast spinner progress-bar pagination badge avatar grid layout landing-page blog-post "
+    "comment-section chat-widget calendar countdown stepper slider toggle checkbox radio-group"
+).split()
+CONTEXT = (
+    "for a bakery, for a law firm, for a museum, for a gym, for a podcast, for an airline, for a school, "
+    "for a bike shop, for a bank, for a hotel, for a dentist, for a zoo, for a charity, for a cinema, "
+    "for a library, for a florist, for a startup, for a newspaper, for a recipe site, for a portfolio"
+).split(", ")
+TECH = (
+    "using HTML and CSS, with flexbox, with CSS grid, in plain JavaScript, with ARIA attributes, "
+    "with CSS variables, with a media query for phones, with keyframe animations, without JavaScript, "
+    "with semantic landmarks, with form validation, with localStorage"
+).split(", ")
+EXTRA = (
+    "that shows a badge, that closes on Escape, with three columns, with a hover effect, that loads data, "
+    "with a dark mode, with an empty state, with icons, with a focus ring, that remembers its state"
+).split(", ")
 
 
 COLORS = "red blue teal amber violet slate olive coral navy crimson mint peach indigo ivory sand".split()
-NAMES = ("Aster Birch Cedar Dune Ember Fjord Grove Harbor Iris Juniper Kestrel Lumen Maple Nimbus Orchid Pebble "
-         "Quartz Raven Sage Tundra Umber Vale Willow Yarrow Zephyr").split()
-OPENERS = ["{v} a {a} {n} {c}", "How would you {lv} a {a} {n} {c}?", "Please {lv} the {n} {c} so it is {a}",
-           "I need a {a} {n} {c}; {lv} it", "For the {name} site, {lv} a {n} that is {a}"]
+NAMES = (
+    "Aster Birch Cedar Dune Ember Fjord Grove Harbor Iris Juniper Kestrel Lumen Maple Nimbus Orchid Pebble "
+    "Quartz Raven Sage Tundra Umber Vale Willow Yarrow Zephyr"
+).split()
+OPENERS = [
+    "{v} a {a} {n} {c}",
+    "How would you {lv} a {a} {n} {c}?",
+    "Please {lv} the {n} {c} so it is {a}",
+    "I need a {a} {n} {c}; {lv} it",
+    "For the {name} site, {lv} a {n} that is {a}",
+]
 
 
 def instruction(rng: random.Random) -> str:
     verb = rng.choice(VERBS)
-    text = rng.choice(OPENERS).format(v=verb.capitalize(), lv=verb, a=rng.choice(ADJ),
-                                      n=rng.choice(NOUNS).replace("-", " "), c=rng.choice(CONTEXT),
-                                      name=rng.choice(NAMES))
-    clauses = [rng.choice(TECH), rng.choice(EXTRA), f"in {rng.choice(COLORS)} and {rng.choice(COLORS)}",
-               f"showing {rng.randint(2, 12)} items", f"named {rng.choice(NAMES)} {rng.choice(NAMES)}"]
+    text = rng.choice(OPENERS).format(
+        v=verb.capitalize(),
+        lv=verb,
+        a=rng.choice(ADJ),
+        n=rng.choice(NOUNS).replace("-", " "),
+        c=rng.choice(CONTEXT),
+        name=rng.choice(NAMES),
+    )
+    clauses = [
+        rng.choice(TECH),
+        rng.choice(EXTRA),
+        f"in {rng.choice(COLORS)} and {rng.choice(COLORS)}",
+        f"showing {rng.randint(2, 12)} items",
+        f"named {rng.choice(NAMES)} {rng.choice(NAMES)}",
+    ]
     rng.shuffle(clauses)
     return text.rstrip("?") + " " + " ".join(clauses[: rng.randint(1, 4)]) + "."
 
@@ -114,7 +141,11 @@ def levels(token_lists: list[list[str]], vocab: dict[str, int], depth: int) -> l
                 if n >= k:
                     rows.append(r)
                     cols.append(c)
-        mats.append(sparse.csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(len(token_lists), len(vocab))))
+        mats.append(
+            sparse.csr_matrix(
+                (np.ones(len(rows), np.int32), (rows, cols)), shape=(len(token_lists), len(vocab))
+            )
+        )
     return mats
 
 
@@ -142,7 +173,9 @@ def verify_all(scorer, pool0: list[str], cands: list[str], decisions: list[bool]
             visible = kept_mask.copy()
             visible[r:] = False  # only the pool and the candidates kept before this one
             check = np.nonzero(visible & (bound[r - rows[0]] > THRESHOLD - 1e-9))[0]
-            best = max((rouge_scorer._score_lcs(cand_t[i], everything[j]).fmeasure for j in check), default=0.0)
+            best = max(
+                (rouge_scorer._score_lcs(cand_t[i], everything[j]).fmeasure for j in check), default=0.0
+            )
             agree += (best <= THRESHOLD) == decisions[i]
     return agree, len(cands)
 
@@ -168,10 +201,14 @@ def main() -> None:
     # Plain loop on a sample: random candidates plus the ones closest to the threshold.
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     rng = random.Random(args.seed + 1)
-    near = sorted(range(len(cands)), key=lambda i: abs(results[i][1].max_score - THRESHOLD))[: args.sample // 2]
+    near = sorted(range(len(cands)), key=lambda i: abs(results[i][1].max_score - THRESHOLD))[
+        : args.sample // 2
+    ]
     sample = sorted(set(rng.sample(range(len(cands)), args.sample - len(near))) | set(near))
     pool_tokens = [scorer._tokenizer.tokenize(p) for p in pool0]
-    kept_tokens = [scorer._tokenizer.tokenize(c) if k else None for c, k in zip(cands, decisions, strict=True)]
+    kept_tokens = [
+        scorer._tokenizer.tokenize(c) if k else None for c, k in zip(cands, decisions, strict=True)
+    ]
     plain_s = 0.0
     pairs_timed = 0
     sample_agree = 0
@@ -186,21 +223,25 @@ def main() -> None:
 
     agree, total = verify_all(scorer, pool0, cands, decisions)
     at_threshold = sum(1 for _, s in results if s.max_score == THRESHOLD)
-    print(json.dumps({
-        "speedup": round(plain_est / fast_s, 1),
-        "agreement": agree / total,
-        "sample_agreement": sample_agree / len(sample),
-        "fast_seconds": round(fast_s, 3),
-        "plain_seconds_estimated": round(plain_est, 1),
-        "plain_sample_candidates": len(sample),
-        "pairs": pairs_total,
-        "candidates": len(cands),
-        "pool_start": len(pool0),
-        "pool_end": len(index),
-        "kept": int(sum(decisions)),
-        "scores_at_threshold": at_threshold,
-        "threshold": THRESHOLD,
-    }))
+    print(
+        json.dumps(
+            {
+                "speedup": round(plain_est / fast_s, 1),
+                "agreement": agree / total,
+                "sample_agreement": sample_agree / len(sample),
+                "fast_seconds": round(fast_s, 3),
+                "plain_seconds_estimated": round(plain_est, 1),
+                "plain_sample_candidates": len(sample),
+                "pairs": pairs_total,
+                "candidates": len(cands),
+                "pool_start": len(pool0),
+                "pool_end": len(index),
+                "kept": int(sum(decisions)),
+                "scores_at_threshold": at_threshold,
+                "threshold": THRESHOLD,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

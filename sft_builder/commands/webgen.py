@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sft_builder.errors import UserError
+
+if TYPE_CHECKING:
+    from sft_builder.webgen.generate import RunState
 
 
 class BackendKind(str, Enum):
@@ -28,31 +32,41 @@ class EndpointKind(str, Enum):
 
 
 def webgen(
-    out: Path = typer.Option(..., "--out", help="Output JSONL (alpaca form). Re-running continues it."),
-    num: int = typer.Option(..., "--num", help="Records wanted in --out, counting those already there."),
-    seed: int = typer.Option(0, "--seed", help="Seeds the sampling of seed tasks and the model's sampling."),
-    backend: BackendKind = typer.Option(BackendKind.openai, "--backend"),
-    model: str = typer.Option(..., "--model", help="Model name on the server, or a local folder / hub id."),
-    base_url: str = typer.Option("", "--base-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1"),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable with the key."),
-    endpoint: EndpointKind = typer.Option(EndpointKind.chat, "--endpoint", help="chat or completions."),
-    batch_size: int = typer.Option(5, "--batch-size", help="Prompts per batch (one commit; local: one forward)."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Batches in flight at once (HTTP backend)."),
-    similarity: float = typer.Option(0.7, "--similarity", help="Reject when ROUGE-L F is above this."),
-    seeds: Path | None = typer.Option(None, "--seeds", help="Seed tasks JSONL (default: the bundled ones)."),
-    prompt: Path | None = typer.Option(None, "--prompt", help="Jinja prompt template (default: bundled)."),
-    prompt_tasks: int = typer.Option(3, "--prompt-tasks", help="Seed tasks shown in each prompt."),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    max_tokens: int = typer.Option(3072, "--max-tokens", help="Generation length limit per prompt."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Seconds per HTTP request."),
-    retries: int = typer.Option(6, "--retries", help="Retries on 429/5xx/connection errors."),
-    max_prompts: int | None = typer.Option(None, "--max-prompts", help="Stop after this many prompts in total."),
+    out: Annotated[Path, typer.Option("--out", help="Output JSONL (alpaca form); re-running continues it.")],
+    num: Annotated[int, typer.Option("--num", help="Records wanted in --out, counting those already there.")],
+    model: Annotated[
+        str, typer.Option("--model", help="Model name on the server, or a local folder/hub id.")
+    ],
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the seed-task sampling and the model's.")] = 0,
+    backend: Annotated[BackendKind, typer.Option("--backend")] = BackendKind.openai,
+    base_url: Annotated[str, typer.Option("--base-url", help="e.g. http://localhost:8000/v1")] = "",
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="Env variable holding the key.")
+    ] = "OPENAI_API_KEY",
+    endpoint: Annotated[
+        EndpointKind, typer.Option("--endpoint", help="chat or completions.")
+    ] = EndpointKind.chat,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per batch (one commit).")] = 5,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Batches in flight (HTTP backend).")] = 4,
+    similarity: Annotated[float, typer.Option("--similarity", help="Reject when ROUGE-L F is above.")] = 0.7,
+    seeds: Annotated[
+        Path | None, typer.Option("--seeds", help="Seed tasks JSONL (default: bundled).")
+    ] = None,
+    prompt: Annotated[Path | None, typer.Option("--prompt", help="Jinja prompt (default: bundled).")] = None,
+    prompt_tasks: Annotated[int, typer.Option("--prompt-tasks", help="Seed tasks shown per prompt.")] = 3,
+    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Generation limit per prompt.")] = 3072,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per HTTP request.")] = 120.0,
+    retries: Annotated[int, typer.Option("--retries", help="Retries on 429/5xx/connection errors.")] = 6,
+    max_prompts: Annotated[
+        int | None, typer.Option("--max-prompts", help="Stop after this many prompts.")
+    ] = None,
 ) -> None:
     """Generate website-creation instructions with an Alpaca-style self-instruct loop."""
     from sft_builder.webgen.backends.local import LocalConfig
     from sft_builder.webgen.backends.openai_compat import HTTPConfig
-    from sft_builder.webgen.generate import Generator, RunConfig, RunState
+    from sft_builder.webgen.generate import Generator, RunConfig
     from sft_builder.webgen.prompt import DEFAULT_PROMPT, PromptTemplate
     from sft_builder.webgen.seeds import DEFAULT_SEEDS, load_seeds
 
@@ -61,20 +75,54 @@ def webgen(
     if backend is BackendKind.openai:
         if not base_url:
             raise UserError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
-        http = HTTPConfig(base_url=base_url, model=model, api_key=os.environ.get(api_key_env) or None,
-                          endpoint=endpoint.value, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                          timeout=timeout, max_retries=retries, concurrency=concurrency)
-        backend_id = {"kind": "openai", "model": model, "endpoint": endpoint.value, "temperature": temperature,
-                      "top_p": top_p, "max_tokens": max_tokens}
+        http = HTTPConfig(
+            base_url=base_url,
+            model=model,
+            api_key=os.environ.get(api_key_env) or None,
+            endpoint=endpoint.value,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            max_retries=retries,
+            concurrency=concurrency,
+        )
+        backend_id = {
+            "kind": "openai",
+            "model": model,
+            "endpoint": endpoint.value,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+        }
     else:
-        local = LocalConfig(model=model, temperature=temperature, top_p=top_p, max_new_tokens=max_tokens,
-                            batch_size=batch_size)
-        backend_id = {"kind": "transformers", "model": model, "temperature": temperature, "top_p": top_p,
-                      "max_tokens": max_tokens}
-    cfg = RunConfig(out=out, num=num, seed=seed, seeds=load_seeds(seeds or DEFAULT_SEEDS),
-                    prompt=PromptTemplate(prompt or DEFAULT_PROMPT), backend_id=backend_id,
-                    prompt_tasks=prompt_tasks, batch_size=batch_size, concurrency=concurrency,
-                    similarity=similarity, max_prompts=max_prompts)
+        local = LocalConfig(
+            model=model,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_tokens,
+            batch_size=batch_size,
+        )
+        backend_id = {
+            "kind": "transformers",
+            "model": model,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+        }
+    cfg = RunConfig(
+        out=out,
+        num=num,
+        seed=seed,
+        seeds=load_seeds(seeds or DEFAULT_SEEDS),
+        prompt=PromptTemplate(prompt or DEFAULT_PROMPT),
+        backend_id=backend_id,
+        prompt_tasks=prompt_tasks,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        similarity=similarity,
+        max_prompts=max_prompts,
+    )
     console = Console(stderr=True)
     # Validate the output and its state before loading a model or opening connections.
     from sft_builder.webgen.generate import load_state
@@ -89,14 +137,23 @@ def webgen(
 
         client = TransformersBackend(local)
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
         task = bar.add_task("webgen", total=num)
 
         def show(state: RunState) -> None:
             rejected = sum(state.rejected.values())
-            bar.update(task, completed=min(state.kept, num),
-                       description=f"kept {state.kept} | rejected {rejected} | prompts {state.prompts}")
+            bar.update(
+                task,
+                completed=min(state.kept, num),
+                description=f"kept {state.kept} | rejected {rejected} | prompts {state.prompts}",
+            )
 
         try:
             gen = Generator(cfg, client, on_progress=show)
@@ -106,18 +163,20 @@ def webgen(
             client.close()
     console.print(summary_table(state))
     if state.stopped:
-        raise UserError(f"stopped before --num {num}: {state.stopped} (see the reasons above; re-run to continue)")
+        raise UserError(
+            f"stopped before --num {num}: {state.stopped} (see the reasons above; re-run to continue)"
+        )
 
 
-def summary_table(state: object) -> Table:
+def summary_table(state: RunState) -> Table:
     """Kept and rejected counts by reason; every parsed candidate is in exactly one row."""
     table = Table(title="webgen summary", show_header=True)
     table.add_column("outcome")
     table.add_column("candidates", justify="right")
-    table.add_row("kept", str(state.kept))  # type: ignore[attr-defined]
-    for reason, n in sorted(state.rejected.items(), key=lambda kv: (-kv[1], kv[0])):  # type: ignore[attr-defined]
+    table.add_row("kept", str(state.kept))
+    for reason, n in sorted(state.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(f"rejected: {reason}", str(n))
-    table.add_row("total", str(state.candidates))  # type: ignore[attr-defined]
+    table.add_row("total", str(state.candidates))
     return table
 
 

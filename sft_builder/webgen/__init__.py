@@ -1,1 +1,1 @@
-"""Website-creation samples with an Alpaca-style self-instruct loop against any OpenAI-compatible or local model."""
+"""Website-creation samples: an Alpaca-style self-instruct loop against OpenAI-compatible or local models."""

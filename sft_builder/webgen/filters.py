@@ -17,16 +17,41 @@ from sft_builder.webgen.parse import Candidate
 # Things a text-only model cannot do for a website task (Alpaca's list, minus words such as "image", "file",
 # "video" and "map" that are ordinary HTML elements and attributes here).
 CANNOT_DO = (
-    "draw", "sketch", "paint", "photograph", "take a picture", "screenshot", "figma", "photoshop", "illustrator",
-    "deploy", "publish", "host it", "go to", "visit", "browse to", "log in to", "sign up for", "watch", "listen",
-    "record", "flowchart", "diagram", "plot", "video tutorial", "wake me", "remind me", "set an alarm",
+    "draw",
+    "sketch",
+    "paint",
+    "photograph",
+    "take a picture",
+    "screenshot",
+    "figma",
+    "photoshop",
+    "illustrator",
+    "deploy",
+    "publish",
+    "host it",
+    "go to",
+    "visit",
+    "browse to",
+    "log in to",
+    "sign up for",
+    "watch",
+    "listen",
+    "record",
+    "flowchart",
+    "diagram",
+    "plot",
+    "video tutorial",
+    "wake me",
+    "remind me",
+    "set an alarm",
 )
 _CANNOT_DO_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in CANNOT_DO) + r")\b", re.IGNORECASE)
 
 # Instructions that ask for markup: the output must then hold HTML elements, unless the task is about CSS or
 # JavaScript alone (a style sheet for "the page" needs no tags).
 _MARKUP_WORDS_RE = re.compile(
-    r"\b(html5?|markup|web ?page|landing page|login page|error page|form|semantic|aria|landmarks?)\b", re.IGNORECASE
+    r"\b(html5?|markup|web ?page|landing page|login page|error page|form|semantic|aria|landmarks?)\b",
+    re.IGNORECASE,
 )
 _CODE_ONLY_RE = re.compile(r"\b(css|stylesheet|style sheet|styles|javascript|js|typescript)\b", re.IGNORECASE)
 _EXPLICIT_HTML_RE = re.compile(r"\b(html5?|markup)\b", re.IGNORECASE)
@@ -42,17 +67,18 @@ def needs_markup(instruction: str) -> bool:
 # Elements that never have an end tag, and those whose end tag HTML lets an author omit.
 _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 _OPTIONAL_END = frozenset(
-    "html head body p li dt dd option optgroup thead tbody tfoot tr td th colgroup caption rb rt rtc rp".split()
+    """html head body p li dt dd option optgroup thead tbody tfoot tr td th
+    colgroup caption rtc rb rt rp""".split()
 )
-# Every element name of the HTML living standard plus SVG's common ones, so `<noinput>` or `a<b` is not markup.
+# Every element name of the HTML standard plus common SVG ones, so `<noinput>` or `a<b` is not markup.
 _KNOWN = frozenset(
-    """a abbr address area article aside audio b base bdi bdo blockquote body br button canvas caption cite code
-    col colgroup data datalist dd del details dfn dialog div dl dt em embed fieldset figcaption figure footer form
-    h1 h2 h3 h4 h5 h6 head header hgroup hr html i iframe img input ins kbd label legend li link main map mark menu
-    meta meter nav noscript object ol optgroup option output p param picture pre progress q rp rt ruby s samp script
-    search section select slot small source span strong style sub summary sup table tbody td template textarea
-    tfoot th thead time title tr track u ul var video wbr svg path circle rect line polyline polygon g defs use
-    text ellipse lineargradient stop""".split()
+    """a abbr address area article aside audio b base bdi bdo blockquote body br button canvas caption cite
+    code col colgroup data datalist dd del details dfn dialog div dl dt em embed fieldset figcaption figure
+    footer form h1 h2 h3 h4 h5 h6 head header hgroup hr html i iframe img input ins kbd label legend li link
+    main map mark menu meta meter nav noscript object ol optgroup option output p param picture pre progress
+    q rp rt ruby s samp script search section select slot small source span strong style sub summary sup
+    table tbody td template textarea tfoot th thead time title tr track u ul var video wbr svg path circle
+    rect line polyline polygon g defs use text ellipse lineargradient stop""".split()
 )
 
 
@@ -103,7 +129,9 @@ class _MarkupScan(HTMLParser):
 
 
 _FENCE = re.compile(r"^```[ \t]*([\w+-]*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
-_NOT_MARKUP_LANGS = frozenset("css scss sass less js javascript jsx ts typescript json bash sh shell python".split())
+_NOT_MARKUP_LANGS = frozenset(
+    "css scss sass less js javascript jsx ts typescript json bash sh shell python".split()
+)
 
 
 def markup_parts(text: str) -> list[str]:
@@ -161,12 +189,15 @@ def check_output(c: Candidate, cfg: FilterConfig) -> str | None:
 
 
 FILTERS: tuple[Callable[[Candidate, FilterConfig], str | None], ...] = (
-    check_length, check_start, check_feasible, check_output,
+    check_length,
+    check_start,
+    check_feasible,
+    check_output,
 )
 
 
 def first_rejection(c: Candidate, cfg: FilterConfig) -> str | None:
-    """The parse problem or the first failing filter's reason; None when the candidate may go to similarity."""
+    """The parse problem or the first failing filter's reason; None lets the candidate go on to similarity."""
     if c.problem:
         return c.problem
     for f in FILTERS:

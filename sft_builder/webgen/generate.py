@@ -53,12 +53,20 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """Settings that change what a prompt yields; --num, concurrency and limits may change on resume."""
-        return fingerprint({
-            "seed": self.seed, "seeds": seeds_digest(self.seeds), "prompt": self.prompt.source,
-            "num_tasks": self.prompt.num_tasks, "backend": self.backend_id, "prompt_tasks": self.prompt_tasks,
-            "batch_size": self.batch_size, "similarity": self.similarity, "top_k": self.top_k,
-            "filters": [self.filters.min_words, self.filters.max_words],
-        })
+        return fingerprint(
+            {
+                "seed": self.seed,
+                "seeds": seeds_digest(self.seeds),
+                "prompt": self.prompt.source,
+                "num_tasks": self.prompt.num_tasks,
+                "backend": self.backend_id,
+                "prompt_tasks": self.prompt_tasks,
+                "batch_size": self.batch_size,
+                "similarity": self.similarity,
+                "top_k": self.top_k,
+                "filters": [self.filters.min_words, self.filters.max_words],
+            }
+        )
 
     @property
     def rejects_path(self) -> Path:
@@ -84,9 +92,17 @@ class RunState:
     stopped: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "next_batch": self.next_batch, "prompts": self.prompts,
-                "candidates": self.candidates, "kept": self.kept, "rejected": dict(sorted(self.rejected.items())),
-                "out_bytes": self.out_bytes, "rejects_bytes": self.rejects_bytes, "stopped": self.stopped}
+        return {
+            "fingerprint": self.fingerprint,
+            "next_batch": self.next_batch,
+            "prompts": self.prompts,
+            "candidates": self.candidates,
+            "kept": self.kept,
+            "rejected": dict(sorted(self.rejected.items())),
+            "out_bytes": self.out_bytes,
+            "rejects_bytes": self.rejects_bytes,
+            "stopped": self.stopped,
+        }
 
 
 def _read_jsonl(path: Path, limit: int) -> list[dict[str, Any]]:
@@ -118,15 +134,27 @@ def load_state(cfg: RunConfig) -> tuple[RunState, list[dict[str, Any]]]:
     if cfg.state_path.exists():
         raw = json.loads(cfg.state_path.read_text(encoding="utf-8"))
         if raw.get("fingerprint") != fp:
-            raise UserError("this output was made with other settings (seed, seeds, prompt, model, sampling or "
-                            "filters); use a new --out, or delete the file and its .state.json", path=cfg.out)
-        state = RunState(fp, raw["next_batch"], raw["prompts"], raw["candidates"], raw["kept"],
-                         Counter(raw["rejected"]), raw["out_bytes"], raw["rejects_bytes"])
+            raise UserError(
+                "this output was made with other settings (seed, seeds, prompt, model, sampling or "
+                "filters); use a new --out, or delete the file and its .state.json",
+                path=cfg.out,
+            )
+        state = RunState(
+            fp,
+            raw["next_batch"],
+            raw["prompts"],
+            raw["candidates"],
+            raw["kept"],
+            Counter(raw["rejected"]),
+            raw["out_bytes"],
+            raw["rejects_bytes"],
+        )
         for path, size in ((cfg.out, state.out_bytes), (cfg.rejects_path, state.rejects_bytes)):
             actual = path.stat().st_size if path.exists() else 0
             if actual < size:
-                raise UserError(f"shorter than its state file says ({actual} < {size} bytes): edited by hand?",
-                                path=path)
+                raise UserError(
+                    f"shorter than its state file says ({actual} < {size} bytes): edited by hand?", path=path
+                )
         records = _read_jsonl(cfg.out, state.out_bytes)
         if len(records) != state.kept:
             raise UserError("line count disagrees with its state file", path=cfg.out)
@@ -148,8 +176,8 @@ def load_state(cfg: RunConfig) -> tuple[RunState, list[dict[str, Any]]]:
 
 
 def _ordered(jobs: Iterator[Callable[[], Any]], workers: int) -> Iterator[Any]:
-    """Run jobs with up to `workers` in flight; yield results in submission order. Closing the iterator cancels
-    what has not started (a request already on the wire finishes and is discarded)."""
+    """Run jobs with up to `workers` in flight; yield results in submission order. Closing the iterator
+    cancels what has not started (a request already on the wire finishes and is discarded)."""
     if workers <= 1:
         for job in jobs:
             yield job()
@@ -175,8 +203,9 @@ def _backend_seed(seed: int, prompt: int) -> int:
 class Generator:
     """One run of the loop for a config and a backend. `on_progress(state)` is called after every commit."""
 
-    def __init__(self, cfg: RunConfig, backend: Backend,
-                 on_progress: Callable[[RunState], None] | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, backend: Backend, on_progress: Callable[[RunState], None] | None = None
+    ) -> None:
         if cfg.num < 0 or cfg.batch_size < 1 or cfg.concurrency < 1 or cfg.prompt_tasks < 1:
             raise UserError("--num must be >= 0; --batch-size, --concurrency and --prompt-tasks >= 1")
         if not 0.0 < cfg.similarity <= 1.0:
@@ -192,7 +221,9 @@ class Generator:
     def _job(self, batch: int) -> Callable[[], tuple[int, list[tuple[SeedTask, ...]], list[Completion]]]:
         cfg = self.cfg
         first = batch * cfg.batch_size
-        shown = [sample_seeds(cfg.seeds, cfg.prompt_tasks, cfg.seed, first + i) for i in range(cfg.batch_size)]
+        shown = [
+            sample_seeds(cfg.seeds, cfg.prompt_tasks, cfg.seed, first + i) for i in range(cfg.batch_size)
+        ]
         prompts = [cfg.prompt.render(s) for s in shown]
         return lambda: (batch, shown, self.backend.complete(prompts, _backend_seed(cfg.seed, first)))
 
@@ -250,14 +281,28 @@ class Generator:
             if not keep:
                 rejects.append(_reject(cand, TOO_SIMILAR, batch, first_prompt + i, fp, sim.max_score))
                 continue
-            meta = {"source": "webgen", "model": self.backend.model, "backend": cfg.backend_id.get("kind"),
-                    "seed_tasks": [s.id for s in shown[i]], "batch": batch, "prompt": first_prompt + i,
-                    "item": cand.number, "config": fp, **sim.to_meta()}
-            record = {"instruction": cand.instruction, "input": cand.input, "output": cand.output, "meta": meta}
+            meta = {
+                "source": "webgen",
+                "model": self.backend.model,
+                "backend": cfg.backend_id.get("kind"),
+                "seed_tasks": [s.id for s in shown[i]],
+                "batch": batch,
+                "prompt": first_prompt + i,
+                "item": cand.number,
+                "config": fp,
+                **sim.to_meta(),
+            }
+            record = {
+                "instruction": cand.instruction,
+                "input": cand.input,
+                "output": cand.output,
+                "meta": meta,
+            }
             kept_lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
         state.out_bytes += _append(cfg.out, kept_lines)
-        state.rejects_bytes += _append(cfg.rejects_path, [json.dumps(r, ensure_ascii=False, sort_keys=True)
-                                                          for r in rejects])
+        state.rejects_bytes += _append(
+            cfg.rejects_path, [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rejects]
+        )
         state.kept += len(kept_lines)
         state.rejected.update(r["reason"] for r in rejects)
         state.candidates += len(kept_lines) + len(rejects)
@@ -266,9 +311,19 @@ class Generator:
         write_json(cfg.state_path, state.to_json())
 
 
-def _reject(c: Candidate, reason: str, batch: int, prompt: int, fp: str, score: float | None = None) -> dict[str, Any]:
-    r: dict[str, Any] = {"reason": reason, "batch": batch, "prompt": prompt, "item": c.number, "config": fp,
-                         "instruction": c.instruction, "input": c.input, "output": c.output}
+def _reject(
+    c: Candidate, reason: str, batch: int, prompt: int, fp: str, score: float | None = None
+) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "reason": reason,
+        "batch": batch,
+        "prompt": prompt,
+        "item": c.number,
+        "config": fp,
+        "instruction": c.instruction,
+        "input": c.input,
+        "output": c.output,
+    }
     if score is not None:
         r["max_similarity"] = score
     return r

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 # A field header at the start of a line: optional markdown noise, the item number, the field name, a colon.
 _HEADER = re.compile(
-    r"^[ \t>#*_]*(?P<num>\d{1,3})[ \t]*[.):][ \t]*[*_]*[ \t]*(?P<field>instruction|input|output)[ \t]*[*_]*[ \t]*:[*_]*[ \t]*",
+    r"^[ \t>#*_]*(?P<num>\d{1,3})[ \t]*[.):][ \t]*[*_]*[ \t]*"
+    r"(?P<field>instruction|input|output)[ \t]*[*_]*[ \t]*:[*_]*[ \t]*",
     re.IGNORECASE | re.MULTILINE,
 )
 _SEPARATOR = re.compile(r"^\s*#{3,}\s*$", re.MULTILINE)
@@ -35,9 +36,9 @@ def _clean(value: str) -> str:
 
 
 def parse_answer(text: str, first_number: int, cut_off: bool) -> list[Candidate]:
-    """Parse one answer. `first_number` is the item the prompt left open (its header is implied when the answer
-    starts mid-item, as a completions endpoint does). When the answer was cut by the length limit, the last
-    block is returned with problem ``cut_off``.
+    """Parse one answer. `first_number` is the item the prompt left open (its header is implied when the
+    answer starts mid-item, as a completions endpoint does). When the answer was cut by the length limit,
+    the last block is returned with problem ``cut_off``.
     """
     if not _HEADER.match(text.lstrip("\n")):
         text = f"{first_number}. Instruction: {text}"
@@ -50,7 +51,7 @@ def parse_answer(text: str, first_number: int, cut_off: bool) -> list[Candidate]
         if num not in blocks:
             blocks[num] = {}
             order.append(num)
-        blocks[num].setdefault(m["field"].lower(), []).append(_clean(text[m.end():end]))
+        blocks[num].setdefault(m["field"].lower(), []).append(_clean(text[m.end() : end]))
 
     out: list[Candidate] = []
     for idx, num in enumerate(order):

@@ -29,7 +29,7 @@ class PromptTemplate:
         self.path = p
 
     def render(self, seeds: tuple[SeedTask, ...]) -> str:
-        """The prompt text; it ends on the open header of item len(seeds)+1 so a completion continues the list."""
+        """The prompt; it ends on the open header of item len(seeds)+1 so a completion continues the list."""
         try:
             return self._template.render(seeds=seeds, num_tasks=self.num_tasks)
         except jinja2.TemplateError as exc:

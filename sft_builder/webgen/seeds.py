@@ -1,4 +1,4 @@
-"""Seed tasks for the website-creation loop: loading (ours or Alpaca's layout) and seeded sampling per request."""
+"""Seed tasks for the website-creation loop: loading (ours or Alpaca's layout), seeded sampling per prompt."""
 
 from __future__ import annotations
 
@@ -28,7 +28,11 @@ def _task(record: object, path: Path, line: int) -> SeedTask:
         raise UserError("a seed task must be a JSON object", path=path, line=line)
     inst = record.get("instruction")
     # Alpaca's seed file keeps input/output in `instances`; ours has them flat.
-    inner = record["instances"][0] if isinstance(record.get("instances"), list) and record["instances"] else record
+    inner = (
+        record["instances"][0]
+        if isinstance(record.get("instances"), list) and record["instances"]
+        else record
+    )
     inp, out = inner.get("input", ""), inner.get("output")
     if not isinstance(inst, str) or not inst.strip():
         raise UserError("seed task has no instruction", path=path, line=line)

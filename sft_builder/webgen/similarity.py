@@ -1,9 +1,9 @@
 """ROUGE-L near-duplicate pool for the self-instruct loop: rouge_score's exact scores, computed in C.
 
-Alpaca scored every new instruction against the whole pool with `rouge_score` in pure Python (a 16-process pool
-to keep up). Here each instruction's rouge tokens are mapped to integer ids and stored as one character per
-token, so rapidfuzz's bit-parallel LCS (`process.cdist`) scores a batch against the pool at once. The F-measure
-is then computed with the same float operations as `rouge_score`, so keep/reject decisions are identical.
+Alpaca scored every new instruction against the whole pool with `rouge_score` in pure Python (a 16-process
+pool to keep up). Here each instruction's rouge tokens are mapped to integer ids and stored as one character
+per token, so rapidfuzz's bit-parallel LCS (`process.cdist`) scores a batch against the pool at once. The
+F-measure is then computed with rouge_score's own float operations, so keep/reject decisions are identical.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ class RougePool:
         self._codes.extend(codes)
         self._lengths = np.concatenate([self._lengths, np.array([len(c) for c in codes], dtype=np.float64)])
 
-    def check_and_add(self, instructions: Sequence[str], limit: int | None = None) -> list[tuple[bool, Similarity]]:
+    def check_and_add(
+        self, instructions: Sequence[str], limit: int | None = None
+    ) -> list[tuple[bool, Similarity]]:
         """Decide each candidate in order against the pool and the candidates kept before it; add the kept.
 
         Stops after `limit` keeps: later candidates are not decided and not returned.
@@ -98,7 +100,7 @@ class RougePool:
             remaining = None if limit is None else limit - sum(k for k, _ in results)
             if remaining is not None and remaining <= 0:
                 break
-            results += self._check_chunk(instructions[start:start + _CHUNK], remaining)
+            results += self._check_chunk(instructions[start : start + _CHUNK], remaining)
         return results
 
     def _check_chunk(self, texts: Sequence[str], limit: int | None) -> list[tuple[bool, Similarity]]:
@@ -106,7 +108,9 @@ class RougePool:
         lengths = np.array([len(c) for c in codes], dtype=np.float64)
         n_pool = len(self._codes)
         if n_pool:
-            lcs = process.cdist(codes, self._codes, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
+            lcs = process.cdist(
+                codes, self._codes, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers
+            )
             vs_pool = rouge_l_f(lcs, lengths[:, None], self._lengths[None, :])
         else:
             vs_pool = np.zeros((len(codes), 0))

@@ -10,16 +10,57 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-SUBJECTS = ["navigation bar", "pricing table", "signup form", "photo gallery", "footer", "FAQ accordion",
-            "product card", "login page", "dashboard sidebar", "blog layout", "contact form", "hero banner",
-            "timeline", "testimonial slider", "cookie notice", "search box", "modal window", "tab panel"]
+SUBJECTS = [
+    "navigation bar",
+    "pricing table",
+    "signup form",
+    "photo gallery",
+    "footer",
+    "FAQ accordion",
+    "product card",
+    "login page",
+    "dashboard sidebar",
+    "blog layout",
+    "contact form",
+    "hero banner",
+    "timeline",
+    "testimonial slider",
+    "cookie notice",
+    "search box",
+    "modal window",
+    "tab panel",
+]
 STYLES = ["responsive", "accessible", "dark themed", "minimal", "animated", "keyboard friendly", "compact"]
 VERBS = ["Create", "Build", "Write", "Design", "Code", "Make"]
-EXTRAS = ["for a bakery", "for a travel blog", "for a bank", "for a chess club", "for a museum", "for a gym",
-          "for a podcast", "for an airline", "for a school", "for a bike shop"]
-FEATURES = ["a sticky header", "rounded corners", "a hover shadow", "two columns on desktop", "a print style",
-            "large touch targets", "an error state", "a loading state", "a skip link", "visible focus rings",
-            "lazy loaded images", "a collapsible menu", "smooth scrolling", "a gradient border", "CSS variables"]
+EXTRAS = [
+    "for a bakery",
+    "for a travel blog",
+    "for a bank",
+    "for a chess club",
+    "for a museum",
+    "for a gym",
+    "for a podcast",
+    "for an airline",
+    "for a school",
+    "for a bike shop",
+]
+FEATURES = [
+    "a sticky header",
+    "rounded corners",
+    "a hover shadow",
+    "two columns on desktop",
+    "a print style",
+    "large touch targets",
+    "an error state",
+    "a loading state",
+    "a skip link",
+    "visible focus rings",
+    "lazy loaded images",
+    "a collapsible menu",
+    "smooth scrolling",
+    "a gradient border",
+    "CSS variables",
+]
 
 
 def block(n: int, instruction: str, output: str, inp: str = "<noinput>") -> str:
@@ -27,13 +68,15 @@ def block(n: int, instruction: str, output: str, inp: str = "<noinput>") -> str:
 
 
 def fake_answer(seed: int, start: int = 4, count: int = 12) -> str:
-    """A plausible numbered list whose items depend only on `seed`; item pairs often collide (near-duplicates)."""
+    """A plausible numbered list whose items depend only on `seed`; some items are near-duplicates."""
     rng = random.Random(seed)
     parts = []
     for n in range(start, start + count):
         subject = rng.choice(SUBJECTS)
-        inst = (f"{rng.choice(VERBS)} a {rng.choice(STYLES)} {subject} {rng.choice(EXTRAS)} "
-                f"with {rng.choice(FEATURES)} and {rng.choice(FEATURES)}.")
+        inst = (
+            f"{rng.choice(VERBS)} a {rng.choice(STYLES)} {subject} {rng.choice(EXTRAS)} "
+            f"with {rng.choice(FEATURES)} and {rng.choice(FEATURES)}."
+        )
         if rng.random() < 0.3 and parts:  # a near-duplicate of the previous item
             inst = parts[-1].split("Instruction: ", 1)[1].split("\n", 1)[0].replace(" a ", " one ", 1)
         out = f'<section class="demo">\n  <h2>{subject.title()}</h2>\n  <p>Example {n}.</p>\n</section>'
@@ -42,12 +85,19 @@ def fake_answer(seed: int, start: int = 4, count: int = 12) -> str:
 
 
 def chat_reply(text: str, finish: str = "stop") -> dict:
-    return {"id": "x", "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+    }
 
 
 def completion_reply(text: str, finish: str = "stop") -> dict:
-    return {"id": "x", "object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": finish}]}
+    return {
+        "id": "x",
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text, "finish_reason": finish}],
+    }
 
 
 def json_response(body: dict, status: int = 200) -> Response:

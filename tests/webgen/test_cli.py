@@ -23,8 +23,22 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 def test_run_then_resume_with_a_larger_num(tmp_path, seeded_server, monkeypatch, capsys):
     srv = seeded_server()
     out = tmp_path / "web.jsonl"
-    args = ["--out", str(out), "--seed", "3", "--backend", "openai", "--base-url", srv.url_for("/v1"),
-            "--model", "m", "--batch-size", "2", "--concurrency", "2"]
+    args = [
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+        "--backend",
+        "openai",
+        "--base-url",
+        srv.url_for("/v1"),
+        "--model",
+        "m",
+        "--batch-size",
+        "2",
+        "--concurrency",
+        "2",
+    ]
     code, err = run(monkeypatch, capsys, *args, "--num", "12")
     assert code == 0, err
     assert "webgen summary" in err and "kept" in err and "too_similar" in err
@@ -35,11 +49,17 @@ def test_run_then_resume_with_a_larger_num(tmp_path, seeded_server, monkeypatch,
     assert len(records) == 20 and len({r["instruction"] for r in records}) == 20
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--model", "m"], "needs --base-url"),
-    (["--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--seeds", "/nonexistent.jsonl"], "not found"),
-    (["--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--batch-size", "0"], "--batch-size"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "m"], "needs --base-url"),
+        (
+            ["--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--seeds", "/nonexistent.jsonl"],
+            "not found",
+        ),
+        (["--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--batch-size", "0"], "--batch-size"),
+    ],
+)
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys, extra, message):
     code, err = run(monkeypatch, capsys, "--out", str(tmp_path / "w.jsonl"), "--num", "5", *extra)
     assert code == 2
@@ -49,7 +69,16 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys
 
 def test_changed_settings_on_an_existing_output_are_refused(tmp_path, seeded_server, monkeypatch, capsys):
     srv = seeded_server()
-    base = ["--out", str(tmp_path / "w.jsonl"), "--num", "3", "--base-url", srv.url_for("/v1"), "--model", "m"]
+    base = [
+        "--out",
+        str(tmp_path / "w.jsonl"),
+        "--num",
+        "3",
+        "--base-url",
+        srv.url_for("/v1"),
+        "--model",
+        "m",
+    ]
     assert run(monkeypatch, capsys, *base)[0] == 0
     code, err = run(monkeypatch, capsys, *base, "--similarity", "0.5")
     assert code == 2 and "other settings" in err

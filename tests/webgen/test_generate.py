@@ -25,12 +25,16 @@ PROMPT = PromptTemplate()
 def config(out: Path, num: int, **kw) -> RunConfig:
     base = {"seed": 7, "batch_size": 2, "concurrency": 1}
     base.update(kw)
-    return RunConfig(out=out, num=num, seeds=SEEDS, prompt=PROMPT, backend_id={"kind": "openai", "model": "m"}, **base)
+    return RunConfig(
+        out=out, num=num, seeds=SEEDS, prompt=PROMPT, backend_id={"kind": "openai", "model": "m"}, **base
+    )
 
 
 def backend(server, concurrency: int = 1) -> OpenAICompatBackend:
-    return OpenAICompatBackend(HTTPConfig(base_url=server.url_for("/v1"), model="m", backoff=0.001,
-                                          concurrency=concurrency), sleep=lambda s: None)
+    return OpenAICompatBackend(
+        HTTPConfig(base_url=server.url_for("/v1"), model="m", backoff=0.001, concurrency=concurrency),
+        sleep=lambda s: None,
+    )
 
 
 def lines(path: Path) -> list[dict]:
@@ -69,7 +73,7 @@ def test_every_candidate_accounted_and_kept_ones_are_dissimilar(tmp_path, seeded
         assert r["input"] == ""  # <noinput>
         assert len(r["meta"]["seed_tasks"]) == 3 and r["meta"]["model"] == "m"
         assert len(r["meta"]["most_similar"]) == 10
-    # An independent check with rouge_score itself: nothing kept is above the threshold vs seeds or earlier keeps.
+    # Checked with rouge_score itself: nothing kept is above the threshold vs seeds or earlier keeps.
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     pool = [t.instruction for t in SEEDS]
     for r in kept:
@@ -133,39 +137,81 @@ def test_other_settings_on_an_existing_file_are_refused(tmp_path, seeded_server)
 
 
 def test_cut_off_malformed_and_filtered_items_are_counted_by_reason(tmp_path, server):
-    good = [block(4, "Create a responsive pricing table for a bakery website using HTML and CSS.",
-                  "<table><tr><td>Bread</td><td>3</td></tr></table>"),
-            block(5, "Build an accessible signup form with labels for name and email fields.",
-                  "Use a form element with two inputs and labels."),
-            "6. Instruction: Create a sticky footer for a museum site.\n6. Output:\n<footer>Hi</footer>\n###\n",
-            "7. Instruction: Draw a logo for a coffee shop landing page.\n7. Input:\n<noinput>\n7. Output:\n"
-            "<svg></svg>\n###\n",
-            "8. Instruction: Fix the unclosed tags in this snippet please.\n8. Input:\n<noinput>\n8. Output:\n"
-            "<div><span>oops</div>\n###\n",
-            "9. Instruction: Write HTML.\n9. Input:\n<noinput>\n9. Output:\n<p>x</p>\n###\n",
-            "10. Input:\n<noinput>\n10. Output:\n<p>no instruction</p>\n###\n",
-            "11. Instruction: Create a modal dialog that opens from a button with the dialog element.\n"
-            "11. Input:\n<noinput>\n11. Output:\n<dialog><p>Hel"]
+    good = [
+        block(
+            4,
+            "Create a responsive pricing table for a bakery website using HTML and CSS.",
+            "<table><tr><td>Bread</td><td>3</td></tr></table>",
+        ),
+        block(
+            5,
+            "Build an accessible signup form with labels for name and email fields.",
+            "Use a form element with two inputs and labels.",
+        ),
+        "6. Instruction: Create a sticky footer for a museum site.\n6. Output:\n<footer>Hi</footer>\n###\n",
+        "7. Instruction: Draw a logo for a coffee shop landing page.\n7. Input:\n<noinput>\n7. Output:\n"
+        "<svg></svg>\n###\n",
+        "8. Instruction: Fix the unclosed tags in this snippet please.\n8. Input:\n<noinput>\n8. Output:\n"
+        "<div><span>oops</div>\n###\n",
+        "9. Instruction: Write HTML.\n9. Input:\n<noinput>\n9. Output:\n<p>x</p>\n###\n",
+        "10. Input:\n<noinput>\n10. Output:\n<p>no instruction</p>\n###\n",
+        "11. Instruction: Create a modal dialog that opens from a button with the dialog element.\n"
+        "11. Input:\n<noinput>\n11. Output:\n<dialog><p>Hel",
+    ]
     answers = ["".join(good)]
     server.expect_request("/v1/chat/completions").respond_with_json(chat_reply(answers[0], "length"))
     cfg = config(tmp_path / "web.jsonl", num=100, batch_size=1, max_prompts=1)
     state = Generator(cfg, backend(server)).run()
     assert state.stopped and state.prompts == 1
     assert state.kept == 2  # items 4 and 6 (a missing Input line is tolerated)
-    assert dict(state.rejected) == {"missing_markup": 1, "text_model_cannot_do": 1, "broken_markup": 1,
-                                    "instruction_too_short": 1, "malformed_block": 1, "cut_off": 1}
+    assert dict(state.rejected) == {
+        "missing_markup": 1,
+        "text_model_cannot_do": 1,
+        "broken_markup": 1,
+        "instruction_too_short": 1,
+        "malformed_block": 1,
+        "cut_off": 1,
+    }
     assert state.candidates == 8
     reasons = {r["item"]: r["reason"] for r in lines(cfg.rejects_path)}
-    assert reasons == {5: "missing_markup", 7: "text_model_cannot_do", 8: "broken_markup",
-                       9: "instruction_too_short", 10: "malformed_block", 11: "cut_off"}
+    assert reasons == {
+        5: "missing_markup",
+        7: "text_model_cannot_do",
+        8: "broken_markup",
+        9: "instruction_too_short",
+        10: "malformed_block",
+        11: "cut_off",
+    }
 
 
 def test_a_model_that_repeats_itself_stops_with_a_reason(tmp_path, server):
-    reply = json_response(chat_reply(block(4, "Create a responsive navigation bar for a bakery using flexbox.",
-                                           "<nav><a href='/'>Home</a></nav>")))
+    reply = json_response(
+        chat_reply(
+            block(
+                4,
+                "Create a responsive navigation bar for a bakery using flexbox.",
+                "<nav><a href='/'>Home</a></nav>",
+            )
+        )
+    )
     server.expect_request("/v1/chat/completions").respond_with_response(reply)
     cfg = config(tmp_path / "web.jsonl", num=10, stall_prompts=6)
     state = Generator(cfg, backend(server)).run()
     assert state.kept == 1
     assert state.rejected == {"too_similar": 7}
     assert "nothing kept" in state.stopped
+
+
+def test_the_alpaca_adapter_reads_the_output(tmp_path, seeded_server):
+    from sft_builder.schema import Conversation
+    from sft_builder.sources.base import make_adapter
+
+    srv = seeded_server()
+    cfg = config(tmp_path / "web.jsonl", num=6)
+    Generator(cfg, backend(srv)).run()
+    convs = list(make_adapter("alpaca", source="webalpaca").stream(str(cfg.out)))
+    assert len(convs) == 6 and all(isinstance(c, Conversation) for c in convs)
+    first = lines(cfg.out)[0]
+    assert convs[0].messages[0].content == first["instruction"]
+    assert convs[0].messages[1].content == first["output"]
+    assert convs[0].meta["record_meta"]["seed_tasks"] == first["meta"]["seed_tasks"]

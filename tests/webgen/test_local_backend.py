@@ -20,9 +20,17 @@ def tiny_model(demo_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
     tok = AutoTokenizer.from_pretrained(demo_tokenizer_dir)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=8192,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=8192,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     out = tmp_path_factory.mktemp("tiny_llama")
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
@@ -44,8 +52,16 @@ def test_batched_generation_is_seeded_and_reports_the_length_limit(tiny_model):
 
 def test_the_loop_runs_on_a_local_model_and_accounts_for_everything(tiny_model, tmp_path):
     backend = TransformersBackend(LocalConfig(model=str(tiny_model), max_new_tokens=16, batch_size=2))
-    cfg = RunConfig(out=tmp_path / "web.jsonl", num=3, seed=1, seeds=load_seeds(), prompt=PromptTemplate(),
-                    backend_id={"kind": "transformers", "model": "tiny"}, batch_size=2, max_prompts=4)
+    cfg = RunConfig(
+        out=tmp_path / "web.jsonl",
+        num=3,
+        seed=1,
+        seeds=load_seeds(),
+        prompt=PromptTemplate(),
+        backend_id={"kind": "transformers", "model": "tiny"},
+        batch_size=2,
+        max_prompts=4,
+    )
     state = Generator(cfg, backend).run()
     assert state.prompts == 4 and "max-prompts" in state.stopped
     assert state.candidates >= 4  # at least one (gibberish) block per answer

@@ -20,9 +20,12 @@ def make(url: str, waits: list[float] | None = None, **kw) -> OpenAICompatBacken
 
 
 def test_chat_request_shape_and_answer(server):
-    server.expect_request("/v1/chat/completions", method="POST",
-                          headers={"Authorization": "Bearer sk-test"}).respond_with_json(chat_reply("hello"))
-    out = make(server.url_for("/v1"), api_key="sk-test", temperature=0.5, max_tokens=99).complete(["p1", "p2"], 10)
+    server.expect_request(
+        "/v1/chat/completions", method="POST", headers={"Authorization": "Bearer sk-test"}
+    ).respond_with_json(chat_reply("hello"))
+    out = make(server.url_for("/v1"), api_key="sk-test", temperature=0.5, max_tokens=99).complete(
+        ["p1", "p2"], 10
+    )
     assert [(c.text, c.finish_reason) for c in out] == [("hello", "stop"), ("hello", "stop")]
     bodies = [json.loads(req.data) for req, _ in server.log]
     assert [b["seed"] for b in bodies] == [10, 11]
@@ -39,7 +42,9 @@ def test_completions_endpoint_and_length_finish(server):
 
 def test_429_and_500_are_retried_with_backoff_honouring_retry_after(server):
     url = "/v1/chat/completions"
-    server.expect_ordered_request(url).respond_with_response(Response("slow down", 429, headers={"Retry-After": "0.04"}))
+    server.expect_ordered_request(url).respond_with_response(
+        Response("slow down", 429, headers={"Retry-After": "0.04"})
+    )
     server.expect_ordered_request(url).respond_with_response(Response("oops", 500))
     server.expect_ordered_request(url).respond_with_response(Response("not json", 200))
     server.expect_ordered_request(url).respond_with_json(chat_reply("finally"))

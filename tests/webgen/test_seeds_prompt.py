@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from sft_builder.errors import UserError
@@ -24,12 +23,15 @@ def test_alpaca_layout_is_read(realdata):
     assert len(seeds) == 175 and seeds[0].id == "seed_task_0"
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("{not json\n", "not JSON"),
-    ('{"instruction": "x"}\n', "no output"),
-    ('{"instruction": "", "output": "y"}\n', "no instruction"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json\n", "not JSON"),
+        ('{"instruction": "x"}\n', "no output"),
+        ('{"instruction": "", "output": "y"}\n', "no instruction"),
+        ("", "empty"),
+    ],
+)
 def test_bad_seed_files_are_user_errors(tmp_path, content, message):
     p = tmp_path / "s.jsonl"
     p.write_text(content, encoding="utf-8")
@@ -56,9 +58,11 @@ def test_prompt_shows_the_seeds_and_leaves_the_next_item_open():
     for i, s in enumerate(shown, 1):
         assert f"{i}. Instruction: {s.instruction}" in text
     # The examples in the prompt parse back into the seeds with our own parser.
-    body = text[text.index("1. Instruction:"):text.rindex("###")]
+    body = text[text.index("1. Instruction:") : text.rindex("###")]
     parsed = parse_answer(body, 1, cut_off=False)
-    assert [(c.instruction, c.input, c.output) for c in parsed] == [(s.instruction, s.input, s.output) for s in shown]
+    assert [(c.instruction, c.input, c.output) for c in parsed] == [
+        (s.instruction, s.input, s.output) for s in shown
+    ]
 
 
 def test_bad_template_is_a_user_error(tmp_path):

@@ -59,7 +59,7 @@ def test_score_exactly_at_the_threshold_is_kept():
     f = SCORER.score(base, near)["rougeL"].fmeasure
     pool = RougePool(threshold=f)
     pool.extend([base])
-    (keep, sim), = pool.check_and_add([near])
+    ((keep, sim),) = pool.check_and_add([near])
     assert keep and sim.max_score == f
     tighter = RougePool(threshold=f - 1e-12)
     tighter.extend([base])
@@ -68,8 +68,9 @@ def test_score_exactly_at_the_threshold_is_kept():
 
 def test_candidates_in_one_batch_are_checked_against_each_other_and_limit_stops_early():
     pool = RougePool(0.7)
-    out = pool.check_and_add(["build a red nav bar", "build a red nav bar now", "write a grid card", "x y z"],
-                             limit=2)
+    out = pool.check_and_add(
+        ["build a red nav bar", "build a red nav bar now", "write a grid card", "x y z"], limit=2
+    )
     assert [k for k, _ in out] == [True, False, True]  # the fourth was never judged: the limit was reached
     assert len(pool) == 2
     assert out[1][1].most_similar[0][0] == "build a red nav bar"
@@ -78,8 +79,10 @@ def test_candidates_in_one_batch_are_checked_against_each_other_and_limit_stops_
 def test_metadata_lists_the_most_similar_first():
     pool = RougePool(0.99, top_k=2)
     pool.extend(["make a blue footer", "make a blue footer with links", "unrelated words here"])
-    (_, sim), = pool.check_and_add(["make a blue footer with two links"])
+    ((_, sim),) = pool.check_and_add(["make a blue footer with two links"])
     assert [t for t, _ in sim.most_similar] == ["make a blue footer with links", "make a blue footer"]
-    scores = [SCORER.score("make a blue footer with two links", p)["rougeL"].fmeasure
-              for p in ["make a blue footer", "make a blue footer with links", "unrelated words here"]]
+    scores = [
+        SCORER.score("make a blue footer with two links", p)["rougeL"].fmeasure
+        for p in ["make a blue footer", "make a blue footer with links", "unrelated words here"]
+    ]
     assert sim.mean_score == sum(scores) / 3 or abs(sim.mean_score - sum(scores) / 3) < 1e-12

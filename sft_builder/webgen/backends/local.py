@@ -34,7 +34,9 @@ class TransformersBackend:
             import torch  # noqa: F401
             from transformers import AutoTokenizer, pipeline
         except ImportError as exc:
-            raise UserError(f"the transformers backend needs torch: pip install 'crystalmix[local]' ({exc})") from None
+            raise UserError(
+                f"the transformers backend needs torch: pip install 'crystalmix[local]' ({exc})"
+            ) from None
         self.cfg = cfg
         self.model = cfg.model
         try:
@@ -45,7 +47,9 @@ class TransformersBackend:
             self._pipe = pipeline("text-generation", model=cfg.model, tokenizer=tok, device=cfg.device)
         except (OSError, ValueError) as exc:
             where = "folder" if Path(cfg.model).exists() else "model id"
-            raise UserError(f"cannot load a text-generation model from this {where}: {exc}", path=cfg.model) from None
+            raise UserError(
+                f"cannot load a text-generation model from this {where}: {exc}", path=cfg.model
+            ) from None
         self._tok = tok
 
     def close(self) -> None:
@@ -57,20 +61,28 @@ class TransformersBackend:
         set_seed(seed)
         cfg = self.cfg
         outputs = self._pipe(
-            list(prompts), batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, do_sample=True,
-            temperature=cfg.temperature, top_p=cfg.top_p, return_tensors=True, pad_token_id=self._tok.pad_token_id,
+            list(prompts),
+            batch_size=cfg.batch_size,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            return_tensors=True,
+            pad_token_id=self._tok.pad_token_id,
         )
-        return [self._decode(p, out[0]["generated_token_ids"]) for p, out in zip(prompts, outputs, strict=True)]
+        return [
+            self._decode(p, out[0]["generated_token_ids"]) for p, out in zip(prompts, outputs, strict=True)
+        ]
 
     def _decode(self, prompt: str, ids: Any) -> Completion:
-        """Cut the prompt (and left padding) off the returned sequence; no EOS in the rest means the limit hit."""
+        """Cut the prompt (and left padding) off the sequence; no EOS in what is left means the limit hit."""
         ids = list(ids)
         prompt_len = len(self._tok(prompt, add_special_tokens=False)["input_ids"])
         pad = self._tok.pad_token_id
         lead = 0
         while lead < len(ids) and ids[lead] == pad and lead < len(ids) - prompt_len:
             lead += 1
-        new = ids[lead + prompt_len:]
+        new = ids[lead + prompt_len :]
         eos = self._tok.eos_token_id
         finish = "stop"
         if eos in new:

@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, TGI) over httpx: chat or completions endpoint.
+"""Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, TGI) over httpx: chat or completions.
 
 Transient failures (429, 5xx, connection errors, timeouts, unreadable answers) are retried with exponential
 backoff and jitter, honouring Retry-After; a refusal such as 401/404 stops at once with the server's message.
@@ -70,8 +70,13 @@ class OpenAICompatBackend:
 
     def _body(self, prompt: str, seed: int) -> tuple[str, dict[str, Any]]:
         cfg = self.cfg
-        body: dict[str, Any] = {"model": cfg.model, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                                "max_tokens": cfg.max_tokens, "seed": seed}
+        body: dict[str, Any] = {
+            "model": cfg.model,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_tokens": cfg.max_tokens,
+            "seed": seed,
+        }
         if cfg.endpoint == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
             return "/chat/completions", body
@@ -93,7 +98,9 @@ class OpenAICompatBackend:
                 if exc.wait is not None:
                     wait = min(max(wait, exc.wait), self.cfg.max_backoff)
                 self._sleep(wait)
-        raise UserError(f"{self.cfg.base_url}{path}: no answer after {self.cfg.max_retries + 1} attempts ({last})")
+        raise UserError(
+            f"{self.cfg.base_url}{path}: no answer after {self.cfg.max_retries + 1} attempts ({last})"
+        )
 
     def _post(self, path: str, body: dict[str, Any]) -> Completion:
         try:
@@ -103,8 +110,9 @@ class OpenAICompatBackend:
         if resp.status_code == 429 or resp.status_code >= 500:
             raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
         if resp.status_code >= 400:
-            raise UserError(f"{self.cfg.base_url}{path} refused the request (HTTP {resp.status_code}): "
-                            f"{resp.text[:300]}")
+            raise UserError(
+                f"{self.cfg.base_url}{path} refused the request (HTTP {resp.status_code}): {resp.text[:300]}"
+            )
         try:
             choice = resp.json()["choices"][0]
             text = choice["message"]["content"] if self.cfg.endpoint == "chat" else choice["text"]
