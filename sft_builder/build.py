@@ -417,6 +417,8 @@ def _publish_conversations(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     names = {p.name for p in src.glob("*.parquet")}
     for name in sorted(names):
+        if (dst / name).exists() and os.path.samefile(dst / name, src / name):
+            continue  # already published (renaming a hard link over itself would be a no-op)
         with atomic_path(dst / name) as tmp:
             try:
                 os.link(src / name, tmp)

@@ -26,6 +26,8 @@ class ConversationsAdapter(Adapter[ConversationsOptions]):
 
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
         conv = Conversation.from_dict(record.data)
+        if "file" not in conv.meta:  # provenance for rejects downstream; a record's own provenance wins
+            conv = conv.with_meta(file=record.file, line=record.line)
         if not self.options.keep_source and conv.source != self.source:
             meta = {**conv.meta, "orig_source": conv.source}
             conv = Conversation(conv.id, self.source, conv.messages, meta)
