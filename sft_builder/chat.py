@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,7 +116,7 @@ class ChatEncoder:
         self.plain = Tokenizer.from_str(self.control.to_str())
         self.plain.encode_special_tokens = True  # special-token text is read as ordinary text
         specials = {i: t.content for i, t in self.control.get_added_tokens_decoder().items() if t.special}
-        self.special_ids = np.array(sorted(specials), dtype=np.int64)
+        self.special_set = frozenset(specials)
         self.special_by_text = {text: i for i, text in specials.items()}
         escapable = sorted((t for t in specials.values() if len(t) >= 2), key=lambda t: (-len(t), t))
         # Same length as the token text, so character offsets in the rendered text stay true.
@@ -142,21 +143,24 @@ class ChatEncoder:
 
     def render(self, convs: Sequence[Conversation]) -> Rendered:
         """Rendered texts (content's control tokens as placeholders), generation spans, escaped flags."""
-        from transformers.utils.chat_template_utils import render_jinja_template
-
         chats, escaped = [], []
         for c in convs:
             msgs, esc = self._messages(c)
             chats.append(msgs)
             escaped.append(esc)
+        texts, spans = self._render(chats)
+        return texts, spans, escaped
+
+    def _render(self, chats: list[list[dict[str, str]]]) -> tuple[list[str], list[list[tuple[int, int]]]]:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
         try:
-            texts, spans = render_jinja_template(conversations=chats, chat_template=self.template,
-                                                 return_assistant_tokens_mask=True, **self.template_vars)
+            return render_jinja_template(conversations=chats, chat_template=self.template,
+                                         return_assistant_tokens_mask=True, **self.template_vars)
         except Exception as exc:  # jinja errors (raise_exception, undefined names) are template problems
             if type(exc).__module__.startswith("jinja2") or "TemplateError" in type(exc).__name__:
                 raise UserError(f"chat template failed: {exc}") from None
             raise
-        return texts, spans, escaped
 
     def _unescape(self, text: str) -> str:
         return self._placeholder_re.sub(lambda mt: self._from_placeholder[mt.group(0)], text)
@@ -166,28 +170,33 @@ class ChatEncoder:
         """Encode a batch; the result for each conversation does not depend on the rest of the batch."""
         results: list[Encoded | Dropped | None] = [None] * len(convs)
         ok: list[int] = []
-        good: list[Conversation] = []
+        chats: list[list[dict[str, str]]] = []
+        escaped: list[bool] = []
         for i, c in enumerate(convs):
             try:
-                self._messages(c)
+                msgs, esc = self._messages(c)
             except InvalidRecordError as exc:
                 results[i] = Dropped(c.id, c.source, exc.reason)
                 continue
             ok.append(i)
-            good.append(c)
-        if good:
-            texts, spans, escaped = self.render(good)
+            chats.append(msgs)
+            escaped.append(esc)
+        if chats:
+            texts, spans = self._render(chats)
             plain_idx = [k for k, e in enumerate(escaped) if not e]
             toks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-            for k, enc in zip(plain_idx, self.control.encode_batch([texts[k] for k in plain_idx],
-                                                                    add_special_tokens=False), strict=True):
-                toks[k] = (np.asarray(enc.ids, dtype=np.int64), np.asarray(enc.offsets, dtype=np.int64))
+            batch = self.control.encode_batch([texts[k] for k in plain_idx], add_special_tokens=False)
+            for k, enc in zip(plain_idx, batch, strict=True):
+                n = len(enc.ids)
+                ids = np.fromiter(enc.ids, dtype=np.int64, count=n)
+                offsets = np.fromiter(chain.from_iterable(enc.offsets), dtype=np.int64, count=2 * n)
+                toks[k] = (ids, offsets.reshape(n, 2))
             esc_idx = [k for k, e in enumerate(escaped) if e]
             if esc_idx:
                 toks.update(zip(esc_idx, self._encode_escaped([texts[k] for k in esc_idx]), strict=True))
-            for k, conv in enumerate(good):
+            for k, i in enumerate(ok):
                 ids, offsets = toks[k]
-                results[ok[k]] = self._finish(conv, ids, offsets, spans[k])
+                results[i] = self._finish(convs[i], ids, offsets, spans[k])
         return [r for r in results if r is not None]
 
     def _encode_escaped(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -235,15 +244,15 @@ class ChatEncoder:
         if not trained.any():
             return Dropped(conv.id, conv.source, "no_trained_tokens")
         last_trained = int(np.flatnonzero(trained)[-1])
-        if not np.isin(ids[last_trained], self.special_ids):
+        if int(ids[last_trained]) not in self.special_set:
             raise UserError("the template's last trained token is not a stop token (EOS or end-of-turn), so "
                             "the model would never learn to stop: put the stop token inside {% generation %}")
         if self.train_on == "last":
             trained = _overlap_mask(offsets, span_arr[-1:])
         turn_starts = np.searchsorted(offsets[:, 0], span_arr[:, 1], side="left")
-        turn_starts = turn_starts[(turn_starts > 0) & (turn_starts < len(ids))]
+        turn_starts = turn_starts[(turn_starts > 0) & (turn_starts < len(ids))]  # sorted, as spans are
         mask = np.ones(len(ids), dtype=np.int8) if self.train_on_prompt else trained.astype(np.int8)
-        return Encoded(conv.id, conv.source, ids.astype(np.int32), mask, np.unique(turn_starts))
+        return Encoded(conv.id, conv.source, ids.astype(np.int32), mask, turn_starts)
 
 
 def _alternation(strings: list[str]) -> re.Pattern[str] | None:
