@@ -64,6 +64,11 @@ def webgen(
     ] = None,
 ) -> None:
     """Generate website-creation instructions with an Alpaca-style self-instruct loop."""
+    try:
+        import httpx  # noqa: F401
+        import rapidfuzz  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"webgen needs its extra: pip install 'crystalmix[webgen]' ({exc})") from None
     from sft_builder.webgen.backends.local import LocalConfig
     from sft_builder.webgen.backends.openai_compat import HTTPConfig
     from sft_builder.webgen.generate import Generator, RunConfig
@@ -162,7 +167,9 @@ def webgen(
         finally:
             client.close()
     console.print(summary_table(state))
-    if state.stopped:
+    if state.stopped and not state.stalled:
+        console.print(f"stopped before --num {num}: {state.stopped}; re-run to continue")
+    if state.stalled:
         raise UserError(
             f"stopped before --num {num}: {state.stopped} (see the reasons above; re-run to continue)"
         )

@@ -89,7 +89,8 @@ class RunState:
     rejected: Counter[str] = field(default_factory=Counter)
     out_bytes: int = 0
     rejects_bytes: int = 0
-    stopped: str = ""
+    stopped: str = ""  # why the run ended before --num (empty when it reached it)
+    stalled: bool = False  # ended because the model stopped producing keepable tasks
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -253,6 +254,7 @@ class Generator:
                     break
                 if idle >= cfg.stall_prompts:
                     state.stopped = f"nothing kept from the last {idle} prompts"
+                    state.stalled = True
                     break
         finally:
             results.close()

@@ -82,3 +82,16 @@ def test_changed_settings_on_an_existing_output_are_refused(tmp_path, seeded_ser
     assert run(monkeypatch, capsys, *base)[0] == 0
     code, err = run(monkeypatch, capsys, *base, "--similarity", "0.5")
     assert code == 2 and "other settings" in err
+
+
+def test_max_prompts_ends_normally_but_a_stalled_model_is_an_error(tmp_path, server, monkeypatch, capsys):
+    from .conftest import block, chat_reply
+
+    answer = block(4, "Create a responsive navigation bar for a bakery using flexbox.", "<nav>Home</nav>")
+    server.expect_request("/v1/chat/completions").respond_with_json(chat_reply(answer))
+    base = ["--base-url", server.url_for("/v1"), "--model", "m", "--batch-size", "10", "--num", "5"]
+    code, err = run(monkeypatch, capsys, "--out", str(tmp_path / "a.jsonl"), *base, "--max-prompts", "20")
+    assert code == 0 and "--max-prompts 20 reached" in err
+    code, err = run(monkeypatch, capsys, "--out", str(tmp_path / "b.jsonl"), *base)
+    assert code == 2 and "nothing kept from the last 200 prompts" in err
+    assert "too_similar" in err  # the reasons table came first
