@@ -116,8 +116,8 @@ def make_plan(ctx: StageContext, files: list[tuple[int, list[str], int]]) -> lis
 
 def input_labels(paths: list[str]) -> list[str]:
     """Input names relative to the source's common folder: stable across machines and checkouts."""
-    if len(paths) == 1:
-        return [Path(paths[0]).name]
+    if len(paths) <= 1:
+        return [Path(p).name for p in paths]
     root = os.path.commonpath(paths)
     return [os.path.relpath(p, root) for p in paths]
 

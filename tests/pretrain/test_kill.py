@@ -22,13 +22,13 @@ CLI = Path(sys.executable).with_name("crystalmix")
 
 @pytest.mark.slow
 @pytest.mark.parametrize("markers_before_kill", [1, 4])
-def test_sigkill_then_rerun_gives_same_bytes(reference_build, tmp_path: Path, markers_before_kill: int) -> None:
+def test_sigkill_then_rerun_gives_same_bytes(reference_build, tmp_path: Path,
+                                             markers_before_kill: int) -> None:
     ref_out, hashes, _ = reference_build
     manifest = ref_out.parent / "stage.yaml"
     out = tmp_path / "out"
-    proc = subprocess.Popen([str(CLI), "pretrain", "build", str(manifest), "--out", str(out), "--workers", "2",
-                             "--no-progress"], start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [str(CLI), "pretrain", "build", str(manifest), "--out", str(out), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:

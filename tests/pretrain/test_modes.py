@@ -1,0 +1,75 @@
+"""Stage options end to end: file-parity halves, document-mode FIM, hub streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pretrain.build import build_stage
+from pretrain.config import load_manifest
+from pretrain.executors import LocalExecutor
+from sft_builder import hdf5
+
+from .conftest import DEMO, stage_manifest
+
+PY = str(DEMO / "starcoder" / "python" / "*.parquet")
+
+
+def _rows(folder: Path) -> np.ndarray:
+    return np.concatenate([hdf5.read_rows(f) for f in sorted(folder.glob("data-*.h5"))])
+
+
+def _build(tmp: Path, name: str, sources: list[dict], **changes: object) -> Path:
+    folder = tmp / name
+    folder.mkdir()
+    cfg = load_manifest(stage_manifest(folder, sources=sources, mixture={"offline": False}, **changes))
+    build_stage(cfg, folder / "out", LocalExecutor(1), progress=False)
+    return folder / "out"
+
+
+def test_file_parity_halves_interleave_to_the_whole(tmp_path: Path) -> None:
+    src = {"name": "py", "paths": [PY], "text_field": "content"}
+    common = {"split": {"method": "file_parity", "seed": 1}, "samples_per_file": 16}
+    whole = _rows(_build(tmp_path, "all", [src], **common) / "py" / "epoch-0")
+    even = _rows(_build(tmp_path, "h0", [{**src, "half": 0}], **common) / "py" / "epoch-0")
+    odd = _rows(_build(tmp_path, "h1", [{**src, "half": 1}], **common) / "py" / "epoch-0")
+    blocks = [whole[i:i + 16] for i in range(0, len(whole), 16)]
+    assert np.array_equal(even, np.concatenate(blocks[0::2]))
+    assert np.array_equal(odd, np.concatenate(blocks[1::2]))
+
+
+def test_document_mode_fim_builds_valid_rows(tmp_path: Path) -> None:
+    src = {"name": "py", "paths": [PY], "text_field": "content",
+           "fim": {"rate": 0.5, "spm_rate": 0.5, "mode": "document"}}
+    out = _build(tmp_path, "doc", [src])
+    rows, problems = hdf5.validate_folder(out / "py" / "epoch-0")
+    assert problems == [] and rows > 0
+    meta = hdf5.read_metadata(out / "py" / "epoch-0")
+    assert meta["fim"]["mode"] == "document"
+    assert 0.3 < meta["fim"]["fim_applied"] / meta["fim"]["fim_candidates"] < 0.7
+    inputs = _rows(out / "py" / "epoch-0")[:, 0]
+    assert (inputs == meta["special_tokens"]["fim_prefix"]).sum() == meta["fim"]["fim_applied"]
+
+
+def test_hub_source_streams_shard_per_hub_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id goes through `datasets` streaming, one shard per dataset shard, like local files."""
+    pytest.importorskip("datasets")
+    import pyarrow.parquet as pq
+    from datasets import load_dataset
+
+    files = []
+    for lang in ("css", "html"):
+        table = pq.read_table(DEMO / "starcoder" / lang / "train-00000-of-00001.parquet")
+        path = tmp_path / f"{lang}.parquet"
+        pq.write_table(table, path)
+        files.append(str(path))
+    import pretrain.sources as sources
+
+    monkeypatch.setattr(sources, "_load_hub", lambda hub_id, split: load_dataset(
+        "parquet", data_files=files, split=split, streaming=True))
+    hub = _build(tmp_path, "hub", [{"name": "code", "hub": "bigcode/fake", "text_field": "content"}])
+    local = _build(tmp_path, "local", [{"name": "code", "paths": files, "text_field": "content"}])
+    assert np.array_equal(_rows(hub / "code" / "epoch-0"), _rows(local / "code" / "epoch-0"))
+    assert hdf5.read_metadata(hub / "code" / "epoch-0")["files"]
