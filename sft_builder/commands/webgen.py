@@ -59,6 +59,7 @@ def webgen(
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Generation limit per prompt.")] = 3072,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per HTTP request.")] = 120.0,
     retries: Annotated[int, typer.Option("--retries", help="Retries on 429/5xx/connection errors.")] = 6,
+    device: Annotated[str, typer.Option("--device", help="Local backend device, e.g. cuda:0.")] = "cpu",
     max_prompts: Annotated[
         int | None, typer.Option("--max-prompts", help="Stop after this many prompts.")
     ] = None,
@@ -107,6 +108,7 @@ def webgen(
             top_p=top_p,
             max_new_tokens=max_tokens,
             batch_size=batch_size,
+            device=device,
         )
         backend_id = {
             "kind": "transformers",

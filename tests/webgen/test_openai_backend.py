@@ -74,3 +74,17 @@ def test_connection_errors_are_retried_then_reported():
     with pytest.raises(UserError, match="ConnectError"):
         make(f"http://127.0.0.1:{port}/v1", waits, max_retries=2, timeout=2).complete(["p"], 0)
     assert len(waits) == 2
+
+
+def test_a_slow_server_times_out_and_is_retried(server):
+    import time
+
+    def slow(request):
+        time.sleep(0.5)
+        return Response(json.dumps(chat_reply("late")), content_type="application/json")
+
+    server.expect_request("/v1/chat/completions").respond_with_handler(slow)
+    waits: list[float] = []
+    with pytest.raises(UserError, match="ReadTimeout"):
+        make(server.url_for("/v1"), waits, timeout=0.1, max_retries=1).complete(["p"], 0)
+    assert len(waits) == 1  # one retry after the first timeout, then the error
