@@ -38,6 +38,7 @@ CHUNK = 1 << 20  # bytes per read; also the JSON buffer's compaction threshold
 MAX_RECORD_CHARS = 256 << 20  # one JSON value larger than this is treated as a broken file
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WS = re.compile(r"[ \t\n\r]*")
+_SCANNER = json.JSONDecoder().scan_once
 
 
 def iter_records(inputs: Sequence[str] | str, *, split: str = "train",
@@ -250,21 +251,28 @@ def _read_json_lines(path: Path) -> Iterator[RawRecord]:
     file = str(path)
     line = 0
     seen_good = False
-    loads = json.loads
+    scan = _SCANNER  # the C scanner behind json.loads, without its per-call Python layers
     try:
         with _open_binary(path) as fh:
             for raw in fh:
                 line += 1
+                # fast path: a line that is exactly one value and a newline; anything else goes through
+                # json.loads so odd lines (BOM, spaces, errors) behave exactly as the stdlib says
                 try:
-                    data = loads(raw)
-                except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; nesting too deep
-                    if not raw.strip():
-                        continue
-                    if not seen_good:
-                        raise UserError(f"not JSON Lines: {_json_msg(exc)}", path=path, line=line) from None
-                    data = UnparsedRecord(raw.decode("utf-8", "replace").rstrip("\r\n"), _json_msg(exc))
-                else:
-                    seen_good = True
+                    text = raw.decode()
+                    data, end = scan(text, 0)
+                    if end != len(text) and text[end:].strip():
+                        raise ValueError
+                except (ValueError, StopIteration, RecursionError):
+                    try:
+                        data = json.loads(raw)
+                    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; too deep
+                        if not raw.strip():
+                            continue
+                        if not seen_good:
+                            raise UserError(f"not JSON Lines: {_json_msg(exc)}", path=path, line=line) from None
+                        data = UnparsedRecord(raw.decode("utf-8", "replace").rstrip("\r\n"), _json_msg(exc))
+                seen_good = seen_good or type(data) is not UnparsedRecord
                 yield RawRecord(data, file, line)
     except _STREAM_ERRORS as exc:
         raise _stream_error(path, exc, line) from None

@@ -24,6 +24,8 @@ from sft_builder.errors import UserError
 from sft_builder.schema import Conversation
 from sft_builder.sources.base import Adapter, Rejected, adapter_names, get_adapter_class, make_adapter
 
+_encode_str = json.encoder.encode_basestring  # the C string encoder that json.dumps(ensure_ascii=False) uses
+_encode_sorted = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 PROGRESS_EVERY = 4096  # outputs between progress-bar updates; per-record updates would cost more than parsing
 
 
@@ -36,6 +38,13 @@ def parse_option_args(pairs: Sequence[str]) -> dict[str, str]:
             raise UserError(f"--option expects key=value, got {pair!r}")
         out[key.strip()] = value
     return out
+
+
+def conversation_line(conv: Conversation) -> str:
+    """Exactly `conv.to_json()`, built without the intermediate dicts (the write is the hot path)."""
+    msgs = ", ".join([f'{{"content": {_encode_str(m.content)}, "role": "{m.role}"}}' for m in conv.messages])
+    return (f'{{"id": {_encode_str(conv.id)}, "messages": [{msgs}], "meta": {_encode_sorted(conv.meta)}, '
+            f'"source": {_encode_str(conv.source)}}}')
 
 
 def default_rejects_path(out: Path) -> Path:
@@ -61,7 +70,7 @@ def convert_source(adapter: Adapter[Any], inputs: Sequence[str], out: Path, reje
         for item in stream:
             if type(item) is Conversation:
                 kept += 1
-                write_out(item.to_json() + "\n")
+                write_out(conversation_line(item) + "\n")
             else:
                 assert isinstance(item, Rejected), f"adapter yielded {type(item).__name__}"
                 reasons[item.reason] += 1

@@ -7,6 +7,7 @@ counted here, so an adapter counts them only for conversations it actually keeps
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 
@@ -22,6 +23,7 @@ DEFAULT_ROLE_MAP: dict[str, str] = {
 MERGE_SEPARATOR = "\n\n"
 
 
+@lru_cache(maxsize=4096)
 def short_file(file: str) -> str:
     """The file's base name (hub inputs, ``name[split]``, keep their full label)."""
     return file if file.endswith("]") else PurePath(file).name or file
@@ -33,7 +35,7 @@ def record_id(source: str, file: str, line: int) -> str:
 
 
 def as_mapping(data: Any) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):  # the exact check first: it is hot
         raise InvalidRecordError("not_an_object", f"expected a JSON object, got {type(data).__name__}")
     return data
 
@@ -41,6 +43,8 @@ def as_mapping(data: Any) -> Mapping[str, Any]:
 def text_field(data: Mapping[str, Any], key: str, *, required: bool = True) -> str:
     """A string field; missing -> ``missing_field``, wrong type -> ``bad_field`` (None counts as missing)."""
     value = data.get(key)
+    if type(value) is str:
+        return value
     if value is None:
         if required:
             raise InvalidRecordError("missing_field", f"no {key!r} field")
@@ -48,6 +52,15 @@ def text_field(data: Mapping[str, Any], key: str, *, required: bool = True) -> s
     if not isinstance(value, str):
         raise InvalidRecordError("bad_field", f"{key!r} must be a string, got {type(value).__name__}")
     return value
+
+
+@lru_cache(maxsize=256)
+def _schema_order(n: int, start: int) -> tuple[str, ...]:
+    """The role sequence of a valid conversation of n messages (with a system message if start is 1)."""
+    body = n - start
+    if body <= 0 or body % 2:
+        return ()
+    return ("system",) * start + ("user", "assistant") * (body // 2)
 
 
 def normalize_turns(turns: list[tuple[str, str]], *, trim_trailing_user: bool = True,
@@ -58,8 +71,10 @@ def normalize_turns(turns: list[tuple[str, str]], *, trim_trailing_user: bool = 
     joined with a blank line, and a final unanswered user turn is dropped when an answer remains before
     it. The result is validated later by `Conversation`; empty contents are left for it to reject.
     """
-    fixes: list[str] = []
     start = 1 if turns and turns[0][0] == "system" else 0
+    if tuple([r for r, _ in turns]) == _schema_order(len(turns), start):  # the common, already-valid case
+        return tuple([Message(r, c) for r, c in turns]), []  # type: ignore[arg-type]
+    fixes: list[str] = []
     while start < len(turns) and turns[start][0] == "assistant":
         del turns[start]
         fixes.append("dropped_leading_assistant")

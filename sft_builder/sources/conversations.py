@@ -1,7 +1,8 @@
 """Our own interchange JSONL (``{"id", "source", "messages", "meta"}``), passed through with validation.
 
 By default a record keeps its own ``source``; with ``keep_source=false`` it takes the adapter's source
-name and the original goes to ``meta["orig_source"]``. Provenance already in ``meta`` is left alone.
+name and the original goes to ``meta["orig_source"]``. Provenance already in ``meta`` is left alone; a
+record without ``meta["file"]`` gets this file and line.
 """
 
 from __future__ import annotations

@@ -48,5 +48,6 @@ class GuanacoAdapter(Adapter[GuanacoOptions]):
         messages, fixes = normalize_turns(turns, trim_trailing_user=self.options.trim_trailing_user)
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
         conv = Conversation(record_id(self.source, record.file, record.line), self.source, messages, meta)
-        self.stats.fixes.update(fixes)
+        if fixes:
+            self.stats.fixes.update(fixes)
         return (conv,)

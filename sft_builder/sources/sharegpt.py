@@ -10,7 +10,7 @@ record as ``unknown_role`` rather than silently dropping the turn. Chunk ids ``a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
         if not isinstance(raw_turns, list) or not raw_turns:
             keys = " or ".join(self.message_keys)
             raise InvalidRecordError("no_messages", f"no non-empty list under {keys}")
-        turns = list(self._turns(raw_turns))
+        turns = self._turns(raw_turns)
         system = data.get(self.options.system_key) if self.options.system_key else None
         if isinstance(system, str) and system.strip() and turns[0][0] != "system":
             turns.insert(0, ("system", system))
@@ -68,24 +68,38 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
             if m:
                 meta["group"] = f"{self.source}/{m.group(1)}"
         conv = Conversation(record_id(self.source, record.file, record.line), self.source, messages, meta)
-        self.stats.fixes.update(fixes)
+        if fixes:
+            self.stats.fixes.update(fixes)
         return (conv,)
 
-    def _turns(self, raw_turns: list[Any]) -> Iterator[tuple[str, str]]:
+    def _turns(self, raw_turns: list[Any]) -> list[tuple[str, str]]:
+        """(role, content) pairs with mapped roles; the first bad turn rejects the record."""
+        roles = self.roles
+        out: list[tuple[str, str]] = []
         for i, turn in enumerate(raw_turns):
-            if not isinstance(turn, dict):
+            if type(turn) is not dict:
                 raise InvalidRecordError("bad_turn", f"turn {i} is not an object")
-            role = turn.get("from", turn.get("role"))
-            content = turn.get("value", turn.get("content"))
-            if not isinstance(role, str):
-                raise InvalidRecordError("bad_turn", f"turn {i} has no 'from'/'role' string")
-            mapped = self.roles.get(role.lower())
-            if mapped is None:
-                raise InvalidRecordError("unknown_role", f"turn {i} has role {role!r}")
-            if not isinstance(content, str):
-                got = "nothing" if content is None else type(content).__name__
-                raise InvalidRecordError("bad_content", f"turn {i} content must be a string, got {got}")
-            yield mapped, content
+            role = turn.get("from")
+            if role is None:
+                role = turn.get("role")
+            content = turn.get("value")
+            if content is None:
+                content = turn.get("content")
+            mapped = roles.get(role.lower()) if type(role) is str else None
+            if mapped is None or type(content) is not str:
+                _explain(i, role, content)
+            out.append((mapped, content))  # type: ignore[arg-type]
+        return out
+
+
+def _explain(i: int, role: Any, content: Any) -> None:
+    """Raise the reason a turn was refused (kept out of the hot loop)."""
+    if not isinstance(role, str):
+        raise InvalidRecordError("bad_turn", f"turn {i} has no 'from'/'role' string")
+    if not isinstance(content, str):
+        got = "nothing" if content is None else type(content).__name__
+        raise InvalidRecordError("bad_content", f"turn {i} content must be a string, got {got}")
+    raise InvalidRecordError("unknown_role", f"turn {i} has role {role!r}")
 
 
 def _first(data: dict[str, Any] | Any, keys: tuple[str, ...]) -> Any:

@@ -10,7 +10,10 @@ from .conftest import FIX
 def test_pass_through_is_lossless_and_validated(run_adapter) -> None:
     convs, rejects, _ = run_adapter("conversations", "conversations/interchange.jsonl")
     lines = (FIX / "conversations" / "interchange.jsonl").read_text().splitlines()
-    assert [c.to_dict() for c in convs] == [json.loads(x) for x in lines[:2]]
+    first, second = (json.loads(x) for x in lines[:2])
+    assert convs[0].to_dict() == first  # its own provenance is kept as it is
+    second["meta"] = {"file": str(FIX / "conversations" / "interchange.jsonl"), "line": 2}
+    assert convs[1].to_dict() == second  # a record without provenance gets the file and line
     assert [(r.line, r.reason) for r in rejects] == [
         (3, "bad_alternation"), (4, "no_messages"), (5, "missing_id"), (6, "unknown_role")]
 
