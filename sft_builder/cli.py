@@ -24,9 +24,9 @@ err_console = Console(stderr=True)
 
 def _register_all() -> None:
     # Each module owns one feature area's commands; keeping them apart keeps this file small.
-    from sft_builder.commands import build, convert, encode, webgen
+    from sft_builder.commands import build, convert, encode, export, webgen
 
-    for module in (convert, build, encode, webgen):
+    for module in (convert, build, encode, export, webgen):
         module.register(app)
     from pretrain.cli import app as pretrain_app
 

@@ -1,0 +1,87 @@
+"""The Hub export: shards named as the Hub expects, every row carried over, a card that lists the sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sft_builder.errors import UserError
+from sft_builder.export import ExportConfig, export_build
+
+
+def _fake_build(root: Path, n_train: int, n_test: int) -> Path:
+    schema = pa.schema([
+        ("id", pa.string()), ("source", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("meta", pa.string()),
+    ])
+    (root / "conversations").mkdir(parents=True)
+
+    def rows(split: str, n: int) -> list[dict]:
+        return [{"id": f"{split}-{i}", "source": "codealpaca" if i % 3 else "slimorca",
+                 "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}],
+                 "meta": json.dumps({"line": i})} for i in range(n)]
+
+    # two input shards for train, to check re-sharding across file boundaries
+    half = n_train // 2
+    train = rows("train", n_train)
+    conv = root / "conversations"
+    pq.write_table(pa.Table.from_pylist(train[:half], schema), conv / "train-00000.parquet")
+    pq.write_table(pa.Table.from_pylist(train[half:], schema), conv / "train-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows("test", n_test), schema), root / "conversations/test-00000.parquet")
+    report = {
+        "fingerprint": "abc123", "seed": 7, "languages": {"en": 90, "zh": 1},
+        "sources": {"codealpaca": {"read": 80, "kept": 70, "train": 66, "test": 4},
+                    "slimorca": {"read": 40, "kept": 35, "train": 34, "test": 1}},
+        "steps": {"mix": {"in": 110, "out": 105, "dropped": {"weight": 5}},
+                  "adapter": {"in": 120, "out": 110, "dropped": {"invalid_json": 10}}},
+    }
+    (root / "report.json").write_text(json.dumps(report))
+    return root
+
+
+def test_export_reshards_every_row_and_writes_card(tmp_path: Path) -> None:
+    build = _fake_build(tmp_path / "build", n_train=250, n_test=7)
+    out = tmp_path / "hub"
+    summary = export_build(ExportConfig(build, out, dataset_name="mixy", rows_per_shard=100))
+    assert summary["files"]["train"] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert summary["files"]["test"] == ["test-00000-of-00001.parquet"]
+    shards = sorted((out / "data").glob("train-*.parquet"))
+    ids = [r for f in shards for r in pq.read_table(f).column("id").to_pylist()]
+    assert ids == [f"train-{i}" for i in range(250)], "rows keep their order and none is lost or doubled"
+    card = (out / "README.md").read_text()
+    header = card.split("---")[1]
+    assert "license: other" in header or "license: unknown" in header
+    assert "path: data/train-*.parquet" in header and "path: data/test-*.parquet" in header
+    assert "zh" not in header.split("task_categories")[0], "stray languages under 5% are not declared"
+    assert "| codealpaca |" in card and "| slimorca |" in card
+    assert card.index("| adapter |") < card.index("| mix |"), "steps listed in pipeline order"
+
+
+def test_export_loads_with_datasets(tmp_path: Path) -> None:
+    import datasets
+
+    build = _fake_build(tmp_path / "build", n_train=30, n_test=5)
+    out = tmp_path / "hub"
+    export_build(ExportConfig(build, out, rows_per_shard=10))
+    ds = datasets.load_dataset(str(out))
+    assert ds["train"].num_rows == 30 and ds["test"].num_rows == 5
+    assert ds["train"][0]["messages"][0] == {"role": "user", "content": "q0"}
+
+
+def test_export_rerun_removes_stale_shards(tmp_path: Path) -> None:
+    build = _fake_build(tmp_path / "build", n_train=30, n_test=5)
+    out = tmp_path / "hub"
+    export_build(ExportConfig(build, out, rows_per_shard=10))
+    export_build(ExportConfig(build, out, rows_per_shard=100))
+    assert sorted(p.name for p in (out / "data").glob("*.parquet")) == [
+        "test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]
+
+
+def test_export_needs_a_build(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="report.json"):
+        export_build(ExportConfig(tmp_path, tmp_path / "hub"))
