@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests never reach the network: make the Hugging Face libraries fail fast instead of waiting on timeouts.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 REALDATA = Path(os.environ.get("CRYSTALMIX_REALDATA", ROOT.parent / "shared" / "realdata"))
