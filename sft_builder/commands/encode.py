@@ -52,14 +52,17 @@ def show_tokens(tokenizer: Any, ids: Sequence[int], mask: Sequence[int], title: 
     """Print one sequence with trained tokens highlighted and packed-document boundaries marked."""
     text = Text()
     prev_seg = None
+    special = {i for i, t in tokenizer.backend_tokenizer.get_added_tokens_decoder().items() if t.special}
     for k, (piece, m) in enumerate(zip(token_text(tokenizer, ids), mask, strict=True)):
         if segments is not None:
             seg = int(segments[k])
             if seg != prev_seg:
                 text.append(f"⟦doc {seg}⟧" if seg else "⟦pad⟧", style="bold magenta")
                 prev_seg = seg
-        text.append(piece, style="bold black on green" if m else "grey50")
+        style = "bold black on green" if m else "grey50"
+        text.append(piece, style=style + (" underline" if int(ids[k]) in special else ""))
     console.rule(title)
+    console.print("[bold black on green]trained[/] [grey50]not trained[/] [underline]control token[/]")
     console.print(text)
 
 
