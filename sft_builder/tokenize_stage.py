@@ -236,10 +236,8 @@ def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig,
                 block = []
         if block:
             fh.write(np.stack(block).tobytes())
-    if stats.rows == 0:
-        raise UserError(f"no training rows: {sum(dropped.values())} conversations dropped {dict(dropped)}, "
-                        f"{sum(s.conversations for s in per_source.values())} kept (too few tokens for one "
-                        f"row of {cfg.seq_len}?)")
+    if stats.rows == 0:  # e.g. a tiny test split under llm360 packing: an empty, valid folder, not an error
+        stats.counts["no_rows"] = 1
     return {
         "conversations": sum(s.conversations for s in per_source.values()),
         "dropped": dict(sorted(dropped.items())),
