@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,7 @@ def _encode_task(batch: list[Conversation]) -> list[Encoded | Dropped]:
     return _WORKER.encode(batch)
 
 
-def _batches(items: Iterable[Conversation], size: int) -> Iterator[list[Conversation]]:
+def batches(items: Iterable[Conversation], size: int) -> Iterator[list[Conversation]]:
     batch: list[Conversation] = []
     for c in items:
         batch.append(c)
@@ -130,7 +130,7 @@ def encode_stream(conversations: Iterable[Conversation], cfg: TokenizeConfig,
     workers = cfg.n_workers()
     if workers <= 1:
         enc = encoder or make_encoder(cfg)
-        for batch in _batches(conversations, BATCH):
+        for batch in batches(conversations, BATCH):
             yield from enc.encode(batch)
         return
     import multiprocessing as mp
@@ -138,7 +138,7 @@ def encode_stream(conversations: Iterable[Conversation], cfg: TokenizeConfig,
     ctx = mp.get_context("fork")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
         pending: list[Any] = []
-        for batch in _batches(conversations, BATCH):
+        for batch in batches(conversations, BATCH):
             pending.append(pool.apply_async(_encode_task, (batch,)))
             if len(pending) >= 2 * workers:
                 yield from pending.pop(0).get()
@@ -297,14 +297,3 @@ def _write_jsonl(path: Path, rows: np.ndarray, idx: np.ndarray) -> None:
             for r in block:
                 fh.write(json.dumps({"token_ids": r[0].tolist(), "label_ids": r[2].tolist(),
                                      "loss_mask": r[1].tolist()}) + "\n")
-
-
-def encode_records(conversations: Sequence[Conversation], encoder: ChatEncoder,
-                   on_drop: Callable[[Dropped], None] | None = None) -> Iterator[Encoded]:
-    """Encode a list in one batch (for the ``encode`` command and tests), reporting drops."""
-    for item in encoder.encode(conversations):
-        if isinstance(item, Dropped):
-            if on_drop:
-                on_drop(item)
-            continue
-        yield item

@@ -83,7 +83,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Tokenize conversations with a chat template: input_ids BOS..EOS, loss_mask[k]=1 on targets."""
         from sft_builder.atomic import atomic_open
-        from sft_builder.tokenize_stage import BATCH, TokenizeConfig, _batches, make_encoder
+        from sft_builder.chat import Dropped
+        from sft_builder.tokenize_stage import BATCH, TokenizeConfig, batches, make_encoder
 
         cfg = TokenizeConfig.from_mapping({"tokenizer": tokenizer, "template": template, "train_on": train_on,
                                            "train_on_prompt": train_on_prompt}, where="encode")
@@ -92,9 +93,9 @@ def register(app: typer.Typer) -> None:
         dropped: Counter[str] = Counter()
         written = shown = 0
         with atomic_open(out) as fh:
-            for batch in _batches(_read_conversations(input_path), BATCH):
+            for batch in batches(_read_conversations(input_path), BATCH):
                 for item in encoder.encode(batch):
-                    if not hasattr(item, "input_ids"):
+                    if isinstance(item, Dropped):
                         dropped[item.reason] += 1
                         continue
                     fh.write(json.dumps({"id": item.id, "input_ids": item.input_ids.tolist(),
