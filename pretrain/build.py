@@ -45,7 +45,7 @@ def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False,
     out = Path(out_dir).resolve()
     tok_json, specials, vocab_size = resolve_tokenizer(cfg.tokenizer)
     files = plan_files(cfg)
-    fp = stage_fingerprint(cfg, tok_json, files, skip_bad_files)
+    fp = stage_fingerprint(cfg, tok_json, files)
     state = out / STATE_DIR / STAGE_STATE
     if out.exists() and any(out.iterdir()):
         if not state.exists():
@@ -58,21 +58,21 @@ def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False,
                                 "use a new --out or --force to rebuild it", path=out)
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    write_json(state, {"fingerprint": fp, "stage": cfg.stage})  # first: it marks the folder as ours
     sweep_temporaries(out)
     tok_path = out / TOKENIZER_NAME
     if not tok_path.exists() or tok_path.read_text(encoding="utf-8") != tok_json:
         with atomic_open(tok_path) as fh:
             fh.write(tok_json)
-    write_json(state, {"fingerprint": fp, "stage": cfg.stage})
     ctx = StageContext(cfg, str(out), str(tok_path), tuple(sorted(specials.items())), fp, skip_bad_files)
     return make_plan(ctx, files), vocab_size
 
 
-def stage_fingerprint(cfg: StageConfig, tok_json: str, files: list[tuple[int, list[str], int]],
-                      skip_bad_files: bool) -> str:
+def stage_fingerprint(cfg: StageConfig, tok_json: str, files: list[tuple[int, list[str], int]]) -> str:
     """A digest of what decides the bytes: options, tokenizer content, input names and sizes.
 
     Absolute paths are left out so the same data built from another checkout gets the same fingerprint.
+    ``--skip-bad-files`` is left out too: re-running with it after a bad file keeps the finished shards.
     """
     conf = cfg.to_dict()
     conf["tokenizer"] = xxhash.xxh64_hexdigest(tok_json.encode())
@@ -80,7 +80,7 @@ def stage_fingerprint(cfg: StageConfig, tok_json: str, files: list[tuple[int, li
         src.pop("paths")
     inputs = [[i, [[lab, Path(p).stat().st_size]
                    for p, lab in zip(paths, input_labels(paths), strict=True)], n] for i, paths, n in files]
-    return fingerprint({"config": conf, "inputs": inputs, "skip_bad_files": skip_bad_files}, length=16)
+    return fingerprint({"config": conf, "inputs": inputs}, length=16)
 
 
 def build_stage(cfg: StageConfig, out_dir: str | Path, executor: Executor, *, force: bool = False,

@@ -13,6 +13,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from pretrain.stages import ShardTask, read_marker, run_shard, set_worker_env
+from sft_builder.errors import UserError
 
 Marker = dict[str, Any]
 OnDone = Callable[[ShardTask, Marker], None]
@@ -37,7 +38,8 @@ class LocalExecutor:
                 on_done(task, results[task.name])
             return results
         ctx = get_context("spawn")  # fresh processes: no inherited tokenizer threads or Ray state
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=set_worker_env) as pool:
+        pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=set_worker_env)
+        try:
             pending: dict[Future[Marker], ShardTask] = {}
             queue = iter(tasks)
             for task in _take(queue, self.workers * 2):  # a bounded window: the plan can be huge
@@ -50,6 +52,10 @@ class LocalExecutor:
                     on_done(task, results[task.name])
                 for task in _take(queue, len(finished)):
                     pending[pool.submit(run_shard, task)] = task
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # stop at the first error: no new shards
+            raise
+        pool.shutdown(wait=True)
         return results
 
 
@@ -73,8 +79,6 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            from sft_builder.errors import UserError
-
             raise UserError("--executor ray needs Ray: pip install 'crystalmix[ray]'") from None
         started_here = not ray.is_initialized()
         if started_here:
@@ -91,8 +95,8 @@ class RayExecutor:
             for task in tasks:  # finished shards need no worker at all
                 done = read_marker(task)
                 if done is not None:
-                    results[task.name] = done
-                    on_done(task, done)
+                    results[task.name] = {**done, "resumed": True}
+                    on_done(task, results[task.name])
                 else:
                     todo.append(task)
             refs = {remote.remote(t): t for t in todo}
@@ -100,7 +104,12 @@ class RayExecutor:
                 ready, _ = ray.wait(list(refs), num_returns=1)
                 for ref in ready:
                     task = refs.pop(ref)
-                    results[task.name] = ray.get(ref)
+                    try:
+                        results[task.name] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        if isinstance(exc.cause, UserError):  # a bad file: one line, like locally
+                            raise exc.cause from None
+                        raise
                     on_done(task, results[task.name])
         finally:
             if started_here:
@@ -125,7 +134,8 @@ class Progress:
 
     def __call__(self, task: ShardTask, marker: Marker) -> None:
         self.shards += 1
-        self.tokens += shard_tokens(marker)
+        if not marker.get("resumed"):  # shards finished by an earlier run took no time now
+            self.tokens += shard_tokens(marker)
         if self._bar is not None:
             self._bar.update(self._id, advance=1, tokens=f"{self.tokens:,} tokens, {self.rate:,.0f} tokens/s")
 

@@ -162,7 +162,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     """Build one shard (or return its marker if already done); returns the marker's content."""
     done = read_marker(task)
     if done is not None:
-        return done
+        return {**done, "resumed": True}
     start = time.perf_counter()
     if task.staging.exists():
         shutil.rmtree(task.staging)  # a killed attempt: its files are incomplete by definition

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,18 +12,38 @@ import pytest
 from pretrain.build import build_stage
 from pretrain.config import load_manifest
 from pretrain.executors import RayExecutor
+from sft_builder.errors import UserError
 
-from .conftest import tree_hashes
+from .conftest import DEMO, stage_manifest, tree_hashes
 
-pytest.importorskip("ray")
+ray = pytest.importorskip("ray")
 
 
-def test_ray_matches_local_bytes(reference_build, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray with 2 CPUs for the module (starting Ray costs seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    yield
+    ray.shutdown()
+
+
+def test_ray_matches_local_bytes(local_ray, reference_build, tmp_path: Path) -> None:
     ref_out, hashes, _ = reference_build
-    manifest = ref_out.parent / "stage.yaml"
-    cfg = load_manifest(manifest)
+    cfg = load_manifest(ref_out.parent / "stage.yaml")
     start = time.perf_counter()
-    summary = build_stage(cfg, tmp_path / "out", RayExecutor(num_cpus=2), progress=False)
+    summary = build_stage(cfg, tmp_path / "out", RayExecutor(), progress=False)
     print(f"ray build took {time.perf_counter() - start:.1f}s")
     assert tree_hashes(tmp_path / "out") == hashes
     assert summary["tokens_per_second"] > 0
+
+
+def test_ray_bad_file_is_the_same_one_line_error(local_ray, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(DEMO / "starcoder" / "css" / "train-00000-of-00001.parquet", data / "a.parquet")
+    (data / "b.parquet").write_bytes(b"PAR1 not parquet")
+    sources = [{"name": "code", "paths": [str(data / "*.parquet")], "text_field": "content"}]
+    cfg = load_manifest(stage_manifest(tmp_path, sources=sources, mixture={"offline": False}))
+    with pytest.raises(UserError, match="b.parquet: cannot be read"):
+        build_stage(cfg, tmp_path / "out", RayExecutor(), progress=False)
