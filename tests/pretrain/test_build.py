@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -74,9 +75,8 @@ def test_resume_after_crash_skips_done_shards(reference_build, tmp_path: Path,
 
 
 def test_changed_config_is_refused_unless_forced(reference_build, tmp_path: Path) -> None:
-    cfg = load_manifest(stage_manifest(tmp_path))
     out = tmp_path / "out"
-    build_stage(cfg, out, LocalExecutor(1), progress=False)
+    shutil.copytree(reference_build[0], out)
     other = load_manifest(stage_manifest(tmp_path), seed=8)
     with pytest.raises(UserError, match="another config"):
         build_stage(other, out, LocalExecutor(1), progress=False)
