@@ -23,7 +23,7 @@ from sft_builder.chat import ChatEncoder, Dropped, Encoded, load_template
 from sft_builder.errors import UserError
 from sft_builder.pack import PACKINGS, PackStats, pack
 from sft_builder.schema import Conversation
-from sft_builder.tokenizer import resolve_tokenizer, special_token_ids
+from sft_builder.tokenizer import DEMO, demo_tokenizer_dir, resolve_tokenizer, special_token_ids
 
 OUTPUTS = ("hdf5", "megatron-jsonl")
 BATCH = 256  # conversations per encoding task; fixed so batching never shows in the output
@@ -196,6 +196,8 @@ def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out
         seq_len=cfg.seq_len, vocab_size=len(tok), special_tokens=specials, files=files, stats=totals,
         fingerprint=fingerprint, tokenizer=cfg.tokenizer, template=cfg.template, packing=cfg.packing,
         output=cfg.output, seed=seed, config=cfg.identity(), per_source=report["per_source"], report=report,
+        # which demo tokenizer (by corpus hash), not where it is cached: metadata bytes stay machine-independent
+        demo_tokenizer=demo_tokenizer_dir().name if cfg.tokenizer == DEMO else None,
     )
     hdf5.write_metadata(out_dir, meta)  # written last: its presence marks the folder complete
     del rows

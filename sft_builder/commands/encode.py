@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         import h5py
 
         from sft_builder import hdf5
-        from sft_builder.tokenizer import resolve_tokenizer
+        from sft_builder.tokenizer import DEMO, demo_tokenizer_dir, resolve_tokenizer
 
         try:
             with h5py.File(file, "r") as fh:
@@ -169,14 +169,18 @@ def register(app: typer.Typer) -> None:
                 segs = fh[hdf5.SEGMENTS][row] if hdf5.SEGMENTS in fh else None
         except (OSError, KeyError) as exc:
             raise UserError(f"cannot read as a training HDF5 file ({exc})", path=file) from None
-        spec = tokenizer
+        spec, meta = tokenizer, {}
         if spec is None:
             try:
-                spec = hdf5.read_metadata(file.parent)["tokenizer"]
+                meta = hdf5.read_metadata(file.parent)
+                spec = meta["tokenizer"]
             except (OSError, KeyError, ValueError):
                 raise UserError("no metadata.json with a tokenizer beside the file; pass --tokenizer",
                                 path=file) from None
         tok = resolve_tokenizer(spec)
+        if tokenizer is None and spec == DEMO and meta.get("demo_tokenizer") not in (None, demo_tokenizer_dir().name):
+            console.print("[yellow]warning:[/] the demo corpus changed since this file was written; "
+                          "the decoded text may be wrong")
         # Show the mask on the token it trains: label k is input k+1 (plus the row's final label).
         ids = [*[int(x) for x in data[0]], int(data[2, -1])]
         mask = [0, *[int(x) for x in data[1]]]
