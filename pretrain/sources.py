@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import gzip
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,6 @@ from sft_builder.errors import UserError
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".json", ".json.zst", ".json.gz")
 SUFFIXES = JSONL_SUFFIXES + (".parquet", ".txt", ".txt.zst", ".txt.gz")
-_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 PARQUET_BATCH = 512
 
 
@@ -74,6 +72,11 @@ def check_text(value: Any) -> Record:
         return Skipped("not_text")
     if not value.strip():
         return Skipped("empty")
+    if not value.isascii():
+        try:  # lone surrogates ("\ud800" escapes in JSON) are text no tokenizer accepts
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return Skipped("not_utf8")
     return Document(value)
 
 
@@ -135,15 +138,8 @@ def _iter_jsonl(path: str, text_field: str, subset_field: str | None) -> Iterato
             yield Skipped("invalid_json")
             continue
         rec = check_text(_field(obj, text_field))
-        if isinstance(rec, Document):
-            if _SURROGATE.search(line):  # "\ud800" escapes decode to text no encoder accepts
-                try:
-                    rec.text.encode("utf-8")
-                except UnicodeEncodeError:
-                    yield Skipped("not_utf8")
-                    continue
-            if subset_field:
-                rec = Document(rec.text, _str_or_none(_field(obj, subset_field)))
+        if isinstance(rec, Document) and subset_field:
+            rec = Document(rec.text, _str_or_none(_field(obj, subset_field)))
         yield rec
 
 

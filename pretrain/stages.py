@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import xxhash
 from pretrain.config import SourceConfig, StageConfig
 from pretrain.fim import ContextFim, DocumentFim, FimTokens
 from pretrain.pack import Packer, to_row
-from pretrain.sources import BadFileError, Document, Record, Skipped, expand_paths, read_file, read_hub_shard
+from pretrain.sources import BadFileError, Record, Skipped, expand_paths, read_file, read_hub_shard
 from pretrain.split import keep_document, keep_row_by_file_parity
 from pretrain.tokenize import cached_encoder, normalize_text
 from sft_builder.atomic import write_json
@@ -179,77 +179,85 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     return body
 
 
+def select_documents(records: Iterable[Record], src: SourceConfig, cfg: StageConfig,
+                     skipped: Counter[str]) -> Iterator[tuple[str, str]]:
+    """(output name, text) of every document this stage keeps; the others are counted by reason."""
+    half = src.half if cfg.split_method == "hash" else None  # file parity acts on rows instead
+    for rec in records:
+        if isinstance(rec, Skipped):
+            skipped[rec.reason] += 1
+            continue
+        sub = src.subset_for(rec.subset)
+        if sub is None:
+            skipped["excluded_subset"] += 1
+            continue
+        text = normalize_text(rec.text) if cfg.normalize else rec.text
+        ok, why = keep_document(text, cfg.split_seed, half, src.fraction)
+        if not ok:
+            skipped[why] += 1
+            continue
+        yield sub.name, text
+
+
+def batched(items: Iterable[tuple[str, str]], max_docs: int = BATCH_DOCS, max_chars: int = BATCH_CHARS
+            ) -> Iterator[list[tuple[str, str]]]:
+    """Batches for `encode_batch`: bounded in documents and characters, so memory stays flat."""
+    batch: list[tuple[str, str]] = []
+    chars = 0
+    for item in items:
+        batch.append(item)
+        chars += len(item[1])
+        if len(batch) >= max_docs or chars >= max_chars:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+class _Counted:
+    """Counts the records passing through (documents read, good or bad)."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.records, self.n = records, 0
+
+    def __iter__(self) -> Iterator[Record]:
+        for rec in self.records:
+            self.n += 1
+            yield rec
+
+
 def _build(task: ShardTask) -> dict[str, Any]:
     cfg, src, sp = task.ctx.cfg, task.source, task.ctx.special
     enc = cached_encoder(task.ctx.tokenizer_path, sp["eos"], cfg.max_doc_chars)
     fim_tokens = FimTokens.from_specials(sp) if src.fim.rate > 0 else None
+    context_fim = fim_tokens is not None and src.fim.mode == "context"
     rng = shard_rng(cfg.seed, task)
-    outs: dict[str, _Output] = {}
-    for sub in src.outputs():
-        fim = ContextFim(enc, src.fim, fim_tokens) if fim_tokens and src.fim.mode == "context" else None
-        writer = ShardedWriter(task.staging / sub.name, cfg.seq_len, cfg.samples_per_file)
-        outs[sub.name] = _Output(Packer(cfg.seq_len, sp["pad"], cfg.tail), writer, fim, sp["pad"])
-    doc_fim = DocumentFim(enc, src.fim, fim_tokens) if fim_tokens and src.fim.mode == "document" else None
+    outs = {sub.name: _Output(Packer(cfg.seq_len, sp["pad"], cfg.tail),
+                              ShardedWriter(task.staging / sub.name, cfg.seq_len, cfg.samples_per_file),
+                              ContextFim(enc, src.fim, fim_tokens) if context_fim else None, sp["pad"])
+            for sub in src.outputs()}
+    doc_fim = DocumentFim(enc, src.fim, fim_tokens) if fim_tokens and not context_fim else None
+    parity = src.half if cfg.split_method == "file_parity" else None
     skipped: Counter[str] = Counter()
-    n_docs = 0
-
-    def emit(out: _Output, chunks: list[tuple[np.ndarray, int]]) -> None:
-        for chunk, valid in chunks:
-            index = out.rows_seen
-            out.rows_seen += 1
-            if cfg.split_method == "file_parity" and src.half is not None and \
-                    not keep_row_by_file_parity(index, cfg.samples_per_file, src.half):
-                continue
-            if out.fim is not None:
-                chunk, valid = out.fim.apply(chunk, valid, rng)
-            row = to_row(chunk, valid)
-            out.writer.write(row)
-            out.stats = add_stats(out.stats, row_stats(row[None], out.pad_id))
-
-    def flush(batch: list[tuple[str, str]]) -> None:
-        texts = [t for _, t in batch]
-        encoded = doc_fim.encode(texts, rng) if doc_fim else iter(enc.encode_docs(texts))
-        for (name, _), ids in zip(batch, encoded, strict=True):
-            if len(ids) - 1 < cfg.min_sequence_len:
-                skipped["too_short"] += 1
-                continue
-            outs[name].documents += 1
-            emit(outs[name], outs[name].packer.add(ids))
-
-    batch: list[tuple[str, str]] = []
-    chars = 0
-    by_hash = cfg.split_method == "hash"
+    records = _Counted(_records(task))
     try:
-        for rec in _records(task):
-            n_docs += 1
-            if isinstance(rec, Skipped):
-                skipped[rec.reason] += 1
-                continue
-            assert isinstance(rec, Document)
-            sub = src.subset_for(rec.subset)
-            if sub is None:
-                skipped["excluded_subset"] += 1
-                continue
-            text = normalize_text(rec.text) if cfg.normalize else rec.text
-            ok, why = keep_document(text, cfg.split_seed, src.half if by_hash else None, src.fraction)
-            if not ok:
-                skipped[why] += 1
-                continue
-            batch.append((sub.name, text))
-            chars += len(text)
-            if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
-                flush(batch)
-                batch, chars = [], 0
-        flush(batch)
-        for out in outs.values():
-            emit(out, out.packer.finish())
+        for batch in batched(select_documents(records, src, cfg, skipped)):
+            texts = [t for _, t in batch]
+            encoded = doc_fim.encode(texts, rng) if doc_fim else iter(enc.encode_docs(texts))
+            for (name, _), ids in zip(batch, encoded, strict=True):
+                if len(ids) - 1 < cfg.min_sequence_len:
+                    skipped["too_short"] += 1
+                    continue
+                outs[name].documents += 1
+                _emit(outs[name], outs[name].packer.add(ids), parity, cfg.samples_per_file, rng)
         outputs = {}
         for name, out in sorted(outs.items()):
+            _emit(out, out.packer.finish(), parity, cfg.samples_per_file, rng)
             files = out.writer.close()
             outputs[output_folder(name, task.epoch)] = {
                 "files": [str(f.relative_to(Path(task.ctx.out_dir))) for f in files],
-                "rows": [_rows_in(f, cfg.samples_per_file, i, out.writer.n_rows, len(files))
-                         for i, f in enumerate(files)],
+                "rows": [min(cfg.samples_per_file, out.writer.n_rows - i * cfg.samples_per_file)
+                         for i in range(len(files))],
                 "stats": out.stats, "documents": out.documents,
             }
     except BaseException:
@@ -258,14 +266,24 @@ def _build(task: ShardTask) -> dict[str, Any]:
         raise
     fim_stats: dict[str, int] = {}
     for f in [o.fim for o in outs.values() if o.fim] + ([doc_fim] if doc_fim else []):
-        fim_stats = dict(Counter(fim_stats) + Counter(f.stats.as_dict()))
-    return {"outputs": outputs, "skipped": dict(sorted(skipped.items())), "documents": n_docs,
+        fim_stats = {k: fim_stats.get(k, 0) + v for k, v in f.stats.as_dict().items()}
+    return {"outputs": outputs, "skipped": dict(sorted(skipped.items())), "documents": records.n,
             "fim": fim_stats, "bad_file": None}
 
 
-def _rows_in(_path: Path, per_file: int, i: int, total: int, n_files: int) -> int:
-    """Rows of file `i` of a writer that fills `per_file` rows per file before starting the next."""
-    return per_file if i < n_files - 1 else total - per_file * (n_files - 1)
+def _emit(out: _Output, chunks: list[tuple[np.ndarray, int]], parity: int | None, per_file: int,
+          rng: np.random.Generator) -> None:
+    """Chunks -> (file-parity selection) -> FIM -> rows -> the shard's writer."""
+    for chunk, valid in chunks:
+        index = out.rows_seen
+        out.rows_seen += 1
+        if parity is not None and not keep_row_by_file_parity(index, per_file, parity):
+            continue
+        if out.fim is not None:
+            chunk, valid = out.fim.apply(chunk, valid, rng)
+        row = to_row(chunk, valid)
+        out.writer.write(row)
+        out.stats = add_stats(out.stats, row_stats(row[None], out.pad_id))
 
 
 def set_worker_env() -> None:
