@@ -40,3 +40,14 @@ def test_special_token_text_is_not_a_special_id(demo_tokenizer) -> None:
 
 def test_nfc() -> None:
     assert normalize_text("cafe\u0301") == "caf\u00e9"
+
+
+def test_fast_raw_decode_equals_the_rust_decoder(demo_tokenizer) -> None:
+    enc = _encoder(demo_tokenizer)
+    assert enc._bytes is not None  # the demo tokenizer has the SentencePiece-style decoder
+    text = "naïve café — 東京 🙂 <div class=\"x\">\n\tif a: return b  # ok\n" * 20
+    ids = enc.encode_docs([text])[0][:-1].tolist()
+    rng = np.random.default_rng(0)
+    cuts = [sorted(rng.integers(0, len(ids) + 1, size=2)) for _ in range(300)]  # many cut inside characters
+    seqs = [ids[a:b] for a, b in cuts] + [ids, [special_token_ids(demo_tokenizer)["fim_prefix"], *ids[:5]]]
+    assert enc.decode_raw_batch(seqs) == enc.piece.decode_batch(seqs, skip_special_tokens=False)

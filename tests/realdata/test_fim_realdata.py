@@ -129,3 +129,13 @@ def test_context_rows_keep_length_and_pad_with_fim_pad(code_texts: list[str], co
         assert len(new) == SEQ_LEN + 1 and n <= SEQ_LEN + 1
         assert (new[n:] == t.pad).all() and (new[:n] != t.pad).all()
     assert fim.stats.fim > 0
+
+
+def test_fast_decode_matches_rust_on_real_code(code_texts: list[str], codec) -> None:
+    enc, _, _ = codec
+    rng = np.random.default_rng(5)
+    seqs = []
+    for ids in enc.encode_docs(code_texts[:60]):
+        a, b = sorted(int(x) for x in rng.integers(0, len(ids), size=2))
+        seqs.append(ids[a:b].tolist())
+    assert enc.decode_raw_batch(seqs) == enc.piece.decode_batch(seqs, skip_special_tokens=False)
