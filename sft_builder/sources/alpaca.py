@@ -29,7 +29,7 @@ class AlpacaOptions:
 
 def user_turn(instruction: str, inp: str, join: str = "\n\n") -> str:
     """The documented join: instruction alone, or instruction + join + input."""
-    if not inp.strip() or inp.strip() == NO_INPUT:
+    if not inp or inp.isspace() or (len(inp) < 32 and inp.strip() == NO_INPUT):
         return instruction
     return f"{instruction}{join}{inp}"
 
@@ -47,19 +47,28 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             raise UserError(f"column_map for adapter 'alpaca' names unknown fields {', '.join(unknown)}; "
                             f"valid fields: {', '.join(FIELDS)}")
         self.cols = {f: options.column_map.get(f, f) for f in FIELDS}
+        self._keys = tuple(self.cols[f] for f in ("instruction", "output", "input", "system"))
 
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
-        data = as_mapping(record.data)
+        data = record.data
+        if type(data) is not dict:
+            data = as_mapping(data)
         c = self.cols
-        instruction = text_field(data, c["instruction"])
-        output = text_field(data, c["output"])
-        inp = text_field(data, c["input"], required=False)
-        system = text_field(data, c["system"], required=False)
-        if not instruction.strip():
+        k_ins, k_out, k_inp, k_sys = self._keys
+        instruction, output = data.get(k_ins), data.get(k_out)
+        inp, system = data.get(k_inp, ""), data.get(k_sys, "")
+        if type(instruction) is not str or type(output) is not str or type(inp) is not str \
+                or type(system) is not str:  # None counts as missing; the slow path says what is wrong
+            instruction, output = text_field(data, k_ins), text_field(data, k_out)
+            inp, system = text_field(data, k_inp, required=False), text_field(data, k_sys, required=False)
+        if not instruction or instruction.isspace():
             raise InvalidRecordError("empty_content", "empty instruction")
-        messages = [Message("system", system)] if system.strip() else []
-        messages += [Message("user", user_turn(instruction, inp, self.options.join)),
-                     Message("assistant", output)]
+        user = user_turn(instruction, inp, self.options.join)
+        if system and not system.isspace():
+            messages: tuple[Message, ...] = (Message("system", system), Message("user", user),
+                                             Message("assistant", output))
+        else:
+            messages = (Message("user", user), Message("assistant", output))
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
         orig = data.get(c["id"])
         if orig is not None and not isinstance(orig, (dict, list)):
@@ -70,4 +79,4 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
         elif extra is not None:
             raise InvalidRecordError("bad_field", f"{c['meta']!r} must be an object")
         cid = record_id(self.source, record.file, record.line)
-        return (Conversation(cid, self.source, tuple(messages), meta),)
+        return (Conversation(cid, self.source, messages, meta),)

@@ -128,13 +128,19 @@ class Adapter(Generic[O]):
     def run(self, records: Iterable[RawRecord]) -> Iterator[Output]:
         """Stream conversations and rejects; every input record yields at least one output or a reject."""
         stats = self.stats
+        convert = self.convert_record
         for rec in records:
             if type(rec.data) is UnparsedRecord:
                 stats.candidates += 1
                 yield self.reject_unparsed(rec)
                 continue
             try:
-                convs = list(self.convert_record(rec))
+                convs = convert(rec)
+                if type(convs) is tuple and len(convs) == 1:  # the common case, without the list copy
+                    stats.candidates += 1
+                    yield convs[0]
+                    continue
+                convs = list(convs)
             except InvalidRecordError as exc:
                 stats.candidates += 1
                 yield self.reject(rec, exc)

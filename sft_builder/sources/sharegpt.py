@@ -48,23 +48,27 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
         self.roles = {**DEFAULT_ROLE_MAP, **{k.lower(): v for k, v in options.role_map.items()}}
         self.message_keys = (options.messages_key,) if options.messages_key else ("conversations", "messages")
         self.id_keys = (options.id_key,) if options.id_key else ("id", "idx")
+        self._chunk = CHUNK_SUFFIX.match if options.group_chunks else None
 
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
-        data = as_mapping(record.data)
+        data = record.data
+        if type(data) is not dict:
+            data = as_mapping(data)
         raw_turns = _first(data, self.message_keys)
         if not isinstance(raw_turns, list) or not raw_turns:
             keys = " or ".join(self.message_keys)
             raise InvalidRecordError("no_messages", f"no non-empty list under {keys}")
         turns = self._turns(raw_turns)
-        system = data.get(self.options.system_key) if self.options.system_key else None
-        if isinstance(system, str) and system.strip() and turns[0][0] != "system":
+        options = self.options
+        system = data.get(options.system_key) if options.system_key else None
+        if type(system) is str and system and not system.isspace() and turns[0][0] != "system":
             turns.insert(0, ("system", system))
-        messages, fixes = normalize_turns(turns, trim_trailing_user=self.options.trim_trailing_user)
+        messages, fixes = normalize_turns(turns, trim_trailing_user=options.trim_trailing_user)
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
         orig = _first(data, self.id_keys)
         if orig is not None and not isinstance(orig, (dict, list)):
-            meta["orig_id"] = orig = str(orig)
-            m = CHUNK_SUFFIX.match(orig) if self.options.group_chunks else None
+            meta["orig_id"] = orig = orig if type(orig) is str else str(orig)
+            m = self._chunk(orig) if self._chunk else None
             if m:
                 meta["group"] = f"{self.source}/{m.group(1)}"
         conv = Conversation(record_id(self.source, record.file, record.line), self.source, messages, meta)
