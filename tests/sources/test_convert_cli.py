@@ -109,3 +109,21 @@ def test_sources_lists_every_adapter(monkeypatch: pytest.MonkeyPatch,
     for name in ("oasst1", "guanaco", "sharegpt", "alpaca", "rosetta", "conversations"):
         assert f" {name} " in text
     assert "paths=best" in text and "column_map={}" in text
+
+
+def test_output_lines_roundtrip_and_broken_unicode_is_rejected(tmp_path: Path) -> None:
+    from sft_builder.commands.convert import convert_source
+    from sft_builder.sources.base import make_adapter
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        '{"instruction": "ok \\u00e9", "output": "fine", "meta": {"big": 1180591620717411303424}}\n'
+        '{"instruction": "broken \\ud83d emoji", "output": "x"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    report = convert_source(make_adapter("alpaca", {}), [str(src)], out)
+    assert (report["kept"], report["rejected"], report["reasons"]) == (1, 1, {"invalid_unicode": 1})
+    (line,) = out.read_bytes().splitlines()
+    conv = Conversation.from_dict(json.loads(line))
+    assert conv.messages[0].content == "ok \u00e9" and conv.meta["record_meta"] == {"big": 2**70}
+    (rej,) = [json.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert rej["line"] == 2 and rej["record"]["messages"][0]["content"] == "broken \ud83d emoji"
