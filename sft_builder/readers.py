@@ -115,7 +115,8 @@ def _plan(spec: str, split: str, data_files: str | Sequence[str] | None) -> list
         for m in matches:
             out += _plan(str(m), split, None) if m.is_dir() else [_file_reader(m)]
         return out
-    if HUB_ID.match(spec) and not spec.lower().endswith(KNOWN):
+    # owner/name is a hub id unless it looks like a local path (a data extension, or its first part exists)
+    if HUB_ID.match(spec) and not spec.lower().endswith(KNOWN) and not Path(spec.split("/")[0]).exists():
         return [lambda: _read_hub(spec, split, data_files)]
     raise UserError("no such file or folder", path=spec)
 

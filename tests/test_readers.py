@@ -217,3 +217,11 @@ def test_large_element_across_many_chunks(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text(json.dumps([1, big, 23456, big]))
     monkeypatch.setattr(readers, "CHUNK", 7)
     assert _data(path) == [1, big, 23456, big]
+
+
+def test_a_missing_local_folder_is_not_taken_for_a_hub_id(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="data/trian: no such file or folder"):
+        iter_records(["data/trian"])
