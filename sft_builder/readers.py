@@ -97,8 +97,8 @@ def _plan(spec: str, split: str, data_files: str | Sequence[str] | None) -> list
         return [lambda: _read_hub(spec[3:], split, data_files)]
     path = Path(spec).expanduser()
     if path.is_dir():
-        if _is_saved_dataset(path):
-            return [lambda f=f: _read_arrow(f, str(f), 0) for f in _saved_files(path, split)]
+        if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():  # save_to_disk
+            return [lambda f=f: _read_arrow(f) for f in _saved_files(path, split)]
         files = _folder_files(path, patterns)
         if not files:
             raise UserError(f"no readable files (known: {', '.join(KNOWN)})", path=path)
@@ -137,7 +137,7 @@ def _file_reader(path: Path) -> Reader:
     if name.endswith(".parquet"):
         return lambda: _read_parquet(path)
     if name.endswith(".arrow"):
-        return lambda: _read_arrow(path, str(path), 0)
+        return lambda: _read_arrow(path)
     return lambda: _read_json_file(path)
 
 
@@ -435,11 +435,11 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
         raise UserError(f"corrupt parquet data after row {row}: {exc}", path=path) from None
 
 
-def _read_arrow(path: Path, file: str, start_row: int) -> Iterator[RawRecord]:
+def _read_arrow(path: Path) -> Iterator[RawRecord]:
     """An Arrow IPC file or stream (``datasets`` cache files are streams); memory-mapped, batch by batch."""
     import pyarrow as pa
 
-    row = start_row
+    file, row = str(path), 0
     try:
         source = pa.memory_map(str(path), "r")
         try:
@@ -451,13 +451,9 @@ def _read_arrow(path: Path, file: str, start_row: int) -> Iterator[RawRecord]:
         for batch in batches:
             for data in batch.to_pylist():
                 row += 1
-                yield RawRecord(data, file, row - start_row)
+                yield RawRecord(data, file, row)
     except (pa.ArrowException, OSError) as exc:
         raise UserError(f"not a readable Arrow file: {exc}", path=path) from None
-
-
-def _is_saved_dataset(folder: Path) -> bool:
-    return (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file()
 
 
 def _saved_files(folder: Path, split: str) -> list[Path]:
