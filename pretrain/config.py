@@ -28,6 +28,9 @@ class FimConfig:
     rate: float = 0.0
     spm_rate: float = 0.5
     mode: FimMode = "context"
+    # True: pieces decode to exactly the original text. False: each piece encoded as a fresh text, as
+    # LLM360's Megatron code did (SentencePiece then adds a word-start space at every cut).
+    exact_pieces: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@
 ``<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle`` or (probability `spm_rate`) SPM
 ``<fim_prefix> <fim_suffix> suffix <fim_middle> prefix middle``; the row is then cut or padded with
 ``<fim_pad>`` back to L+1. ``document``: the same on whole documents before packing, so nothing is cut.
-Pieces are encoded with `Encoder.encode_pieces`, so prefix + middle + suffix decode to the exact text.
+Pieces are encoded with `Encoder.encode_pieces`, so prefix + middle + suffix decode to the exact text
+(``exact_pieces: false`` keeps LLM360's fresh-text encoding of each piece instead).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class ContextFim:
             return None
         texts = self.encoder.decode_raw_batch([real[segs[i][0]:segs[i][1]].tolist() for i in chosen])
         pieces, spm = _cut(texts, rng, self.cfg.spm_rate)
-        enc = self.encoder.encode_pieces(pieces)
+        enc = self.encoder.encode_pieces(pieces, self.cfg.exact_pieces)
         replaced = {}
         for k, i in enumerate(chosen):
             replaced[i] = arrange(enc[3 * k], enc[3 * k + 1], enc[3 * k + 2], spm[k], self.t)
@@ -135,7 +136,7 @@ class DocumentFim:
         plain = iter(self.encoder.encode_docs([t for t, c in zip(texts, chosen, strict=True) if not c]))
         picked = [t for t, c in zip(texts, chosen, strict=True) if c]
         pieces, spm = _cut(picked, rng, self.cfg.spm_rate)
-        enc = self.encoder.encode_pieces(pieces) if pieces else []
+        enc = self.encoder.encode_pieces(pieces, self.cfg.exact_pieces) if pieces else []
         k = 0
         for c in chosen:
             if not c:

@@ -139,3 +139,18 @@ def test_fast_decode_matches_rust_on_real_code(code_texts: list[str], codec) -> 
         a, b = sorted(int(x) for x in rng.integers(0, len(ids), size=2))
         seqs.append(ids[a:b].tolist())
     assert enc.decode_raw_batch(seqs) == enc.piece.decode_batch(seqs, skip_special_tokens=False)
+
+
+def test_reference_piece_encoding_adds_a_space_per_piece(code_texts: list[str], codec) -> None:
+    """``exact_pieces: false`` reproduces LLM360's quirk: every non-empty piece gains a leading space."""
+    enc, t, _ = codec
+    fim = DocumentFim(enc, FimConfig(rate=1.0, spm_rate=0.0, mode="document", exact_pieces=False), t)
+    changed = 0
+    for text, ids in zip(code_texts[:80], fim.encode(code_texts[:80], np.random.default_rng(2)), strict=True):
+        seg = ids[:-1].tolist()
+        s, m = seg.index(t.suffix), seg.index(t.middle)
+        pieces = [enc.decode_raw(seg[1:s]), enc.decode_raw(seg[m + 1:]), enc.decode_raw(seg[s + 1:m])]
+        assert all(p == "" or p.startswith(" ") for p in pieces)
+        assert "".join(p[1:] for p in pieces) == text
+        changed += "".join(pieces) != text
+    assert changed == 80
