@@ -41,6 +41,7 @@ class NearDedupConfig:
     include_system: bool = False
     seed: int = 1
     batch_size: int = 256
+    sketch_k: int = 256  # bottom-k sketch kept beside the signature to confirm candidates (0: signature only)
 
 
 # -- exact ------------------------------------------------------------------------------------------------
@@ -98,13 +99,25 @@ class MinHasher:
         return np.unique(ngram_hashes(token_hashes(text), self.shingle_size))
 
     def signatures(self, texts: list[str]) -> np.ndarray:
+        return self.sign(texts, 0)[0]
+
+    def sign(self, texts: list[str], sketch_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """MinHash signatures and bottom-k sketches (the k smallest shingle hashes, top 32 bits).
+
+        The shingles are sorted anyway (unique), so the sketch costs nothing to compute; it gives a second,
+        nearly independent Jaccard estimate for confirming LSH candidates near the threshold.
+        """
         out = np.full((len(texts), self.num_perm), self.EMPTY, dtype=np.uint32)
+        sketches = np.full((len(texts), sketch_k), self.EMPTY, dtype=np.uint32)
         pending: list[tuple[int, np.ndarray]] = []
         size = 0
         for i, text in enumerate(texts):
             sh = self.shingles(text)
             if not len(sh):
                 continue
+            if sketch_k:
+                low = (sh[:sketch_k] >> np.uint64(32)).astype(np.uint32)
+                sketches[i, : len(low)] = low
             pending.append((i, sh))
             size += len(sh)
             if size >= self.chunk:
@@ -112,7 +125,7 @@ class MinHasher:
                 pending, size = [], 0
         if pending:
             self._fill(out, pending)
-        return out
+        return out, sketches
 
     def _fill(self, out: np.ndarray, pending: list[tuple[int, np.ndarray]]) -> None:
         rows = np.fromiter((i for i, _ in pending), dtype=np.int64, count=len(pending))
@@ -148,14 +161,21 @@ def optimal_params(
 
 
 class NearIndex:
-    """MinHashLSH for candidates plus the stored signatures to confirm them; first inserted wins.
+    """MinHashLSH for candidates plus the stored signatures (and bottom-k sketches) to confirm them.
 
-    Every document is inserted (also duplicates), so a later document matching only a removed one is still
-    caught; `rep` maps each to the kept document it stands for, which is what `duplicate_of` names.
+    A candidate is confirmed when the pooled Jaccard estimate of the signature agreement and the bottom-k
+    sketch reaches the threshold; pooling roughly halves the estimate's variance near the threshold.
+    The first inserted wins. Every document is inserted (also duplicates), so a later document matching
+    only a removed one is still caught; `rep` maps each to the kept document it stands for, which is what `duplicate_of` names.
     """
 
     def __init__(
-        self, num_perm: int, threshold: float, bands: int | None = None, rows: int | None = None
+        self,
+        num_perm: int,
+        threshold: float,
+        bands: int | None = None,
+        rows: int | None = None,
+        sketch_k: int = 0,
     ) -> None:
         from datasketch import MinHashLSH
 
@@ -166,13 +186,14 @@ class NearIndex:
         self.threshold = threshold
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(bands, rows))
         self.sigs = np.empty((1024, num_perm), dtype=np.uint32)
+        self.sketches = np.empty((1024, sketch_k), dtype=np.uint32)
         self.ids: list[str] = []
         self.rep: list[int] = []
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, doc_id: str, sig: np.ndarray) -> str | None:
+    def add(self, doc_id: str, sig: np.ndarray, sketch: np.ndarray | None = None) -> str | None:
         """Insert a signature; return the id of the kept document it duplicates, or None if it is new."""
         from datasketch import LeanMinHash
 
@@ -183,17 +204,34 @@ class NearIndex:
         if cands:
             keys = np.fromiter(sorted(cands), dtype=np.int64, count=len(cands))
             sims = (self.sigs[keys] == sig).mean(axis=1)
+            if sketch is not None and self.sketches.shape[1]:
+                sims = np.array([self._pooled(s, sketch, self.sketches[k]) for s, k in zip(sims, keys, strict=True)])
             j = int(np.argmax(sims))  # ties: the earliest, since keys are sorted
             best, best_sim = int(keys[j]), float(sims[j])
         key = len(self.ids)
         if key == len(self.sigs):
             self.sigs = np.concatenate([self.sigs, np.empty_like(self.sigs)])
+            self.sketches = np.concatenate([self.sketches, np.empty_like(self.sketches)])
         self.sigs[key] = sig
+        if sketch is not None and self.sketches.shape[1]:
+            self.sketches[key] = sketch
         self.lsh.insert(key, mh, check_duplication=False)
         self.ids.append(doc_id)
         dup = best_sim >= self.threshold
         self.rep.append(self.rep[best] if dup else key)
         return self.ids[self.rep[best]] if dup else None
+
+    def _pooled(self, agree: float, a: np.ndarray, b: np.ndarray) -> float:
+        """Signature agreement pooled with the bottom-k estimate |U_k ∩ A ∩ B| / |U_k|, weighted by sizes."""
+        a = a[a != MinHasher.EMPTY]
+        b = b[b != MinHasher.EMPTY]
+        union = np.union1d(a, b)[: self.sketches.shape[1]]
+        if not len(union):
+            return agree
+        both = np.intersect1d(a, b, assume_unique=True)
+        est = np.count_nonzero(both <= union[-1]) / len(union)
+        n = len(self.sigs[0])
+        return (agree * n + est * len(union)) / (n + len(union))
 
 
 class NearDedup:
@@ -205,7 +243,7 @@ class NearDedup:
         self.cfg = cfg
         self.skip = frozenset(skip_sources)
         self.hasher = MinHasher(cfg.num_perm, cfg.shingle_size, cfg.seed)
-        self.index = NearIndex(cfg.num_perm, cfg.threshold, cfg.bands, cfg.rows)
+        self.index = NearIndex(cfg.num_perm, cfg.threshold, cfg.bands, cfg.rows, cfg.sketch_k)
         self.changes: dict[str, int] = {"too_short_to_compare": 0}
 
     def run(self, items: Iterable[Item]) -> Iterator[Item]:
@@ -223,18 +261,18 @@ class NearDedup:
             i for i, it in enumerate(batch) if isinstance(it, Conversation) and it.source not in self.skip
         ]
         texts = [content_text(batch[i], include_system=self.cfg.include_system) for i in todo]  # type: ignore[arg-type]
-        sigs = self.hasher.signatures(texts)
-        sig_of = dict(zip(todo, sigs, strict=False))
+        sigs, sketches = self.hasher.sign(texts, self.cfg.sketch_k)
+        sig_of = {i: (sigs[n], sketches[n]) for n, i in enumerate(todo)}
         for i, item in enumerate(batch):
             if isinstance(item, Rejected) or i not in sig_of:
                 yield item
                 continue
-            sig = sig_of[i]
+            sig, sketch = sig_of[i]
             if sig[0] == MinHasher.EMPTY and (sig == MinHasher.EMPTY).all():
                 self.changes["too_short_to_compare"] += 1  # fewer words than a shingle: exact dedup's job
                 yield item
                 continue
-            dup = self.index.add(item.id, sig)
+            dup = self.index.add(item.id, sig, sketch)
             if dup is None:
                 yield item
             else:

@@ -107,13 +107,12 @@ class Detector:
         letters = sum(ch.isalpha() for ch in sample)
         if letters < self.min_letters // 3:
             return ""
+        cjk = counts["han"] + counts["kana"]  # Japanese mixes kanji and kana
+        if cjk >= 0.9 * letters:
+            return "ja" if counts["kana"] >= 0.05 * cjk else "zh"
         script, n = max(counts.items(), key=lambda kv: kv[1])
-        if n < 0.5 * letters:
-            return None  # mostly Latin with accents, or mixed: let langdetect weigh it
-        if script in ("han", "kana"):
-            if counts["kana"] >= 0.05 * (counts["han"] + counts["kana"]):
-                return "ja"
-            return "zh"
+        if n < 0.9 * letters:
+            return None  # Latin with accents, or scripts mixed (langdetect then follows the Latin part)
         return _SCRIPT_LANG.get(script)
 
     def _langdetect(self, sample: str) -> str | None:
