@@ -166,7 +166,8 @@ class NearIndex:
     A candidate is confirmed when the pooled Jaccard estimate of the signature agreement and the bottom-k
     sketch reaches the threshold; pooling roughly halves the estimate's variance near the threshold.
     The first inserted wins. Every document is inserted (also duplicates), so a later document matching
-    only a removed one is still caught; `rep` maps each to the kept document it stands for, which is what `duplicate_of` names.
+    only a removed one is still caught; `rep` maps each to the kept document it stands for, which is
+    what `duplicate_of` names.
     """
 
     def __init__(
