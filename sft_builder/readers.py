@@ -215,19 +215,22 @@ def _stream_error(path: Path, exc: Exception, line: int) -> UserError:
 
 
 def _read_json_file(path: Path) -> Iterator[RawRecord]:
-    """Dispatch on the first non-blank byte: ``[`` is an array, ``{`` objects one per line (or pretty)."""
+    """JSON Lines by extension; a ``.json`` by its first byte: ``[`` an array, ``{`` objects per line."""
     name = path.name.lower()
     for ext in COMPRESSED:
         if name.endswith(ext):
             name = name[: -len(ext)]
+    if name.endswith((".jsonl", ".ndjson")):
+        yield from _read_json_lines(path)
+        return
     first = _first_byte(path)
     if first is None:
         return  # an empty file holds no records
     if first == b"[":
         yield from _read_json_values(path, array=True)
-    elif first != b"{" and not name.endswith((".jsonl", ".ndjson")):
+    elif first != b"{":
         raise UserError("not JSON: expected '[' or '{' at the start of the file", path=path, line=1)
-    elif _first_line_parses(path) or name.endswith((".jsonl", ".ndjson")):
+    elif _first_line_parses(path):
         yield from _read_json_lines(path)
     else:  # a .json holding pretty-printed objects one after another (or just one)
         yield from _read_json_values(path, array=False)

@@ -225,3 +225,9 @@ def test_a_missing_local_folder_is_not_taken_for_a_hub_id(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="data/trian: no such file or folder"):
         iter_records(["data/trian"])
+
+
+def test_jsonl_of_arrays_is_read_line_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "arrays.jsonl"
+    path.write_text("[1, 2]\n[3]\n")
+    assert _data(path) == [[1, 2], [3]]
