@@ -58,6 +58,7 @@ class LanguageConfig:
     sample_chars: int = 600
     min_letters: int = 12
     en_stopword_ratio: float = 0.2
+    short_ascii_letters: int = 25  # plain-ASCII text shorter than this without English words: undetermined
     strip_code: bool = True
     keep_undetermined: bool = True
     seed: int = 0
@@ -76,11 +77,17 @@ class Detector:
     """Language id on a bounded sample: exact script signals first, langdetect only when they can't decide."""
 
     def __init__(
-        self, sample_chars: int = 600, min_letters: int = 12, en_stopword_ratio: float = 0.2, seed: int = 0
+        self,
+        sample_chars: int = 600,
+        min_letters: int = 12,
+        en_stopword_ratio: float = 0.2,
+        seed: int = 0,
+        short_ascii_letters: int = 25,
     ) -> None:
         self.sample_chars = sample_chars
         self.min_letters = min_letters
         self.en_stopword_ratio = en_stopword_ratio
+        self.short_ascii_letters = short_ascii_letters
         self.seed = seed
         self.calls = Counter[str]()  # which path decided, for benchmarks and the report
 
@@ -102,7 +109,10 @@ class Detector:
             if letters < self.min_letters:
                 return ""
             stop = sum(w in _EN_STOP for w in words)
-            return "en" if len(words) >= 4 and stop >= self.en_stopword_ratio * len(words) else None
+            if len(words) >= 4 and stop >= self.en_stopword_ratio * len(words):
+                return "en"
+            # a few plain-ASCII words ("Paris, France", "Red") are noise to langdetect: too little to tell
+            return "" if letters < self.short_ascii_letters else None
         counts = {name: len(rx.findall(sample)) for name, rx in _SCRIPTS}
         letters = sum(ch.isalpha() for ch in sample)
         if letters < self.min_letters // 3:
@@ -149,7 +159,8 @@ class Language(FilterStep):
         super().__init__()
         self.cfg = cfg
         self.keep = frozenset(fold(lang) for lang in cfg.languages)
-        self.detector = Detector(cfg.sample_chars, cfg.min_letters, cfg.en_stopword_ratio, cfg.seed)
+        self.detector = Detector(cfg.sample_chars, cfg.min_letters, cfg.en_stopword_ratio, cfg.seed,
+                                 cfg.short_ascii_letters)
         self.languages: Counter[str] = Counter()  # the language mix (user side) of everything examined
 
     def apply(self, conv: Conversation) -> Conversation | Drop:
