@@ -15,7 +15,7 @@ from typing import Any
 from sft_builder.errors import UserError
 from sft_builder.schema import Conversation, InvalidRecordError, Message
 from sft_builder.sources.base import Adapter, RawRecord, register
-from sft_builder.sources.common import as_mapping, record_id, text_field
+from sft_builder.sources.common import FileLabels, as_mapping, record_id, text_field
 
 FIELDS = ("instruction", "input", "output", "system", "id", "meta")
 NO_INPUT = "<noinput>"
@@ -42,6 +42,7 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
 
     def __init__(self, options: AlpacaOptions, source: str | None = None) -> None:
         super().__init__(options, source)
+        self.labels = FileLabels()
         unknown = sorted(set(options.column_map) - set(FIELDS))
         if unknown:
             raise UserError(f"column_map for adapter 'alpaca' names unknown fields {', '.join(unknown)}; "
@@ -78,5 +79,5 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             meta["record_meta"] = extra
         elif extra is not None:
             raise InvalidRecordError("bad_field", f"{c['meta']!r} must be an object")
-        cid = record_id(self.source, record.file, record.line)
+        cid = record_id(self.source, self.labels(record.file), record.line)
         return (Conversation(cid, self.source, messages, meta),)

@@ -29,9 +29,29 @@ def short_file(file: str) -> str:
     return file if file.endswith("]") else PurePath(file).name or file
 
 
-def record_id(source: str, file: str, line: int) -> str:
-    """A deterministic id from provenance; unique within one input set whatever the records contain."""
-    return f"{source}/{short_file(file)}:{line}"
+class FileLabels:
+    """Short, unique names for an adapter's input files: the base name, then ``name~2``, ``name~3`` ... for
+    other files with the same base name (``a/train.json``, ``b/train.json``), in the order they are read."""
+
+    def __init__(self) -> None:
+        self._by_file: dict[str, str] = {}
+        self._taken: set[str] = set()
+
+    def __call__(self, file: str) -> str:
+        label = self._by_file.get(file)
+        if label is None:
+            base = label = short_file(file)
+            k = 2
+            while label in self._taken:
+                label, k = f"{base}~{k}", k + 1
+            self._taken.add(label)
+            self._by_file[file] = label
+        return label
+
+
+def record_id(source: str, file_label: str, line: int) -> str:
+    """A deterministic id from provenance, unique within one run whatever the records contain."""
+    return f"{source}/{file_label}:{line}"
 
 
 def as_mapping(data: Any) -> Mapping[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sft_builder.schema import Conversation, InvalidRecordError
 from sft_builder.sources.base import Adapter, RawRecord, register
-from sft_builder.sources.common import as_mapping, normalize_turns, record_id, text_field
+from sft_builder.sources.common import FileLabels, as_mapping, normalize_turns, record_id, text_field
 
 MARKER = re.compile(r"###\s?(Human|Assistant):")
 ROLE = {"Human": "user", "Assistant": "assistant"}
@@ -42,12 +42,16 @@ class GuanacoAdapter(Adapter[GuanacoOptions]):
     forms = "{text: '### Human: ... ### Assistant: ...'} (timdettmers/openassistant-guanaco)"
     Options = GuanacoOptions
 
+    def __init__(self, options: GuanacoOptions, source: str | None = None) -> None:
+        super().__init__(options, source)
+        self.labels = FileLabels()
+
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
         data = as_mapping(record.data)
         turns = split_turns(text_field(data, self.options.text_key))
         messages, fixes = normalize_turns(turns, trim_trailing_user=self.options.trim_trailing_user)
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
-        conv = Conversation(record_id(self.source, record.file, record.line), self.source, messages, meta)
+        conv = Conversation(record_id(self.source, self.labels(record.file), record.line), self.source, messages, meta)
         if fixes:
             self.stats.fixes.update(fixes)
         return (conv,)

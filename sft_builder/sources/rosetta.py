@@ -18,7 +18,7 @@ from typing import Any
 from sft_builder.errors import UserError
 from sft_builder.schema import Conversation, InvalidRecordError, Message
 from sft_builder.sources.base import Adapter, RawRecord, register
-from sft_builder.sources.common import as_mapping, record_id, text_field
+from sft_builder.sources.common import FileLabels, as_mapping, record_id, text_field
 from sft_builder.sources.mediawiki import normalize_spaces, to_text
 
 DESCRIPTION = "00DESCRIPTION"
@@ -56,6 +56,7 @@ class RosettaAdapter(Adapter[RosettaOptions]):
 
     def __init__(self, options: RosettaOptions, source: str | None = None) -> None:
         super().__init__(options, source)
+        self.labels = FileLabels()
         self.languages = {lang.lower() for lang in options.languages}
 
     def read(self, inputs: Sequence[str] | str, *, split: str = "train",
@@ -99,7 +100,7 @@ class RosettaAdapter(Adapter[RosettaOptions]):
                 raise InvalidRecordError("missing_language", "empty 'input' (the language name)")
             self._check_language(language)
             meta["language"] = language
-            cid = record_id(self.source, record.file, record.line)
+            cid = record_id(self.source, self.labels(record.file), record.line)
         text = to_text(description) if self.options.convert_markup else normalize_spaces(description).strip()
         if not text.strip():
             raise InvalidRecordError("empty_content", "empty task description")

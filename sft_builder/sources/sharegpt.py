@@ -17,7 +17,7 @@ from typing import Any
 from sft_builder.errors import UserError
 from sft_builder.schema import ROLES, Conversation, InvalidRecordError
 from sft_builder.sources.base import Adapter, RawRecord, register
-from sft_builder.sources.common import DEFAULT_ROLE_MAP, as_mapping, normalize_turns, record_id
+from sft_builder.sources.common import DEFAULT_ROLE_MAP, FileLabels, as_mapping, normalize_turns, record_id
 
 CHUNK_SUFFIX = re.compile(r"^(.+)_(\d+)$")
 
@@ -41,6 +41,7 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
 
     def __init__(self, options: ShareGPTOptions, source: str | None = None) -> None:
         super().__init__(options, source)
+        self.labels = FileLabels()
         bad = {k: v for k, v in options.role_map.items() if v not in ROLES}
         if bad:
             raise UserError(f"role_map for adapter 'sharegpt' maps to unknown roles {bad}; "
@@ -71,7 +72,7 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
             m = self._chunk(orig) if self._chunk else None
             if m:
                 meta["group"] = f"{self.source}/{m.group(1)}"
-        conv = Conversation(record_id(self.source, record.file, record.line), self.source, messages, meta)
+        conv = Conversation(record_id(self.source, self.labels(record.file), record.line), self.source, messages, meta)
         if fixes:
             self.stats.fixes.update(fixes)
         return (conv,)

@@ -57,3 +57,12 @@ def test_user_turn_join() -> None:
 def test_unknown_column_is_a_user_error() -> None:
     with pytest.raises(UserError, match="unknown fields answer"):
         make_adapter("alpaca", {"column_map": {"answer": "output"}})
+
+
+def test_ids_stay_unique_across_files_with_the_same_name(tmp_path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "train.jsonl").write_text('{"instruction": "i", "output": "o"}\n')
+    adapter = make_adapter("alpaca", {})
+    ids = [c.id for c in adapter.stream([str(tmp_path / "a"), str(tmp_path / "b")])]
+    assert ids == ["alpaca/train.jsonl:1", "alpaca/train.jsonl~2:1"]
