@@ -125,3 +125,43 @@ def test_every_record_is_kept_or_rejected_by_line(values: list[Any]) -> None:
         outs = list(adapter.run(_records(values, [])))
         seen = sorted(o.meta["line"] if isinstance(o, Conversation) else o.line for o in outs)
         assert seen == list(range(1, len(values) + 1))
+
+
+GOOD_LINES = [json.dumps({"id": f"x{i}_0", "conversations": [{"from": "human", "value": f"q{i} \u00e9"},
+                                                           {"from": "gpt", "value": f"a{i}"}]})
+              for i in range(6)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.tuples(st.integers(0, 10**6), st.binary(max_size=3)), max_size=4),
+       truncate=st.integers(0, 10**6), as_array=st.booleans(), compress=st.sampled_from(["", ".gz", ".zst"]))
+def test_corrupted_files_stop_cleanly_or_account_for_every_record(
+        tmp_path_factory, cuts: list[tuple[int, bytes]], truncate: int, as_array: bool, compress: str) -> None:
+    """Bytes flipped or cut anywhere: the reader raises `UserError` or every record is kept or rejected."""
+    import gzip
+
+    import zstandard
+
+    from sft_builder.errors import UserError
+
+    text = ("[\n" + ",\n".join(GOOD_LINES) + "\n]\n") if as_array else "\n".join(GOOD_LINES) + "\n"
+    blob = bytearray(text.encode())
+    for pos, junk in cuts:
+        pos %= len(blob)
+        blob[pos:pos + len(junk)] = junk
+    blob = blob[: max(1, truncate % (len(blob) + 1))]
+    if compress == ".gz":
+        packed = gzip.compress(bytes(blob))
+    elif compress == ".zst":
+        packed = zstandard.ZstdCompressor().compress(bytes(blob))
+    else:
+        packed = bytes(blob)
+    path = tmp_path_factory.mktemp("corrupt") / (("data.json" if as_array else "data.jsonl") + compress)
+    path.write_bytes(packed)
+    adapter = make_adapter("sharegpt", {})
+    try:
+        outs = list(adapter.stream([str(path)]))
+    except UserError as exc:
+        assert str(path) in str(exc)
+        return
+    assert len(outs) == adapter.stats.records == adapter.stats.candidates
