@@ -9,6 +9,7 @@ one thread (TOKENIZERS_PARALLELISM=false everywhere, so "per worker" means per c
                peak_rss_growth is its ratio to the same build of an input a quarter as large (flat: ~1.0)
   projection_hours  stage 2 (345B SlimPajama tokens plain + 582B StarCoder tokens with FIM) on
                nodes x cores, from the measured tokens per CPU-second (per core).
+The pipeline itself calls encode_batch_fast (no offsets); ratio_vs_encode_batch_fast compares with that.
 The *_cpu keys divide by CPU seconds instead of wall time: on a machine shared with other jobs they
 show what the code costs, whatever share of the CPU it got. scaling_cpu_bound = 2 x (tokens per
 CPU-second with 2 workers) / (with 1): the wall-clock scaling two free cores would allow.
@@ -110,14 +111,16 @@ def pipeline_run(man: Path, out: Path, workers: int) -> Run:
     return Run(sum(shard_tokens(m) for m in markers.values()), time.perf_counter() - start, _cpu() - cpu)
 
 
-def bare_run(texts: list[str], tokenizer: Path) -> Run:
+def bare_run(texts: list[str], tokenizer: Path, method: str = "encode_batch") -> Run:
+    """Plain tokenization of the same texts in batches of 256 (`method`: encode_batch or encode_batch_fast)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer / "tokenizer.json"))
+    encode = getattr(tok, method)
     start, cpu = time.perf_counter(), _cpu()
     n = 0
     for i in range(0, len(texts), 256):
-        n += sum(len(e.ids) for e in tok.encode_batch(texts[i:i + 256], add_special_tokens=False))
+        n += sum(len(e.ids) for e in encode(texts[i:i + 256], add_special_tokens=False))
     return Run(n, time.perf_counter() - start, _cpu() - cpu)
 
 
@@ -153,13 +156,14 @@ def main() -> None:
                        for line in f.read_text(encoding="utf-8").splitlines()]
         plain_man = manifest(tmp, tmp / "in", tokenizer, 0.0)
         fim_man = manifest(tmp, tmp / "in", tokenizer, 0.9)
-        bare, plain_1, plain_2, fim_1 = [], [], [], []
+        bare, bare_fast, plain_1, plain_2, fim_1 = [], [], [], [], []
         for k in range(args.repeat):  # interleaved, so a burst of outside load hits every kind alike
             bare.append(bare_run(bench_texts, tokenizer))
+            bare_fast.append(bare_run(bench_texts, tokenizer, "encode_batch_fast"))
             plain_1.append(pipeline_run(plain_man, tmp / f"p1-{k}", 1))
             plain_2.append(pipeline_run(plain_man, tmp / f"p2-{k}", 2))
             fim_1.append(pipeline_run(fim_man, tmp / f"f1-{k}", 1))
-        b, p1, p2, f1 = best(bare), best(plain_1), best(plain_2), best(fim_1)
+        b, bf, p1, p2, f1 = best(bare), best(bare_fast), best(plain_1), best(plain_2), best(fim_1)
         write_inputs(tmp / "small", texts, args.mb / 4)
         write_inputs(tmp / "large", texts, args.mb)
         rss_small = child_peak_rss(manifest(tmp / "small", tmp / "small", tokenizer, 0.9), tmp / "o4")
@@ -172,6 +176,7 @@ def main() -> None:
         "peak_rss_growth": round(rss_large / rss_small, 3), "peak_rss_small_input_mb": round(rss_small, 1),
         "ratio_cpu": round(p1.cpu_rate / b.cpu_rate, 3), "ratio_fim_cpu": round(f1.cpu_rate / b.cpu_rate, 3),
         "scaling_cpu_bound": round(2 * p2.cpu_rate / p1.cpu_rate, 3),
+        "ratio_vs_encode_batch_fast": round(p1.rate / bf.rate, 3),
         "bare_tokens_per_s": round(b.rate), "pipeline_tokens_per_s": round(p1.rate),
         "pipeline_fim_tokens_per_s": round(f1.rate), "pipeline_2_workers_tokens_per_s": round(p2.rate),
         "per_core_tokens_per_cpu_s": round(p1.cpu_rate), "per_core_fim_tokens_per_cpu_s": round(f1.cpu_rate),

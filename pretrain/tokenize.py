@@ -8,6 +8,7 @@ inject a sentinel id into the data.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import unicodedata
@@ -28,7 +29,7 @@ def _strip_prepend(spec: dict[str, Any]) -> dict[str, Any]:
     Encoding pieces with it, and decoding with it, makes ``decode(encode(a) + encode(b)) == a + b``
     exactly, which FIM needs: LLaMA-style tokenizers would otherwise put a spurious space at every cut.
     """
-    spec = json.loads(json.dumps(spec))
+    spec = copy.deepcopy(spec)
     norm = spec.get("normalizer")
     if norm and norm.get("type") == "Sequence":
         norm["normalizers"] = [n for n in norm["normalizers"]
@@ -53,16 +54,16 @@ class Encoder:
     """Encodes documents as ``ids + [eos]`` and FIM pieces exactly; decodes segments without loss."""
 
     def __init__(self, tokenizer_json: str, eos_id: int, max_doc_chars: int = 200_000) -> None:
-        spec = json.loads(tokenizer_json)
+        piece_spec = _strip_prepend(json.loads(tokenizer_json))
         self.doc = Tokenizer.from_str(tokenizer_json)
-        self.piece = Tokenizer.from_str(json.dumps(_strip_prepend(spec)))
+        self.piece = Tokenizer.from_str(json.dumps(piece_spec))
         for tok in (self.doc, self.piece):
             tok.encode_special_tokens = True
             tok.no_truncation()
             tok.no_padding()
         self.eos_id = eos_id
         self.max_doc_chars = max_doc_chars
-        self._bytes = _piece_bytes(json.loads(self.piece.to_str()))
+        self._bytes = _piece_bytes(piece_spec)
 
     def encode_docs(self, texts: list[str]) -> list[np.ndarray]:
         """One int32 array ``encode(text) + [eos]`` per text; long texts are encoded in bounded pieces."""
