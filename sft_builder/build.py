@@ -355,15 +355,16 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     if m.tokenize is not None:
         from sft_builder.tokenize_stage import run_tokenize
 
-        tfp = fingerprint([mfp, m.tokenize_raw])
+        identity = m.tokenize.identity() if hasattr(m.tokenize, "identity") else m.tokenize_raw
+        tfp = fingerprint([mfp, identity])
         for split in ("train", "test"):
             files = sorted(mdir.glob(f"{split}-*.parquet"))
             if not files:
                 continue
             convs = (c for f in files for c in iter_parquet(f))
-            tokenize_stats[split] = run_tokenize(
-                convs, m.tokenize, out / "tokenized" / split, seed=m.seed, fingerprint=tfp
-            )
+            stats = run_tokenize(convs, m.tokenize, out / "tokenized" / split, seed=m.seed, fingerprint=tfp)
+            # whether the stage was reused must not change the report's bytes
+            tokenize_stats[split] = {k: v for k, v in stats.items() if k != "skipped"}
 
     # publish
     _publish_conversations(mdir, out / "conversations")

@@ -202,3 +202,6 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                 ", ".join(f"{r} {n}" for r, n in st["dropped"].items()) or "-",
             )
     console.print(steps)
+    for split, st in report.get("tokenize", {}).items():
+        shown = ", ".join(f"{k} {st[k]:,}" for k in ("rows", "files", "num_tokens", "loss_valid_tokens") if k in st)
+        console.print(f"tokenized {split}: {shown}")
