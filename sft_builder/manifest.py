@@ -218,7 +218,9 @@ def _parse_tokenize(doc: _Doc, raw: dict[str, Any]) -> Any:
     except UserError as exc:
         if exc.line is not None:
             raise
-        raise UserError(str(exc), path=doc.path, line=doc.line(("tokenize",))) from None
+        key = re.match(r"tokenize\.(\w+)", str(exc))  # their messages start with the key path
+        at: Path_ = ("tokenize", key.group(1)) if key else ("tokenize",)
+        raise UserError(str(exc), path=doc.path, line=doc.line(at)) from None
 
 
 def _parse_steps(doc: _Doc, raw: Any) -> tuple[tuple[str, ...], dict[str, Any], MixConfig]:

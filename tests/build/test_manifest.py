@@ -162,3 +162,12 @@ def test_bundled_manifests_validate(
     monkeypatch.setattr(sys, "argv", ["crystalmix", "build", "--check", str(ROOT / "manifests" / name)])
     main()
     assert "OK" in capsys.readouterr().out
+
+
+def test_tokenize_section_errors_name_the_line(tmp_path: Path) -> None:
+    pytest.importorskip("sft_builder.tokenize_stage")
+    text = GOOD + "tokenize:\n  tokenizer: demo\n  packing: sideways\n"
+    with pytest.raises(UserError, match=r"m\.yaml:25: tokenize\.packing"):
+        load_manifest(write(tmp_path, text))
+    m = load_manifest(write(tmp_path, GOOD + "tokenize:\n  tokenizer: demo\n"))
+    assert m.tokenize is not None and m.tokenize_raw == {"tokenizer": "demo"}
