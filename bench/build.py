@@ -111,7 +111,8 @@ def child_index(folder: Path) -> dict[str, object]:
 
     base = peak_mb()
     steps = [ExactDedup(ExactDedupConfig()), NearDedup(NearDedupConfig())]
-    items = (c for d in sorted((folder / "out" / ".work").glob("ingest-*")) for c in read_conversations(d / "kept.jsonl"))
+    stages = sorted((folder / "out" / ".work").glob("ingest-*"))
+    items = (c for d in stages for c in read_conversations(d / "kept.jsonl"))
     out = items
     for s in steps:
         out = s.run(out)  # type: ignore[assignment]

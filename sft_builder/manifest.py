@@ -37,6 +37,7 @@ STEP_CONFIGS: dict[str, type] = {
 RECORD_STEPS = ("clean", "language", "quality", "decontaminate")
 GLOBAL_STEPS = ("exact_dedup", "near_dedup")
 STEP_NAMES = (*STEP_CONFIGS, "mix")
+SOURCE_KEYS = "name adapter inputs split data_files options weight epochs max_samples priority steps optional"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 LOCAL_EXTS = (".json", ".jsonl", ".ndjson", ".gz", ".zst", ".zstd", ".parquet", ".arrow", ".txt")
 Path_ = tuple[Union[str, int], ...]  # noqa: UP007 - runtime alias
@@ -255,20 +256,7 @@ def _parse_source(
     at: Path_ = ("sources", i)
     if not isinstance(raw, dict):
         raise doc.error(at, "a source is a mapping with name, adapter and inputs")
-    allowed = {
-        "name",
-        "adapter",
-        "inputs",
-        "split",
-        "data_files",
-        "options",
-        "weight",
-        "epochs",
-        "max_samples",
-        "priority",
-        "steps",
-        "optional",
-    }
+    allowed = set(SOURCE_KEYS.split())
     _check_keys(doc, at, raw, allowed, required={"name", "adapter", "inputs"})
     name = raw["name"]
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
