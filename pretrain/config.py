@@ -57,6 +57,7 @@ class SourceConfig:
     fraction: float = 1.0
     epochs: int = 1
     fim: FimConfig = field(default_factory=FimConfig)
+    files_per_shard: int = 1  # more files per shard: fewer, fuller output files for thin subsets
 
     def subset_for(self, key: str | None) -> Subset | None:
         """The output a document goes to; None drops it (its set is not part of this stage)."""
@@ -137,8 +138,9 @@ def _parse_source(raw: Any, base: Path, path: Path) -> SourceConfig:
         raise UserError(f"source {src.name!r}: fim mode must be 'context' or 'document'", path=path)
     if src.half not in (None, 0, 1):
         raise UserError(f"source {src.name!r}: half must be 0, 1 or absent", path=path)
-    if not 0.0 < src.fraction <= 1.0 or src.epochs < 1:
-        raise UserError(f"source {src.name!r}: fraction must lie in (0, 1] and epochs be >= 1", path=path)
+    if not 0.0 < src.fraction <= 1.0 or src.epochs < 1 or src.files_per_shard < 1:
+        raise UserError(f"source {src.name!r}: fraction must lie in (0, 1], epochs and files_per_shard "
+                        "be >= 1", path=path)
     return src
 
 

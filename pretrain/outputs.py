@@ -44,8 +44,7 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
         f_agg = fim.setdefault(key, {})
         for k, n in m.get("fim", {}).items():
             f_agg[k] = f_agg.get(k, 0) + n
-        if m.get("bad_file"):
-            bad_files.append(m["bad_file"])
+        bad_files += m.get("bad_files", [])
         for folder, o in m["outputs"].items():
             entry = folders.setdefault(folder, {"files": [], "stats": {}, "documents": 0, "task": task})
             entry["stats"] = add_stats(entry["stats"], o["stats"])

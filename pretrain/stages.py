@@ -58,7 +58,7 @@ class ShardTask:
     source_index: int
     epoch: int
     file_index: int
-    path: str | None = None
+    paths: tuple[str, ...] = ()
     hub_shards: int = 0
     label: str = ""
 
@@ -106,11 +106,13 @@ def make_plan(ctx: StageContext, files: list[tuple[int, list[str], int]]) -> lis
         for epoch in range(ctx.cfg.sources[i].epochs):
             if n_hub:
                 hub = ctx.cfg.sources[i].hub
-                tasks += [ShardTask(ctx, i, epoch, k, None, n_hub, f"{hub}#{k}") for k in range(n_hub)]
-            else:
-                labels = input_labels(paths)
-                tasks += [ShardTask(ctx, i, epoch, k, p, 0, lab)
-                          for k, (p, lab) in enumerate(zip(paths, labels, strict=True))]
+                tasks += [ShardTask(ctx, i, epoch, k, (), n_hub, f"{hub}#{k}") for k in range(n_hub)]
+                continue
+            labels = input_labels(paths)
+            step = ctx.cfg.sources[i].files_per_shard
+            for k, start in enumerate(range(0, len(paths), step)):
+                group = tuple(paths[start:start + step])
+                tasks.append(ShardTask(ctx, i, epoch, k, group, 0, ",".join(labels[start:start + step])))
     return tasks
 
 
@@ -149,13 +151,16 @@ class _Output:
     rows_seen: int = 0
 
 
-def _records(task: ShardTask) -> Iterator[Record]:
+def _records(task: ShardTask, exclude: frozenset[str] = frozenset()) -> Iterator[Record]:
     src = task.source
-    if task.path is None:
+    if not task.paths:
         assert src.hub is not None
-        return read_hub_shard(src.hub, src.hub_split, task.file_index, task.hub_shards, src.text_field,
-                              src.subset_field)
-    return read_file(task.path, src.text_field, src.subset_field)
+        yield from read_hub_shard(src.hub, src.hub_split, task.file_index, task.hub_shards,
+                                  src.text_field, src.subset_field)
+        return
+    for path in task.paths:
+        if path not in exclude:
+            yield from read_file(path, src.text_field, src.subset_field)
 
 
 def run_shard(task: ShardTask) -> dict[str, Any]:
@@ -166,13 +171,17 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     start = time.perf_counter()
     if task.staging.exists():
         shutil.rmtree(task.staging)  # a killed attempt: its files are incomplete by definition
-    try:
-        body = _build(task)
-    except BadFileError as exc:
-        shutil.rmtree(task.staging, ignore_errors=True)
-        if not task.ctx.skip_bad_files:
-            raise
-        body = {"outputs": {}, "skipped": {}, "documents": 0, "fim": {}, "bad_file": str(exc)}
+    bad: dict[str, str] = {}
+    while True:  # with --skip-bad-files, a shard is rebuilt without each bad file it meets
+        try:
+            body = _build(task, frozenset(bad))
+            break
+        except BadFileError as exc:
+            shutil.rmtree(task.staging, ignore_errors=True)
+            if not task.ctx.skip_bad_files or exc.path is None or exc.path in bad:
+                raise
+            bad[exc.path] = str(exc)
+    body["bad_files"] = [bad[p] for p in sorted(bad)]
     body.update({"shard": task.name, "input": task.label,
                  "fingerprint": task.ctx.fingerprint, "seconds": round(time.perf_counter() - start, 3)})
     write_json(task.marker, body)
@@ -226,7 +235,7 @@ class _Counted:
             yield rec
 
 
-def _build(task: ShardTask) -> dict[str, Any]:
+def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     cfg, src, sp = task.ctx.cfg, task.source, task.ctx.special
     enc = cached_encoder(task.ctx.tokenizer_path, sp["eos"], cfg.max_doc_chars)
     fim_tokens = FimTokens.from_specials(sp) if src.fim.rate > 0 else None
@@ -239,7 +248,7 @@ def _build(task: ShardTask) -> dict[str, Any]:
     doc_fim = DocumentFim(enc, src.fim, fim_tokens) if fim_tokens and not context_fim else None
     parity = src.half if cfg.split_method == "file_parity" else None
     skipped: Counter[str] = Counter()
-    records = _Counted(_records(task))
+    records = _Counted(_records(task, exclude))
     try:
         for batch in batched(select_documents(records, src, cfg, skipped)):
             texts = [t for _, t in batch]
@@ -268,7 +277,7 @@ def _build(task: ShardTask) -> dict[str, Any]:
     for f in [o.fim for o in outs.values() if o.fim] + ([doc_fim] if doc_fim else []):
         fim_stats = {k: fim_stats.get(k, 0) + v for k, v in f.stats.as_dict().items()}
     return {"outputs": outputs, "skipped": dict(sorted(skipped.items())), "documents": records.n,
-            "fim": fim_stats, "bad_file": None}
+            "fim": fim_stats}
 
 
 def _emit(out: _Output, chunks: list[tuple[np.ndarray, int]], parity: int | None, per_file: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,25 @@ def test_hub_source_streams_shard_per_hub_shard(tmp_path: Path, monkeypatch: pyt
     local = _build(tmp_path, "local", [{"name": "code", "paths": files, "text_field": "content"}])
     assert np.array_equal(_rows(hub / "code" / "epoch-0"), _rows(local / "code" / "epoch-0"))
     assert hdf5.read_metadata(hub / "code" / "epoch-0")["files"]
+
+
+def test_grouped_shard_skips_only_its_bad_file(tmp_path: Path) -> None:
+    """files_per_shard groups inputs; --skip-bad-files drops the bad member and keeps the others."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, lang in (("a", "css"), ("c", "html")):
+        shutil.copy(DEMO / "starcoder" / lang / "train-00000-of-00001.parquet", data / f"{name}.parquet")
+    (data / "b.parquet").write_bytes(b"PAR1 not parquet")
+    src = {"name": "code", "paths": [str(data / "*.parquet")], "text_field": "content", "files_per_shard": 3}
+    folder = tmp_path / "grouped"
+    folder.mkdir()
+    cfg = load_manifest(stage_manifest(folder, sources=[src], mixture={"offline": False}))
+    summary = build_stage(cfg, folder / "out", LocalExecutor(1), progress=False, skip_bad_files=True)
+    assert len(summary["bad_files"]) == 1 and "b.parquet" in summary["bad_files"][0]
+    good = [str(data / "a.parquet"), str(data / "c.parquet")]
+    clean = _build(tmp_path, "clean", [{**src, "paths": good}])
+    assert np.array_equal(_rows(folder / "out" / "code" / "epoch-0"), _rows(clean / "code" / "epoch-0"))
+    index = json.loads((folder / "out" / "code" / "epoch-0" / "index.json").read_text())
+    assert {f["input"] for f in index["files"]} == {"a.parquet,b.parquet,c.parquet"}
