@@ -61,6 +61,8 @@ def build_command(
 
             result = build(m, out, workers=workers, progress=progress)
     print_report(result.report, Console())
+    for name, why in m.skipped:
+        console.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
     skipped = f" (reused {len(result.skipped_stages)} finished stages)" if result.skipped_stages else ""
     console.print(f"wrote {out}/conversations, rejects/, report.json, report.md{skipped}")
 
