@@ -79,8 +79,9 @@ def plan(
     for i, paths, n_hub in plan_files(cfg):
         src = cfg.sources[i]
         labels = [f"{src.hub}#{k}" for k in range(n_hub)] if n_hub else input_labels(paths)
-        typer.echo(f"{src.name}: {len(labels)} inputs x {src.epochs} epochs, fim {src.fim.rate} "
-                   f"({src.fim.mode}), outputs {[o.name for o in src.outputs()]}")
+        shards = len(labels) if n_hub else -(-len(labels) // src.files_per_shard)
+        typer.echo(f"{src.name}: {len(labels)} inputs in {shards} shards x {src.epochs} epochs, "
+                   f"fim {src.fim.rate} ({src.fim.mode}), outputs {[o.name for o in src.outputs()]}")
         for lab in labels[:5]:
             typer.echo(f"  {lab}")
         if len(labels) > 5:
