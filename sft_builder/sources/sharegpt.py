@@ -80,7 +80,13 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
     def _turns(self, raw_turns: list[Any]) -> list[tuple[str, str]]:
         """(role, content) pairs with mapped roles; the first bad turn rejects the record."""
         roles = self.roles
-        out: list[tuple[str, str]] = []
+        try:  # the usual {"from": <lower-case name>, "value": <str>} turns, without the checks below
+            out = [(roles[t["from"]], t["value"]) for t in raw_turns]
+            if all(type(c) is str for _, c in out):
+                return out
+        except (KeyError, TypeError):
+            pass
+        out = []
         for i, turn in enumerate(raw_turns):
             if type(turn) is not dict:
                 raise InvalidRecordError("bad_turn", f"turn {i} is not an object")
