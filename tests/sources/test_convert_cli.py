@@ -127,3 +127,10 @@ def test_output_lines_roundtrip_and_broken_unicode_is_rejected(tmp_path: Path) -
     assert conv.messages[0].content == "ok \u00e9" and conv.meta["record_meta"] == {"big": 2**70}
     (rej,) = [json.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
     assert rej["line"] == 2 and rej["record"]["messages"][0]["content"] == "broken \ud83d emoji"
+
+
+def test_error_lines_keep_brackets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(monkeypatch, capsys, "convert", "--source", "alpaca", str(tmp_path / "[ab].json"),
+                     "--out", str(tmp_path / "o.jsonl"))
+    assert code == 2 and "[ab].json: no files match this pattern" in err
