@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sft_builder.atomic import atomic_open, write_json
@@ -170,8 +171,8 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_row("  rejected: (other reasons)", f"{sum(c for _, c in top[10:]):,}")
     for fix, count in report["fixes"].items():
         table.add_row(f"  repaired: {fix}", f"{count:,}")
-    table.add_row("out", report["out"])
-    table.add_row("rejects", report["rejects"])
+    table.add_row("out", escape(report["out"]))
+    table.add_row("rejects", escape(report["rejects"]))
     return table
 
 
