@@ -48,8 +48,9 @@ def test_bfd_keeps_every_short_conversation_whole(lengths: list[int], seq_len: i
         assert not r[1][last].any(), "the label across a document boundary is never trained"
     assert stats.tokens == sum(len(i.input_ids) for i in items)
     assert stats.rows == len(rows)
-    # best fit: no two rows could have been merged
-    used = sorted(int((r[3] > 0).sum()) for r in rows)
+    # best fit within one buffer: no two rows could have been merged
+    whole = list(pack_bfd(items, seq_len, PAD, PackStats(), buffer_size=len(items) + 1))
+    used = sorted(int((r[3] > 0).sum()) for r in whole)
     assert len(used) < 2 or used[0] + used[1] > seq_len
 
 
