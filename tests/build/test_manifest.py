@@ -171,3 +171,23 @@ def test_tokenize_section_errors_name_the_line(tmp_path: Path) -> None:
         load_manifest(write(tmp_path, text))
     m = load_manifest(write(tmp_path, GOOD + "tokenize:\n  tokenizer: demo\n"))
     assert m.tokenize is not None and m.tokenize_raw == {"tokenizer": "demo"}
+
+
+def test_check_resolves_hub_ids_when_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = pytest.importorskip("huggingface_hub")
+    from types import SimpleNamespace
+
+    from sft_builder.commands.build import check_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    files = [SimpleNamespace(rfilename="data/a.jsonl"), SimpleNamespace(rfilename="b.json")]
+    monkeypatch.setattr(hub.HfApi, "dataset_info", lambda self, name, **kw: SimpleNamespace(siblings=files))
+    assert check_hub("owner/name", ("b.json", "data/*.jsonl")) == ""
+    with pytest.raises(UserError, match="no file matching c.json"):
+        check_hub("owner/name", ("c.json",))
+
+    def offline(self: object, name: str, **kw: object) -> None:
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(hub.HfApi, "dataset_info", offline)
+    assert "checked for form only" in check_hub("owner/name", ())
