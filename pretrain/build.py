@@ -33,6 +33,8 @@ def resolve_tokenizer(spec: str) -> tuple[str, dict[str, int], int]:
     """(tokenizer.json text, special token ids, vocabulary size) of a folder, file or hub id."""
     from pretrain.tokenize import tokenizer_json_of
 
+    if "$" in spec:
+        raise UserError(f"tokenizer {spec!r}: set that environment variable or pass --tokenizer")
     tok = load_tokenizer(spec)
     if not getattr(tok, "is_fast", False):
         raise UserError(f"tokenizer {spec!r} has no fast (Rust) version; pretraining needs one")
@@ -93,7 +95,7 @@ def build_stage(cfg: StageConfig, out_dir: str | Path, executor: Executor, *, fo
     finally:
         bar.close()
     summary = finalize(tasks, markers, vocab_size, cfg.tokenizer_name or cfg.tokenizer)
-    if cfg.offline_mix:
+    if cfg.offline_mix and summary["folders"]:
         from pretrain.mix import mix_offline
 
         summary["offline_mix"] = mix_offline(Path(out_dir).resolve(), cfg, vocab_size)

@@ -41,6 +41,8 @@ def build(
         typer.echo(f"  {key}: {counts['documents_read']:,} documents read; skipped {dropped or 'none'}")
     for bad in summary["bad_files"]:
         typer.echo(f"  skipped bad file: {bad}")
+    if not summary["folders"]:
+        typer.echo("warning: no rows were produced; every document was skipped (see build.json)", err=True)
 
 
 def _executor(name: str, workers: int, ray_address: str | None):  # noqa: ANN202 - one of two executors

@@ -20,6 +20,7 @@ import yaml
 from pretrain.config import StageConfig
 from pretrain.outputs import INDEX_NAME, MIXTURE_NAME
 from sft_builder.atomic import write_json
+from sft_builder.errors import UserError
 from sft_builder.hdf5 import (
     ShardedWriter,
     add_stats,
@@ -37,6 +38,8 @@ DONE = ".mixed.done"
 def plan_counts(sizes: list[int], weights: list[float]) -> list[int]:
     """Rows to take per source: proportional to `weights`, never more than a source holds."""
     w = np.asarray(weights, dtype=np.float64)
+    if (w < 0).any() or w.sum() <= 0:
+        raise UserError(f"mixture weights must be >= 0 with a positive sum, got {weights}")
     w = w / w.sum()
     total = min(n / wi for n, wi in zip(sizes, w, strict=True) if wi > 0)
     return [min(n, int(round(total * wi))) for n, wi in zip(sizes, w, strict=True)]

@@ -96,3 +96,14 @@ def test_grouped_shard_skips_only_its_bad_file(tmp_path: Path) -> None:
     assert np.array_equal(_rows(folder / "out" / "code" / "epoch-0"), _rows(clean / "code" / "epoch-0"))
     index = json.loads((folder / "out" / "code" / "epoch-0" / "index.json").read_text())
     assert {f["input"] for f in index["files"]} == {"a.parquet,b.parquet,c.parquet"}
+
+
+def test_everything_skipped_is_reported_not_a_crash(tmp_path: Path) -> None:
+    src = {"name": "py", "paths": [PY], "text_field": "content"}
+    folder = tmp_path / "none"
+    folder.mkdir()
+    cfg = load_manifest(stage_manifest(folder, sources=[src], min_sequence_len=10**9))
+    summary = build_stage(cfg, folder / "out", LocalExecutor(1), progress=False)
+    assert summary["folders"] == [] and summary["empty_outputs"] == ["py/epoch-0"]
+    counts = summary["documents"]["py/epoch-0"]
+    assert counts["too_short"] + counts.get("empty", 0) == counts["documents_read"] > 0
