@@ -163,3 +163,16 @@ def test_reserved_placeholder_character_is_dropped(crystal: ChatEncoder) -> None
     out = crystal.encode([conv("bad \U0010fffd char", "a", cid="x"), conv("fine", "a", cid="y")])
     assert isinstance(out[0], Dropped) and out[0].reason == "reserved_character"
     assert isinstance(out[1], Encoded)
+
+
+def test_tokenizers_own_template_and_system_prompt_override(demo_tokenizer_dir: Path) -> None:
+    from sft_builder.tokenize_stage import TokenizeConfig, make_encoder
+
+    tok = load_tokenizer(demo_tokenizer_dir)
+    tok.chat_template = load_template("chatml")
+    own = ChatEncoder(tok, load_template("tokenizer", tok))
+    assert own.render([conv("q", "a")])[0] == ["<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n"]
+    cfg = TokenizeConfig.from_mapping({"tokenizer": str(demo_tokenizer_dir), "system_prompt": "Custom."})
+    texts = make_encoder(cfg).render([conv("q", "a"), conv("q", "a", system="Given.")])[0]
+    assert texts[0].startswith("<s><|sys_start|>Custom.<|sys_end|>")
+    assert texts[1].startswith("<s><|sys_start|>Given.<|sys_end|>")
