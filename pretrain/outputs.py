@@ -80,9 +80,18 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
                "documents": skipped, "fim": fim, "bad_files": bad_files,
                "num_sequences": sum(folders[f]["stats"].get("num_sequences", 0) for f in written),
                "non_pad_tokens": sum(folders[f]["stats"].get("non_pad_tokens", 0) for f in written),
-               "mixture": mixture, "config": cfg.to_dict()}
+               "mixture": mixture, "config": _portable_config(tasks)}
     write_json(out / SUMMARY_NAME, summary)
     return summary
+
+
+def _portable_config(tasks: list[ShardTask]) -> dict[str, Any]:
+    """The stage config without machine-specific paths (inputs by their labels), so build.json is portable."""
+    conf = tasks[0].ctx.cfg.to_dict()
+    conf["tokenizer"] = conf.get("tokenizer_name") or conf["tokenizer"]
+    for i, src in enumerate(conf["sources"]):
+        src["paths"] = sorted({t.label for t in tasks if t.source_index == i and t.epoch == 0})
+    return conf
 
 
 def _folder_order(task: ShardTask, folder: str) -> tuple[int, str]:
