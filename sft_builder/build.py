@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from glob import glob
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from sft_builder.mix import run_mix
 from sft_builder.schema import Conversation
 from sft_builder.sources.base import Rejected, make_adapter
 
-CODE_VERSION = "build-1"  # bump when a change of code changes outputs, so old stages are not reused
+CODE_VERSION = "build-2"  # bump when a change of code changes outputs, so old stages are not reused
 STEP_ORDER = ("adapter", "clean", "language", "quality", "exact_dedup", "near_dedup", "decontaminate", "mix")
 RECORD_STEP_CLASSES: dict[str, Callable[[Any], FilterStep]] = {
     "clean": Clean,
@@ -93,7 +94,8 @@ def input_state(src: SourceConfig) -> list[Any]:
             out.append(["hub", hub_name(spec), src.split, list(src.data_files)])
             continue
         p = Path(spec)
-        files = sorted(p.rglob("*")) if p.is_dir() else ([p] if p.exists() else sorted(p.parent.glob(p.name)))
+        matches = [p] if p.exists() else sorted(Path(x) for x in glob(spec, recursive=True))
+        files = [f for m in matches for f in (sorted(m.rglob("*")) if m.is_dir() else [m])]
         for f in files:
             if f.is_file():
                 st = f.stat()

@@ -40,6 +40,7 @@ class CleanConfig:
 
     enabled: bool = True
     html_to_markdown: bool = True
+    html_roles: tuple[str, ...] = ("assistant",)  # scraped answers; a user's pasted HTML is their question
     remove_leftovers: bool = True
     leftover_lines: tuple[str, ...] = ("Copy code", "Regenerate response", "Copy")
     normalize_unicode: bool = True
@@ -84,11 +85,11 @@ class Clean(FilterStep):
             else None
         )
 
-    def clean_text(self, text: str) -> str:
+    def clean_text(self, text: str, role: str = "assistant") -> str:
         cfg = self.cfg
         if cfg.normalize_unicode:
             text = normalize_unicode(text)
-        if cfg.html_to_markdown and looks_like_html(text):
+        if cfg.html_to_markdown and role in cfg.html_roles and looks_like_html(text):
             text = html_to_markdown(text)
             self.changes["html_to_markdown"] += 1
         if cfg.remove_leftovers:
@@ -106,7 +107,7 @@ class Clean(FilterStep):
         return text
 
     def apply(self, conv: Conversation) -> Conversation | Drop:
-        cleaned = [(m.role, self.clean_text(m.content)) for m in conv.messages]
+        cleaned = [(m.role, self.clean_text(m.content, m.role)) for m in conv.messages]
         if all(c == m.content for (_, c), m in zip(cleaned, conv.messages, strict=False)):
             return conv
         self.changes["rewritten"] += 1

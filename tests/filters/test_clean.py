@@ -64,3 +64,10 @@ def test_nothing_left_is_dropped_with_reason_and_provenance() -> None:
 def test_untouched_conversation_is_the_same_object() -> None:
     c = conv("Plain question", "Plain answer")
     assert Clean(CleanConfig()).apply(c) is c
+
+
+def test_user_pasted_html_is_left_alone() -> None:
+    html = "<div><p>Why is this not centered?</p></div>"
+    out = Clean(CleanConfig()).apply(conv(html, SCRAPED))
+    assert out.messages[0].content == html  # type: ignore[union-attr]
+    assert "<div" not in out.messages[1].content  # type: ignore[union-attr]
