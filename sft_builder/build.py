@@ -42,7 +42,7 @@ from sft_builder.mix import run_mix
 from sft_builder.schema import Conversation
 from sft_builder.sources.base import Rejected, make_adapter
 
-CODE_VERSION = "build-2"  # bump when a change of code changes outputs, so old stages are not reused
+CODE_VERSION = "build-3"  # bump when a change of code changes outputs, so old stages are not reused
 STEP_ORDER = ("adapter", "clean", "language", "quality", "exact_dedup", "near_dedup", "decontaminate", "mix")
 RECORD_STEP_CLASSES: dict[str, Callable[[Any], FilterStep]] = {
     "clean": Clean,

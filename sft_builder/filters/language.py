@@ -120,6 +120,11 @@ class Detector:
         cjk = counts["han"] + counts["kana"]  # Japanese mixes kanji and kana
         if cjk >= 0.9 * letters:
             return "ja" if counts["kana"] >= 0.05 * cjk else "zh"
+        words = _ASCII_WORD_RE.findall(sample.lower())
+        if sum(map(len, words)) >= 0.97 * letters and len(words) >= 4:
+            # English with an emoji, a curly quote or a café: the same function-word test as plain ASCII
+            if sum(w in _EN_STOP for w in words) >= self.en_stopword_ratio * len(words):
+                return "en"
         script, n = max(counts.items(), key=lambda kv: kv[1])
         if n < 0.9 * letters:
             return None  # Latin with accents, or scripts mixed (langdetect then follows the Latin part)

@@ -68,3 +68,10 @@ def test_code_answer_does_not_decide() -> None:
 
 def test_chinese_kept_when_configured() -> None:
     assert not isinstance(Language(LanguageConfig(languages=("zh-cn",))).apply(conv(ZH, ZH)), Drop)
+
+
+def test_english_with_a_few_non_ascii_characters_takes_the_fast_path() -> None:
+    d = Detector()
+    assert d.detect("🚀 Ready for takeoff! Explore the world beyond your café and what is waiting there.") == "en"
+    assert d.calls == {"fast": 1}
+    assert Detector().detect("Où est la gare? Je voudrais acheter un billet pour Paris, s'il vous plaît.") == "fr"
