@@ -35,11 +35,13 @@ class Message:
     content: str
 
     def __post_init__(self) -> None:
+        # Hot path (every message of every record): exact type checks and no string copies.
         if self.role not in ROLES:
             raise InvalidRecordError("unknown_role", f"role {self.role!r} is not one of {', '.join(ROLES)}")
-        if not isinstance(self.content, str):
-            raise InvalidRecordError("bad_content", f"content must be a string, got {type(self.content).__name__}")
-        if not self.content.strip():
+        content = self.content
+        if type(content) is not str and not isinstance(content, str):
+            raise InvalidRecordError("bad_content", f"content must be a string, got {type(content).__name__}")
+        if not content or content.isspace():
             raise InvalidRecordError("empty_content", f"empty {self.role} message")
 
     def to_dict(self) -> dict[str, str]:
@@ -66,24 +68,29 @@ class Conversation:
             raise InvalidRecordError("missing_id", "conversation id must be a non-empty string")
         if not isinstance(self.source, str) or not self.source:
             raise InvalidRecordError("missing_source", "conversation source must be a non-empty string")
-        if not isinstance(self.messages, tuple):
-            object.__setattr__(self, "messages", tuple(self.messages))
         msgs = self.messages
+        if type(msgs) is not tuple:
+            msgs = tuple(msgs)
+            object.__setattr__(self, "messages", msgs)
+        roles = []
         for m in msgs:
-            if not isinstance(m, Message):
+            if type(m) is not Message:
                 raise InvalidRecordError("bad_message", f"expected Message, got {type(m).__name__}")
-        body = msgs[1:] if msgs and msgs[0].role == "system" else msgs
-        if not body:
+            roles.append(m.role)
+        start = 1 if roles and roles[0] == "system" else 0
+        if len(roles) == start:
             raise InvalidRecordError("no_turns", "conversation has no user/assistant turns")
-        for i, m in enumerate(body):
-            expected = "user" if i % 2 == 0 else "assistant"
-            if m.role != expected:
-                if m.role == "system":
-                    raise InvalidRecordError("misplaced_system", f"system message at turn {i}")
-                raise InvalidRecordError("bad_alternation", f"turn {i} is {m.role}, expected {expected}")
-        if body[-1].role != "assistant":
+        if roles[start::2].count("user") != (len(roles) - start + 1) // 2 or \
+                roles[start + 1::2].count("assistant") != (len(roles) - start) // 2:
+            for i, role in enumerate(roles[start:]):
+                expected = "user" if i % 2 == 0 else "assistant"
+                if role != expected:
+                    if role == "system":
+                        raise InvalidRecordError("misplaced_system", f"system message at turn {i}")
+                    raise InvalidRecordError("bad_alternation", f"turn {i} is {role}, expected {expected}")
+        if roles[-1] != "assistant":
             raise InvalidRecordError("no_final_assistant", "conversation must end with an assistant turn")
-        if not isinstance(self.meta, dict):
+        if type(self.meta) is not dict:
             object.__setattr__(self, "meta", dict(self.meta))
 
     # -- views ---------------------------------------------------------------------------------------
