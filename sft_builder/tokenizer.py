@@ -22,7 +22,8 @@ STARCODER_TOKENS = (
     "<|commit_before|>", "<|commit_msg|>", "<|commit_after|>", "<|reponame|>",
 )
 CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|sys_start|>", "<|sys_end|>")
-CRYSTAL_SPECIAL_TOKENS: tuple[str, ...] = FIM_TOKENS + STARCODER_TOKENS + CHAT_TOKENS  # ids 32000..32021 in the real one
+# ids 32000..32021 in the real CrystalCoder tokenizer, in this order
+CRYSTAL_SPECIAL_TOKENS: tuple[str, ...] = FIM_TOKENS + STARCODER_TOKENS + CHAT_TOKENS
 BASE_SPECIAL = ("<unk>", "<s>", "</s>")
 
 
@@ -43,7 +44,8 @@ def load_tokenizer(spec: str | Path) -> Any:
         cfg: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
         custom = cfg.get("auto_map") or cfg.get("tokenizer_class", "").startswith("CrystalCoder")
         if tj.exists() and custom:
-            kw = {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(cfg.get(k), str)}
+            names = ("bos_token", "eos_token", "unk_token", "pad_token")
+            kw = {k: cfg[k] for k in names if isinstance(cfg.get(k), str)}
             tok = PreTrainedTokenizerFast(tokenizer_file=str(tj), **kw)
             if cfg.get("chat_template"):
                 tok.chat_template = cfg["chat_template"]
@@ -112,7 +114,10 @@ def train_demo_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: 
 
 def special_token_ids(tokenizer: Any) -> dict[str, int]:
     """Ids of the tokens pretraining and SFT rely on (eos, pad, FIM, chat)."""
-    ids: dict[str, int] = {"bos": tokenizer.convert_tokens_to_ids("<s>"), "eos": tokenizer.convert_tokens_to_ids("</s>")}
+    ids: dict[str, int] = {
+        "bos": tokenizer.convert_tokens_to_ids("<s>"),
+        "eos": tokenizer.convert_tokens_to_ids("</s>"),
+    }
     names = {"fim_prefix": "<|fim_prefix|>", "fim_middle": "<|fim_middle|>", "fim_suffix": "<|fim_suffix|>",
              "fim_pad": "<|fim_pad|>", "im_start": "<|im_start|>", "im_end": "<|im_end|>",
              "sys_start": "<|sys_start|>", "sys_end": "<|sys_end|>"}
