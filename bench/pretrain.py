@@ -1,6 +1,7 @@
 """Benchmark of the pretraining pipeline (read, tokenize, pack, FIM, HDF5 write); prints ONE JSON line.
 
-Every figure is a ratio against plain `tokenizers` ``encode_batch`` on the same texts in the same run, on
+Every figure is a ratio against plain `tokenizers` ``encode_batch`` on the same texts in the same run (the
+median over rounds; within a round each ratio compares runs made back to back), on
 one thread (TOKENIZERS_PARALLELISM=false everywhere, so "per worker" means per core):
   ratio        pipeline tokens/s with 1 worker / bare encode_batch tokens/s      (target >= 0.6)
   ratio_fim    the same with FIM rate 0.9, context mode                           (target >= 0.4)
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,11 +126,6 @@ def bare_run(texts: list[str], tokenizer: Path, method: str = "encode_batch") ->
     return Run(n, time.perf_counter() - start, _cpu() - cpu)
 
 
-def best(runs: list[Run]) -> Run:
-    """The fastest of repeated runs: the one least disturbed by other jobs on a shared machine."""
-    return max(runs, key=lambda r: r.rate)
-
-
 def child_peak_rss(man: Path, out: Path) -> float:
     """Peak RSS (MB) of the busiest worker process of a fresh 2-worker build of `man`."""
     res = subprocess.run([sys.executable, __file__, "--child", str(man), str(out)], capture_output=True,
@@ -139,7 +136,7 @@ def child_peak_rss(man: Path, out: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=8.0, help="input size for the rate runs")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each kind; the fastest counts")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; each ratio is the median over rounds")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -156,30 +153,44 @@ def main() -> None:
                        for line in f.read_text(encoding="utf-8").splitlines()]
         plain_man = manifest(tmp, tmp / "in", tokenizer, 0.0)
         fim_man = manifest(tmp, tmp / "in", tokenizer, 0.9)
-        bare, bare_fast, plain_1, plain_2, fim_1 = [], [], [], [], []
-        for k in range(args.repeat):  # interleaved, so a burst of outside load hits every kind alike
-            bare.append(bare_run(bench_texts, tokenizer))
-            bare_fast.append(bare_run(bench_texts, tokenizer, "encode_batch_fast"))
-            plain_1.append(pipeline_run(plain_man, tmp / f"p1-{k}", 1))
-            plain_2.append(pipeline_run(plain_man, tmp / f"p2-{k}", 2))
-            fim_1.append(pipeline_run(fim_man, tmp / f"f1-{k}", 1))
-        b, bf, p1, p2, f1 = best(bare), best(bare_fast), best(plain_1), best(plain_2), best(fim_1)
+        ratios: dict[str, list[float]] = {"ratio": [], "ratio_fim": [], "scaling": [], "ratio_cpu": [],
+                                          "ratio_fim_cpu": [], "scaling_cpu_bound": [], "ratio_fast": []}
+        runs: dict[str, list[Run]] = {"bare": [], "plain_1": [], "plain_2": [], "fim_1": []}
+        for k in range(args.repeat):
+            # Each ratio compares runs made back to back, so slow swings in outside load cancel out.
+            b1 = bare_run(bench_texts, tokenizer)
+            p1 = pipeline_run(plain_man, tmp / f"p1-{k}", 1)
+            p2 = pipeline_run(plain_man, tmp / f"p2-{k}", 2)
+            b2 = bare_run(bench_texts, tokenizer)
+            f1 = pipeline_run(fim_man, tmp / f"f1-{k}", 1)
+            bf = bare_run(bench_texts, tokenizer, "encode_batch_fast")
+            ratios["ratio"].append(p1.rate / b1.rate)
+            ratios["ratio_fim"].append(f1.rate / b2.rate)
+            ratios["scaling"].append(p2.rate / p1.rate)
+            ratios["ratio_cpu"].append(p1.cpu_rate / b1.cpu_rate)
+            ratios["ratio_fim_cpu"].append(f1.cpu_rate / b2.cpu_rate)
+            ratios["scaling_cpu_bound"].append(2 * p2.cpu_rate / p1.cpu_rate)
+            ratios["ratio_fast"].append(p1.rate / bf.rate)
+            for key, run in (("bare", b1), ("bare", b2), ("plain_1", p1), ("plain_2", p2), ("fim_1", f1)):
+                runs[key].append(run)
         write_inputs(tmp / "small", texts, args.mb / 4)
         write_inputs(tmp / "large", texts, args.mb)
         rss_small = child_peak_rss(manifest(tmp / "small", tmp / "small", tokenizer, 0.9), tmp / "o4")
         rss_large = child_peak_rss(manifest(tmp / "large", tmp / "large", tokenizer, 0.9), tmp / "o5")
-    hours = {f"{n}x{m}": round((STAGE2_PLAIN / p1.cpu_rate + STAGE2_FIM / f1.cpu_rate) / (n * m) / 3600, 1)
+    plain_cpu = statistics.median(r.cpu_rate for r in runs["plain_1"])
+    fim_cpu = statistics.median(r.cpu_rate for r in runs["fim_1"])
+    hours = {f"{n}x{m}": round((STAGE2_PLAIN / plain_cpu + STAGE2_FIM / fim_cpu) / (n * m) / 3600, 1)
              for n, m in CLUSTERS}
+    med = {k: round(statistics.median(v), 3) for k, v in ratios.items()}
     print(json.dumps({
-        "ratio": round(p1.rate / b.rate, 3), "ratio_fim": round(f1.rate / b.rate, 3),
-        "scaling": round(p2.rate / p1.rate, 3), "peak_rss_mb": round(rss_large, 1),
-        "peak_rss_growth": round(rss_large / rss_small, 3), "peak_rss_small_input_mb": round(rss_small, 1),
-        "ratio_cpu": round(p1.cpu_rate / b.cpu_rate, 3), "ratio_fim_cpu": round(f1.cpu_rate / b.cpu_rate, 3),
-        "scaling_cpu_bound": round(2 * p2.cpu_rate / p1.cpu_rate, 3),
-        "ratio_vs_encode_batch_fast": round(p1.rate / bf.rate, 3),
-        "bare_tokens_per_s": round(b.rate), "pipeline_tokens_per_s": round(p1.rate),
-        "pipeline_fim_tokens_per_s": round(f1.rate), "pipeline_2_workers_tokens_per_s": round(p2.rate),
-        "per_core_tokens_per_cpu_s": round(p1.cpu_rate), "per_core_fim_tokens_per_cpu_s": round(f1.cpu_rate),
+        "ratio": med["ratio"], "ratio_fim": med["ratio_fim"], "scaling": med["scaling"],
+        "peak_rss_mb": round(rss_large, 1), "peak_rss_growth": round(rss_large / rss_small, 3),
+        "peak_rss_small_input_mb": round(rss_small, 1), "ratio_cpu": med["ratio_cpu"],
+        "ratio_fim_cpu": med["ratio_fim_cpu"], "scaling_cpu_bound": med["scaling_cpu_bound"],
+        "ratio_vs_encode_batch_fast": med["ratio_fast"],
+        "all": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
+        "median_tokens_per_s": {k: round(statistics.median(r.rate for r in v)) for k, v in runs.items()},
+        "per_core_tokens_per_cpu_s": round(plain_cpu), "per_core_fim_tokens_per_cpu_s": round(fim_cpu),
         "input_mb": args.mb, "repeat": args.repeat, "tokenizer": tokenizer.name, "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2), "projection_hours": hours,
     }))

@@ -8,7 +8,6 @@ inject a sentinel id into the data.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import unicodedata
@@ -29,7 +28,7 @@ def _strip_prepend(spec: dict[str, Any]) -> dict[str, Any]:
     Encoding pieces with it, and decoding with it, makes ``decode(encode(a) + encode(b)) == a + b``
     exactly, which FIM needs: LLaMA-style tokenizers would otherwise put a spurious space at every cut.
     """
-    spec = copy.deepcopy(spec)
+    spec = json.loads(json.dumps(spec))  # a deep copy, several times faster than copy.deepcopy here
     norm = spec.get("normalizer")
     if norm and norm.get("type") == "Sequence":
         norm["normalizers"] = [n for n in norm["normalizers"]
