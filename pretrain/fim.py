@@ -11,7 +11,7 @@ Pieces are encoded with `Encoder.encode_pieces`, so prefix + middle + suffix dec
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,7 +44,6 @@ class FimStats:
     fim: int = 0
     spm: int = 0
     truncated_rows: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         return {"fim_candidates": self.segments, "fim_applied": self.fim, "fim_spm": self.spm,

@@ -66,7 +66,7 @@ def interleave(streams: list[Iterator[np.ndarray]], counts: list[int], rng: np.r
     """A uniformly random order of the multiset of sources: pick each next row's source by what remains."""
     left = np.asarray(counts, dtype=np.int64)
     while left.sum() > 0:
-        i = int(np.searchsorted(np.cumsum(left), rng.integers(left.sum()), side="right"))
+        i = np.searchsorted(np.cumsum(left), rng.integers(left.sum()), side="right").item()
         left[i] -= 1
         yield next(streams[i])
 

@@ -74,7 +74,7 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
                        "fraction": src.fraction},
         )
         write_metadata(out / folder, meta)
-    mixture = write_mixture(out, tasks, folders, written)
+    mixture = write_mixture(out, folders, written)
     summary = {"stage": cfg.stage, "fingerprint": ctx.fingerprint, "folders": written,
                "empty_outputs": sorted(set(_all_outputs(tasks)) - set(written)),
                "documents": skipped, "fim": fim, "bad_files": bad_files,
@@ -127,8 +127,7 @@ def _place_folder(final: Path, entry: dict[str, Any], out: Path) -> None:
     write_json(final / INDEX_NAME, {"num_sequences": first, "files": files})
 
 
-def write_mixture(out: Path, tasks: list[ShardTask], folders: dict[str, dict[str, Any]],
-                  written: list[str]) -> list[dict[str, Any]]:
+def write_mixture(out: Path, folders: dict[str, dict[str, Any]], written: list[str]) -> list[dict[str, Any]]:
     """Per-folder weights, in the form Cerebras' trainer reads (``mixture: [{data_dir, weight}]``).
 
     A source's weight is spread evenly over its epochs; empty folders are left out and the rest keep
