@@ -182,8 +182,9 @@ def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
     kw["tokenizer"] = tok
     kw["sources"] = tuple(_parse_source(s, base, path) for s in kw["sources"])
     names = [o.name for s in kw["sources"] for o in s.outputs()]
-    if len(set(names)) != len(names):
-        raise UserError(f"output names must be unique across sources, got {names}", path=path)
+    if len(set(names)) != len(names) or "mixed" in names:
+        raise UserError(f"output names must be unique across sources and not 'mixed' (the offline mix "
+                        f"folder), got {names}", path=path)
     try:
         cfg = StageConfig(**kw)
     except TypeError as exc:
