@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo demo-pretrain test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/crystalmix build manifests/demo.yaml --out build/demo
+	$(BIN)/crystalmix validate build/demo
+
+demo-pretrain: $(STAMP)
+	$(BIN)/crystalmix pretrain build manifests/pretrain/demo.yaml --out build/pretrain-demo
+	$(BIN)/crystalmix validate build/pretrain-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
