@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from sft_builder.errors import UserError
+from sft_builder.yamldoc import Path_, YamlDoc
 
 FimMode = Literal["context", "document"]
 SplitMethod = Literal["hash", "file_parity"]
@@ -100,10 +98,10 @@ _STAGE_KEYS = {f.name for f in dataclasses.fields(StageConfig)} | {"split", "mix
 _SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceConfig)}
 
 
-def _check_keys(obj: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
+def _check_keys(obj: dict[str, Any], allowed: set[str], doc: YamlDoc, at: Path_) -> None:
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}", path=path)
+        raise doc.error((*at, unknown[0]), f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
 def _resolve_path(value: str, base: Path) -> str:
@@ -112,35 +110,40 @@ def _resolve_path(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
-def _parse_source(raw: Any, base: Path, path: Path) -> SourceConfig:
+def _parse_source(raw: Any, base: Path, doc: YamlDoc, at: Path_) -> SourceConfig:
     if not isinstance(raw, dict) or "name" not in raw:
-        raise UserError("each entry of 'sources' must be a mapping with a 'name'", path=path)
-    _check_keys(raw, _SOURCE_KEYS, f"source {raw['name']!r}", path)
+        raise doc.error(at, "each entry of 'sources' must be a mapping with a 'name'")
+    _check_keys(raw, _SOURCE_KEYS, doc, at)
     kw = dict(raw)
     paths = kw.pop("paths", ())
     if isinstance(paths, str):
         paths = [paths]
     kw["paths"] = tuple(_resolve_path(str(p), base) for p in paths)
     if not kw["paths"] and not kw.get("hub"):
-        raise UserError(f"source {raw['name']!r} needs 'paths' or 'hub'", path=path)
+        raise doc.error(at, f"source {raw['name']!r} needs 'paths' or 'hub'")
     fim = kw.pop("fim", None) or {}
     try:
         kw["fim"] = FimConfig(**fim)
     except TypeError as exc:
-        raise UserError(f"source {raw['name']!r}: bad 'fim' block ({exc})", path=path) from None
+        raise doc.error((*at, "fim"), f"bad 'fim' block ({exc})") from None
     subsets = kw.pop("subsets", None) or {}
-    kw["subsets"] = tuple(sorted((str(k), Subset(str(v["name"]), float(v["weight"])))
-                                 for k, v in subsets.items()))
-    src = SourceConfig(**kw)
+    try:
+        kw["subsets"] = tuple(sorted((str(k), Subset(str(v["name"]), float(v["weight"])))
+                                     for k, v in subsets.items()))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise doc.error((*at, "subsets"), f"each subset needs a name and a numeric weight ({exc})") from None
+    try:
+        src = SourceConfig(**kw)
+    except TypeError as exc:
+        raise doc.error(at, f"bad source ({exc})") from None
     if not 0.0 <= src.fim.rate <= 1.0 or not 0.0 <= src.fim.spm_rate <= 1.0:
-        raise UserError(f"source {src.name!r}: fim rates must lie in [0, 1]", path=path)
+        raise doc.error((*at, "fim"), "fim rates must lie in [0, 1]")
     if src.fim.mode not in ("context", "document"):
-        raise UserError(f"source {src.name!r}: fim mode must be 'context' or 'document'", path=path)
+        raise doc.error((*at, "fim", "mode"), "fim mode must be 'context' or 'document'")
     if src.half not in (None, 0, 1):
-        raise UserError(f"source {src.name!r}: half must be 0, 1 or absent", path=path)
+        raise doc.error((*at, "half"), "half must be 0, 1 or absent")
     if not 0.0 < src.fraction <= 1.0 or src.epochs < 1 or src.files_per_shard < 1:
-        raise UserError(f"source {src.name!r}: fraction must lie in (0, 1], epochs and files_per_shard "
-                        "be >= 1", path=path)
+        raise doc.error(at, "fraction must lie in (0, 1], epochs and files_per_shard be >= 1")
     return src
 
 
@@ -150,15 +153,11 @@ def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
     `overrides` (from CLI options) replace top-level keys when not None.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("manifest not found", path=path) from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"not valid YAML ({exc})", path=path) from None
+    doc = YamlDoc(path)
+    raw = doc.data
     if not isinstance(raw, dict):
-        raise UserError("a manifest must be a YAML mapping", path=path)
-    _check_keys(raw, _STAGE_KEYS, "manifest", path)
+        raise doc.error((), "a manifest must be a YAML mapping")
+    _check_keys(raw, _STAGE_KEYS, doc, ())
     base = path.parent.resolve()
     kw = dict(raw)
     split = kw.pop("split", None) or {}
@@ -174,23 +173,25 @@ def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
     kw.update({k: v for k, v in overrides.items() if v is not None})
     for key in ("stage", "tokenizer", "sources"):
         if key not in kw:
-            raise UserError(f"manifest needs '{key}'", path=path)
+            raise doc.error((), f"manifest needs '{key}'")
     tok = os.path.expandvars(str(kw["tokenizer"]))
     kw.setdefault("tokenizer_name", tok)
     if not Path(tok).is_absolute() and (base / tok).exists():
         tok = str(base / tok)
     kw["tokenizer"] = tok
-    kw["sources"] = tuple(_parse_source(s, base, path) for s in kw["sources"])
+    if not isinstance(kw["sources"], list):
+        raise doc.error(("sources",), "'sources' must be a list")
+    kw["sources"] = tuple(_parse_source(s, base, doc, ("sources", i)) for i, s in enumerate(kw["sources"]))
     names = [o.name for s in kw["sources"] for o in s.outputs()]
     if len(set(names)) != len(names) or "mixed" in names:
-        raise UserError(f"output names must be unique across sources and not 'mixed' (the offline mix "
-                        f"folder), got {names}", path=path)
+        raise doc.error(("sources",), f"output names must be unique across sources and not 'mixed' (the "
+                        f"offline mix folder), got {names}")
     try:
         cfg = StageConfig(**kw)
     except TypeError as exc:
-        raise UserError(f"bad manifest ({exc})", path=path) from None
+        raise doc.error((), f"bad manifest ({exc})") from None
     if cfg.split_method not in ("hash", "file_parity") or cfg.tail not in ("pad", "drop"):
-        raise UserError("split.method must be hash|file_parity and tail pad|drop", path=path)
+        raise doc.error(("split",), "split.method must be hash|file_parity and tail pad|drop")
     if cfg.seq_len < 8 or cfg.samples_per_file < 1:
-        raise UserError("seq_len must be >= 8 and samples_per_file >= 1", path=path)
+        raise doc.error(("seq_len",), "seq_len must be >= 8 and samples_per_file >= 1")
     return cfg

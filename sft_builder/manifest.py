@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from glob import glob, has_magic
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
-
-import yaml
+from typing import Any, get_args, get_origin, get_type_hints
 
 from sft_builder.atomic import fingerprint
 from sft_builder.dedup import ExactDedupConfig, NearDedupConfig
@@ -25,6 +23,7 @@ from sft_builder.filters.decontaminate import DecontaminateConfig
 from sft_builder.filters.language import LanguageConfig
 from sft_builder.filters.quality import QualityConfig
 from sft_builder.sources.base import get_adapter_class, parse_options
+from sft_builder.yamldoc import Path_, YamlDoc, dotted
 
 STEP_CONFIGS: dict[str, type] = {
     "clean": CleanConfig,
@@ -40,7 +39,6 @@ STEP_NAMES = (*STEP_CONFIGS, "mix")
 SOURCE_KEYS = "name adapter inputs split data_files options weight epochs max_samples priority steps optional"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 LOCAL_EXTS = (".json", ".jsonl", ".ndjson", ".gz", ".zst", ".zstd", ".parquet", ".arrow", ".txt")
-Path_ = tuple[Union[str, int], ...]  # noqa: UP007 - runtime alias
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,63 +113,9 @@ def hub_name(spec: str) -> str:
     return spec[3:] if spec.startswith("hf:") else spec
 
 
-class _Doc:
-    """Loaded YAML plus the line of every key path, for error messages."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError("manifest not found", path=path) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read manifest: {exc}", path=path) from None
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=path, line=line) from None
-        self.lines: dict[Path_, int] = {(): 1}
-        if node is not None:
-            self._walk(node, ())
-
-    def _walk(self, node: yaml.Node, at: Path_) -> None:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for k, v in node.value:
-                key = str(k.value)
-                if key in seen:
-                    raise self.error(at, f"duplicate key {key!r}", line=k.start_mark.line + 1)
-                seen.add(key)
-                self.lines[(*at, key)] = k.start_mark.line + 1
-                self._walk(v, (*at, key))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self.lines[(*at, i)] = item.start_mark.line + 1
-                self._walk(item, (*at, i))
-
-    def line(self, at: Path_) -> int:
-        while at not in self.lines:
-            at = at[:-1]
-        return self.lines[at]
-
-    def error(self, at: Path_, msg: str, line: int | None = None) -> UserError:
-        where = dotted(at)
-        return UserError(f"{where + ': ' if where else ''}{msg}", path=self.path, line=line or self.line(at))
-
-
-def dotted(at: Path_) -> str:
-    out = ""
-    for part in at:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
 def load_manifest(path: str | Path) -> Manifest:
     """Parse and validate a manifest; raises `UserError` naming the file, line and key path."""
-    doc = _Doc(Path(path).resolve())
+    doc = YamlDoc(Path(path).resolve())
     raw = doc.data
     if not isinstance(raw, dict):
         raise doc.error((), "a manifest is a mapping with seed, sources and steps")
@@ -207,7 +151,7 @@ def load_manifest(path: str | Path) -> Manifest:
     return resolve_benchmarks(m)
 
 
-def _parse_tokenize(doc: _Doc, raw: dict[str, Any]) -> Any:
+def _parse_tokenize(doc: YamlDoc, raw: dict[str, Any]) -> Any:
     try:
         from sft_builder.tokenize_stage import TokenizeConfig  # issue 4's stage, imported only when used
     except ImportError:
@@ -224,7 +168,7 @@ def _parse_tokenize(doc: _Doc, raw: dict[str, Any]) -> Any:
         raise UserError(str(exc), path=doc.path, line=doc.line(at)) from None
 
 
-def _parse_steps(doc: _Doc, raw: Any) -> tuple[tuple[str, ...], dict[str, Any], MixConfig]:
+def _parse_steps(doc: YamlDoc, raw: Any) -> tuple[tuple[str, ...], dict[str, Any], MixConfig]:
     if not isinstance(raw, dict):
         raise doc.error(("steps",), "must be a mapping of step name to settings, in order")
     _check_keys(doc, ("steps",), raw, set(STEP_NAMES))
@@ -250,7 +194,7 @@ def _parse_steps(doc: _Doc, raw: Any) -> tuple[tuple[str, ...], dict[str, Any], 
 
 
 def _parse_source(
-    doc: _Doc, i: int, raw: Any, order: tuple[str, ...], steps: dict[str, Any], base: Path
+    doc: YamlDoc, i: int, raw: Any, order: tuple[str, ...], steps: dict[str, Any], base: Path
 ) -> SourceConfig | tuple[str, str]:
     """A source's config, or (name, why) for an `optional` source whose local inputs are not there."""
     at: Path_ = ("sources", i)
@@ -326,7 +270,7 @@ def _parse_source(
 
 
 def _source_steps(
-    doc: _Doc, at: Path_, raw: Any, order: tuple[str, ...], steps: dict[str, Any]
+    doc: YamlDoc, at: Path_, raw: Any, order: tuple[str, ...], steps: dict[str, Any]
 ) -> dict[str, Any]:
     """The global step configs with this source's overrides applied; a step turned off is left out."""
     if not isinstance(raw, dict):
@@ -350,7 +294,7 @@ def _source_steps(
     return {k: v for k, v in eff.items() if v.enabled}
 
 
-def _resolve_input(doc: _Doc, at: Path_, spec: str, base: Path) -> str:
+def _resolve_input(doc: YamlDoc, at: Path_, spec: str, base: Path) -> str:
     """A local path/glob made absolute against the manifest folder, or a hub id kept as written."""
     if spec.startswith("hf:"):
         if not HUB_ID.match(spec[3:]):
@@ -374,7 +318,7 @@ def _resolve_input(doc: _Doc, at: Path_, spec: str, base: Path) -> str:
 
 
 def _check_keys(
-    doc: _Doc,
+    doc: YamlDoc,
     at: Path_,
     raw: dict[str, Any],
     allowed: set[str],
@@ -387,7 +331,7 @@ def _check_keys(
         raise doc.error(at, f"missing required key {key!r}")
 
 
-def _build(doc: _Doc, at: Path_, cls: type, raw: Any) -> Any:
+def _build(doc: YamlDoc, at: Path_, cls: type, raw: Any) -> Any:
     """A frozen config dataclass from a mapping, with nested dataclass lists (benchmarks) handled."""
     if not isinstance(raw, dict):
         raise doc.error(at, "must be a mapping of settings")
@@ -424,7 +368,7 @@ def _nested_dataclass(tp: Any) -> type | None:
     return None
 
 
-def _validate_step(doc: _Doc, at: Path_, cfg: Any) -> None:
+def _validate_step(doc: YamlDoc, at: Path_, cfg: Any) -> None:
     """Range checks the types alone cannot express."""
     checks: list[tuple[str, bool, str]] = []
     if isinstance(cfg, NearDedupConfig):
