@@ -36,7 +36,9 @@ STEP_CONFIGS: dict[str, type] = {
 RECORD_STEPS = ("clean", "language", "quality", "decontaminate")
 GLOBAL_STEPS = ("exact_dedup", "near_dedup")
 STEP_NAMES = (*STEP_CONFIGS, "mix")
-SOURCE_KEYS = "name adapter inputs split data_files options weight epochs max_samples priority steps optional"
+SOURCE_KEYS = (
+    "name adapter inputs split data_files options weight epochs max_samples priority steps optional license"
+)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 LOCAL_EXTS = (".json", ".jsonl", ".ndjson", ".gz", ".zst", ".zstd", ".parquet", ".arrow", ".txt")
 
@@ -69,6 +71,7 @@ class SourceConfig:
     priority: int = 0
     steps: dict[str, Any] = field(default_factory=dict)  # step name -> effective config; absent = off
     line: int = 0
+    license: str | None = None  # the licence the source declares (for the Hub dataset card)
 
     @property
     def multiplier(self) -> float:
@@ -252,6 +255,9 @@ def _parse_source(
     split = raw.get("split", "train")
     if not isinstance(split, str):
         raise doc.error((*at, "split"), "must be a split name")
+    license_ = raw.get("license")
+    if license_ is not None and not isinstance(license_, str):
+        raise doc.error((*at, "license"), "must be a licence identifier such as apache-2.0")
     eff = _source_steps(doc, (*at, "steps"), raw.get("steps") or {}, order, steps)
     return SourceConfig(
         name,
@@ -266,6 +272,7 @@ def _parse_source(
         priority,
         eff,
         doc.line(at),
+        license_,
     )
 
 

@@ -85,3 +85,23 @@ def test_export_rerun_removes_stale_shards(tmp_path: Path) -> None:
 def test_export_needs_a_build(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="report.json"):
         export_build(ExportConfig(tmp_path, tmp_path / "hub"))
+
+
+def test_card_takes_licences_from_manifest_and_known_hub_ids(tmp_path: Path) -> None:
+    from sft_builder.manifest import load_manifest
+
+    build = _fake_build(tmp_path / "build", n_train=12, n_test=3)
+    (tmp_path / "slim.jsonl").write_text("{}\n")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        "seed: 1\n"
+        "sources:\n"
+        "  - {name: codealpaca, adapter: alpaca, inputs: lucasmccabe-lmi/CodeAlpaca-20k}\n"
+        "  - {name: slimorca, adapter: sharegpt, inputs: slim.jsonl, license: mit}\n"
+        "steps: {clean: {}}\n"
+    )
+    export_build(ExportConfig(build, tmp_path / "hub"), load_manifest(manifest))
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "| codealpaca | lucasmccabe-lmi/CodeAlpaca-20k | cc-by-nc-4.0 |" in card
+    assert "| slimorca | slim.jsonl | mit |" in card
+    assert "license: other" in card.split("---")[1], "mixed licences make the whole set 'other'"
