@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
@@ -64,32 +64,9 @@ class Conversation:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise InvalidRecordError("missing_id", "conversation id must be a non-empty string")
-        if not isinstance(self.source, str) or not self.source:
-            raise InvalidRecordError("missing_source", "conversation source must be a non-empty string")
-        msgs = self.messages
-        if type(msgs) is not tuple:
-            msgs = tuple(msgs)
+        msgs = _check_conversation(self.id, self.source, self.messages)
+        if msgs is not self.messages:
             object.__setattr__(self, "messages", msgs)
-        roles = []
-        for m in msgs:
-            if type(m) is not Message:
-                raise InvalidRecordError("bad_message", f"expected Message, got {type(m).__name__}")
-            roles.append(m.role)
-        start = 1 if roles and roles[0] == "system" else 0
-        if len(roles) == start:
-            raise InvalidRecordError("no_turns", "conversation has no user/assistant turns")
-        if roles[start::2].count("user") != (len(roles) - start + 1) // 2 or \
-                roles[start + 1::2].count("assistant") != (len(roles) - start) // 2:
-            for i, role in enumerate(roles[start:]):
-                expected = "user" if i % 2 == 0 else "assistant"
-                if role != expected:
-                    if role == "system":
-                        raise InvalidRecordError("misplaced_system", f"system message at turn {i}")
-                    raise InvalidRecordError("bad_alternation", f"turn {i} is {role}, expected {expected}")
-        if roles[-1] != "assistant":
-            raise InvalidRecordError("no_final_assistant", "conversation must end with an assistant turn")
         if type(self.meta) is not dict:
             object.__setattr__(self, "meta", dict(self.meta))
 
@@ -145,3 +122,97 @@ class Conversation:
             raise InvalidRecordError("bad_meta", "'meta' must be an object")
         return cls(id=str(record.get("id") or ""), source=str(record.get("source") or ""),
                    messages=tuple(msgs), meta=dict(meta))
+
+
+# -- validation, and the fast constructors used on the adapters' hot path ---------------------------------
+#
+# `make_messages` and `make_conversation` run exactly the checks of `Message.__post_init__` and
+# `Conversation.__post_init__` (they call the same code, or the constructor itself for anything unusual),
+# then fill the slots directly instead of going through the generated frozen ``__init__``, whose
+# per-field ``object.__setattr__`` calls and extra Python frames cost about as much as the checks.
+
+_new = object.__new__
+_set_role = Message.role.__set__  # type: ignore[attr-defined]  # slot descriptors: set once, at build time
+_set_content = Message.content.__set__  # type: ignore[attr-defined]
+_set_id = Conversation.id.__set__  # type: ignore[attr-defined]
+_set_source = Conversation.source.__set__  # type: ignore[attr-defined]
+_set_messages = Conversation.messages.__set__  # type: ignore[attr-defined]
+_set_meta = Conversation.meta.__set__  # type: ignore[attr-defined]
+
+
+def _valid_orders(max_body: int) -> frozenset[tuple[str, ...]]:
+    """Every valid role sequence with up to `max_body` user/assistant messages (with and without system)."""
+    bodies = [("user", "assistant") * (k // 2) for k in range(2, max_body + 1, 2)]
+    return frozenset([b for b in bodies] + [("system", *b) for b in bodies])
+
+
+# Valid role sequences of up to 64 user/assistant messages; longer ones take the step-by-step check.
+SCHEMA_ORDERS = _valid_orders(64)
+
+
+def _check_conversation(cid: Any, source: Any, msgs: Iterable[Any]) -> tuple[Message, ...]:
+    """The invariants of a `Conversation`; returns the messages as a tuple, or raises `InvalidRecordError`
+    with the first problem found."""
+    if not isinstance(cid, str) or not cid:
+        raise InvalidRecordError("missing_id", "conversation id must be a non-empty string")
+    if not isinstance(source, str) or not source:
+        raise InvalidRecordError("missing_source", "conversation source must be a non-empty string")
+    if type(msgs) is not tuple:
+        msgs = tuple(msgs)
+    roles = [m.role for m in msgs if type(m) is Message]
+    if len(roles) != len(msgs):
+        for m in msgs:
+            if type(m) is not Message:
+                raise InvalidRecordError("bad_message", f"expected Message, got {type(m).__name__}")
+    if tuple(roles) in SCHEMA_ORDERS:  # the usual case, in one hash lookup
+        return msgs  # type: ignore[return-value]
+    start = 1 if roles and roles[0] == "system" else 0
+    if len(roles) == start:
+        raise InvalidRecordError("no_turns", "conversation has no user/assistant turns")
+    if roles[start::2].count("user") != (len(roles) - start + 1) // 2 or \
+            roles[start + 1::2].count("assistant") != (len(roles) - start) // 2:
+        for i, role in enumerate(roles[start:]):
+            expected = "user" if i % 2 == 0 else "assistant"
+            if role != expected:
+                if role == "system":
+                    raise InvalidRecordError("misplaced_system", f"system message at turn {i}")
+                raise InvalidRecordError("bad_alternation", f"turn {i} is {role}, expected {expected}")
+    if roles[-1] != "assistant":
+        raise InvalidRecordError("no_final_assistant", "conversation must end with an assistant turn")
+    return msgs  # type: ignore[return-value]
+
+
+def make_messages(pairs: Iterable[tuple[str, str]]) -> tuple[Message, ...]:
+    """``tuple(Message(role, content) for role, content in pairs)``, with the same checks, faster.
+
+    A pair that passes `Message`'s checks (known role; non-empty, non-blank exact ``str`` content) is
+    built directly; any other pair is handed to `Message` itself, which raises the usual error.
+    """
+    out = []
+    append = out.append
+    for role, content in pairs:
+        if type(content) is str and role in ROLES and content and not content.isspace():
+            m = _new(Message)
+            _set_role(m, role)
+            _set_content(m, content)
+            append(m)
+        else:
+            append(Message(role, content))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def make_conversation(cid: str, source: str, messages: tuple[Message, ...], meta: dict[str, Any]) -> Conversation:
+    """``Conversation(cid, source, messages, meta)`` with the same checks, faster (a hot path).
+
+    `messages` must be a tuple and `meta` a dict (as the constructor would store them); other types go
+    through the constructor.
+    """
+    if type(messages) is not tuple or type(meta) is not dict:
+        return Conversation(cid, source, messages, meta)
+    _check_conversation(cid, source, messages)
+    conv = _new(Conversation)
+    _set_id(conv, cid)
+    _set_source(conv, source)
+    _set_messages(conv, messages)
+    _set_meta(conv, meta)
+    return conv

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sft_builder.errors import UserError
-from sft_builder.schema import Conversation, InvalidRecordError, Message
+from sft_builder.schema import Conversation, InvalidRecordError, make_conversation, make_messages
 from sft_builder.sources.base import Adapter, RawRecord, register
-from sft_builder.sources.common import FileLabels, as_mapping, record_id, text_field
+from sft_builder.sources.common import FileLabels, RecordIds, as_mapping, text_field
 
 FIELDS = ("instruction", "input", "output", "system", "id", "meta")
 NO_INPUT = "<noinput>"
@@ -48,14 +48,14 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             raise UserError(f"column_map for adapter 'alpaca' names unknown fields {', '.join(unknown)}; "
                             f"valid fields: {', '.join(FIELDS)}")
         self.cols = {f: options.column_map.get(f, f) for f in FIELDS}
-        self._keys = tuple(self.cols[f] for f in ("instruction", "output", "input", "system"))
+        self._keys = tuple(self.cols[f] for f in ("instruction", "output", "input", "system", "id", "meta"))
+        self._ids = RecordIds(self.source, self.labels)
 
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
         data = record.data
         if type(data) is not dict:
             data = as_mapping(data)
-        c = self.cols
-        k_ins, k_out, k_inp, k_sys = self._keys
+        k_ins, k_out, k_inp, k_sys, k_id, k_meta = self._keys
         instruction, output = data.get(k_ins), data.get(k_out)
         inp, system = data.get(k_inp, ""), data.get(k_sys, "")
         if type(instruction) is not str or type(output) is not str or type(inp) is not str \
@@ -66,18 +66,17 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             raise InvalidRecordError("empty_content", "empty instruction")
         user = user_turn(instruction, inp, self.options.join)
         if system and not system.isspace():
-            messages: tuple[Message, ...] = (Message("system", system), Message("user", user),
-                                             Message("assistant", output))
+            messages = make_messages((("system", system), ("user", user), ("assistant", output)))
         else:
-            messages = (Message("user", user), Message("assistant", output))
+            messages = make_messages((("user", user), ("assistant", output)))
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
-        orig = data.get(c["id"])
+        orig = data.get(k_id)
         if orig is not None and not isinstance(orig, (dict, list)):
             meta["orig_id"] = str(orig)
-        extra = data.get(c["meta"])
+        extra = data.get(k_meta)
         if isinstance(extra, dict):
             meta["record_meta"] = extra
         elif extra is not None:
-            raise InvalidRecordError("bad_field", f"{c['meta']!r} must be an object")
-        cid = record_id(self.source, self.labels(record.file), record.line)
-        return (Conversation(cid, self.source, messages, meta),)
+            raise InvalidRecordError("bad_field", f"{k_meta!r} must be an object")
+        cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
+        return (make_conversation(cid, self.source, messages, meta),)

@@ -117,7 +117,10 @@ class Adapter(Generic[O]):
     def stream(self, inputs: Sequence[str] | str, *, split: str = "train",
                data_files: str | Sequence[str] | None = None) -> Iterator[Output]:
         """Read and convert in one go: `run(read(...))`, counting raw records in `stats.records`."""
-        return self.run(self._counted(self.read(inputs, split=split, data_files=data_files)))
+        records = self.read(inputs, split=split, data_files=data_files)
+        if type(self).run is Adapter.run:  # record by record: count in the same loop (one generator less)
+            return self._run(records, count_records=True)
+        return self.run(self._counted(records))
 
     def _counted(self, records: Iterable[RawRecord]) -> Iterator[RawRecord]:
         stats = self.stats
@@ -127,9 +130,15 @@ class Adapter(Generic[O]):
 
     def run(self, records: Iterable[RawRecord]) -> Iterator[Output]:
         """Stream conversations and rejects; every input record yields at least one output or a reject."""
+        return self._run(records, count_records=False)
+
+    def _run(self, records: Iterable[RawRecord], *, count_records: bool) -> Iterator[Output]:
+        """`run` for record-by-record adapters; with `count_records`, also counts `stats.records`."""
         stats = self.stats
         convert = self.convert_record
         for rec in records:
+            if count_records:
+                stats.records += 1
             if type(rec.data) is UnparsedRecord:
                 stats.candidates += 1
                 yield self.reject_unparsed(rec)

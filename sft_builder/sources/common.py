@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 
-from sft_builder.schema import InvalidRecordError, Message
+from sft_builder.schema import InvalidRecordError, Message, make_messages
 
 # ShareGPT-family role names; anything else is rejected as ``unknown_role`` unless mapped by an option.
 DEFAULT_ROLE_MAP: dict[str, str] = {
@@ -54,6 +54,22 @@ def record_id(source: str, file_label: str, line: int) -> str:
     return f"{source}/{file_label}:{line}"
 
 
+class RecordIds:
+    """`record_id` for an adapter's records, with the ``source/label:`` prefix computed once per file."""
+
+    def __init__(self, source: str, labels: FileLabels) -> None:
+        self.source = source
+        self.labels = labels
+        self._prefixes: dict[str, str] = {}
+
+    def prefix(self, file: str) -> str:
+        """The id of a record of `file` is this prefix followed by its line (as `record_id` makes it)."""
+        prefix = self._prefixes.get(file)
+        if prefix is None:
+            prefix = self._prefixes[file] = f"{self.source}/{self.labels(file)}:"
+        return prefix
+
+
 def as_mapping(data: Any) -> Mapping[str, Any]:
     if type(data) is not dict and not isinstance(data, Mapping):  # the exact check first: it is hot
         raise InvalidRecordError("not_an_object", f"expected a JSON object, got {type(data).__name__}")
@@ -93,7 +109,7 @@ def normalize_turns(turns: list[tuple[str, str]], *, trim_trailing_user: bool = 
     """
     start = 1 if turns and turns[0][0] == "system" else 0
     if tuple([r for r, _ in turns]) == _schema_order(len(turns), start):  # the common, already-valid case
-        return tuple([Message(r, c) for r, c in turns]), []  # type: ignore[arg-type]
+        return make_messages(turns), []
     fixes: list[str] = []
     while start < len(turns) and turns[start][0] == "assistant":
         del turns[start]
@@ -108,4 +124,4 @@ def normalize_turns(turns: list[tuple[str, str]], *, trim_trailing_user: bool = 
     if trim_trailing_user and len(merged) >= 2 and merged[-1][0] == "user" and merged[-2][0] == "assistant":
         merged.pop()
         fixes.append("dropped_trailing_user")
-    return tuple(Message(role, content) for role, content in merged), fixes  # type: ignore[arg-type]
+    return make_messages(merged), fixes

@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sft_builder.errors import UserError
-from sft_builder.schema import ROLES, Conversation, InvalidRecordError
+from sft_builder.schema import (
+    ROLES,
+    SCHEMA_ORDERS,
+    Conversation,
+    InvalidRecordError,
+    Message,
+    make_conversation,
+    make_messages,
+)
 from sft_builder.sources.base import Adapter, RawRecord, register
-from sft_builder.sources.common import DEFAULT_ROLE_MAP, FileLabels, as_mapping, normalize_turns, record_id
+from sft_builder.sources.common import DEFAULT_ROLE_MAP, FileLabels, RecordIds, as_mapping, normalize_turns
 
 CHUNK_SUFFIX = re.compile(r"^(.+)_(\d+)$")
 
@@ -50,39 +58,81 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
         self.message_keys = (options.messages_key,) if options.messages_key else ("conversations", "messages")
         self.id_keys = (options.id_key,) if options.id_key else ("id", "idx")
         self._chunk = CHUNK_SUFFIX.match if options.group_chunks else None
+        self._ids = RecordIds(self.source, self.labels)
 
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
         data = record.data
         if type(data) is not dict:
             data = as_mapping(data)
-        raw_turns = _first(data, self.message_keys)
+        raw_turns = None
+        for key in self.message_keys:  # the first key present
+            if key in data:
+                raw_turns = data[key]
+                break
         if not isinstance(raw_turns, list) or not raw_turns:
             keys = " or ".join(self.message_keys)
             raise InvalidRecordError("no_messages", f"no non-empty list under {keys}")
-        turns = self._turns(raw_turns)
         options = self.options
-        system = data.get(options.system_key) if options.system_key else None
-        if type(system) is str and system and not system.isspace() and turns[0][0] != "system":
-            turns.insert(0, ("system", system))
-        messages, fixes = normalize_turns(turns, trim_trailing_user=options.trim_trailing_user)
+        messages = self._fast_messages(raw_turns, data)
+        fixes: list[str] = []
+        if messages is None:  # anything unusual: the reference path, which repairs or says what is wrong
+            turns = self._turns(raw_turns)
+            system = data.get(options.system_key) if options.system_key else None
+            if type(system) is str and system and not system.isspace() and turns[0][0] != "system":
+                turns.insert(0, ("system", system))
+            messages, fixes = normalize_turns(turns, trim_trailing_user=options.trim_trailing_user)
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
-        orig = _first(data, self.id_keys)
+        orig = None
+        for key in self.id_keys:
+            if key in data:
+                orig = data[key]
+                break
         if orig is not None and not isinstance(orig, (dict, list)):
             meta["orig_id"] = orig = orig if type(orig) is str else str(orig)
             m = self._chunk(orig) if self._chunk else None
             if m:
                 meta["group"] = f"{self.source}/{m.group(1)}"
-        conv = Conversation(record_id(self.source, self.labels(record.file), record.line), self.source, messages, meta)
+        cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
+        conv = make_conversation(cid, self.source, messages, meta)
         if fixes:
             self.stats.fixes.update(fixes)
         return (conv,)
+
+    def _fast_messages(self, raw_turns: list[Any], data: dict[str, Any]) -> tuple[Message, ...] | None:
+        """The messages of the usual record, or None to take the reference path (`_turns`, `normalize_turns`).
+
+        Usual: every turn is ``{"from": <a mapped name>, "value": <text>}`` and the roles are already in
+        schema order (nothing to repair). The messages are the ones the reference path would build; when
+        `make_messages` refuses one (empty text, not a string), the reference path runs again to give the
+        same reason and detail.
+        """
+        roles_map = self.roles
+        try:
+            roles = tuple([roles_map[t["from"]] for t in raw_turns])
+            contents = [t["value"] for t in raw_turns]
+        except (KeyError, TypeError):
+            return None
+        key = self.options.system_key
+        system = data.get(key) if key else None
+        if type(system) is str and system and not system.isspace() and roles[0] != "system":
+            roles = ("system", *roles)
+            contents.insert(0, system)
+        if roles not in SCHEMA_ORDERS:
+            return None
+        try:
+            return make_messages(zip(roles, contents, strict=True))
+        except InvalidRecordError:
+            return None
 
     def _turns(self, raw_turns: list[Any]) -> list[tuple[str, str]]:
         """(role, content) pairs with mapped roles; the first bad turn rejects the record."""
         roles = self.roles
         try:  # the usual {"from": <lower-case name>, "value": <str>} turns, without the checks below
             out = [(roles[t["from"]], t["value"]) for t in raw_turns]
-            if all(type(c) is str for _, c in out):
+            for _, c in out:
+                if type(c) is not str:
+                    break
+            else:
                 return out
         except (KeyError, TypeError):
             pass
@@ -112,9 +162,3 @@ def _explain(i: int, role: Any, content: Any) -> None:
         raise InvalidRecordError("bad_content", f"turn {i} content must be a string, got {got}")
     raise InvalidRecordError("unknown_role", f"turn {i} has role {role!r}")
 
-
-def _first(data: dict[str, Any] | Any, keys: tuple[str, ...]) -> Any:
-    for k in keys:
-        if k in data:
-            return data[k]
-    return None
