@@ -216,3 +216,35 @@ def make_conversation(cid: str, source: str, messages: tuple[Message, ...], meta
     _set_messages(conv, messages)
     _set_meta(conv, meta)
     return conv
+
+
+def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: Sequence[str],
+                       meta: dict[str, Any]) -> Conversation:
+    """``Conversation(cid, source, tuple(map(Message, roles, contents)), meta)``: same checks, one pass.
+
+    The role sequence is checked once, on `roles` itself (the roles the messages are built from), instead
+    of once per `Message` and again from the built messages; each content gets `Message`'s checks.
+    """
+    if type(roles) is not tuple or roles not in SCHEMA_ORDERS or len(contents) != len(roles) \
+            or type(meta) is not dict:
+        return Conversation(cid, source, make_messages(zip(roles, contents, strict=True)), meta)
+    messages = []
+    append = messages.append
+    for role, content in zip(roles, contents, strict=True):
+        if type(content) is str and content and not content.isspace():  # the role is valid (SCHEMA_ORDERS)
+            m = _new(Message)
+            _set_role(m, role)
+            _set_content(m, content)
+            append(m)
+        else:
+            append(Message(role, content))  # type: ignore[arg-type]  # raises the usual error
+    if not isinstance(cid, str) or not cid:
+        raise InvalidRecordError("missing_id", "conversation id must be a non-empty string")
+    if not isinstance(source, str) or not source:
+        raise InvalidRecordError("missing_source", "conversation source must be a non-empty string")
+    conv = _new(Conversation)
+    _set_id(conv, cid)
+    _set_source(conv, source)
+    _set_messages(conv, tuple(messages))
+    _set_meta(conv, meta)
+    return conv

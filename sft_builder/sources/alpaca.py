@@ -8,17 +8,19 @@ generator writes one) is carried into ``Conversation.meta["record_meta"]``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sft_builder.errors import UserError
-from sft_builder.schema import Conversation, InvalidRecordError, make_conversation, make_messages
+from sft_builder.schema import Conversation, InvalidRecordError, build_conversation, make_conversation, make_messages
 from sft_builder.sources.base import Adapter, RawRecord, register
 from sft_builder.sources.common import FileLabels, RecordIds, as_mapping, text_field
 
 FIELDS = ("instruction", "input", "output", "system", "id", "meta")
 NO_INPUT = "<noinput>"
+USER_ASSISTANT = ("user", "assistant")
+SYSTEM_USER_ASSISTANT = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
         data = record.data
         if type(data) is not dict:
             data = as_mapping(data)
-        k_ins, k_out, k_inp, k_sys, k_id, k_meta = self._keys
+        k_ins, k_out, k_inp, k_sys, _, _ = self._keys
         instruction, output = data.get(k_ins), data.get(k_out)
         inp, system = data.get(k_inp, ""), data.get(k_sys, "")
         if type(instruction) is not str or type(output) is not str or type(inp) is not str \
@@ -66,9 +68,26 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             raise InvalidRecordError("empty_content", "empty instruction")
         user = user_turn(instruction, inp, self.options.join)
         if system and not system.isspace():
-            messages = make_messages((("system", system), ("user", user), ("assistant", output)))
+            roles: tuple[str, ...] = SYSTEM_USER_ASSISTANT
+            contents = [system, user, output]
         else:
-            messages = make_messages((("user", user), ("assistant", output)))
+            roles, contents = USER_ASSISTANT, [user, output]
+        prefix = self._ids.known.get(record.file)
+        if prefix is not None:  # not the first kept record of its file: the checks in one call
+            try:
+                meta = self._meta(record, data)
+            except InvalidRecordError:
+                pass  # the path below finds the first problem, in the reference order (messages first)
+            else:
+                return (build_conversation(f"{prefix}{record.line}", self.source, roles, contents, meta),)
+        messages = make_messages(zip(roles, contents, strict=True))
+        meta = self._meta(record, data)
+        cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
+        return (make_conversation(cid, self.source, messages, meta),)
+
+    def _meta(self, record: RawRecord, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Provenance (file, line, the record's own id) and the record's own ``meta`` object."""
+        _, _, _, _, k_id, k_meta = self._keys
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
         orig = data.get(k_id)
         if orig is not None and not isinstance(orig, (dict, list)):
@@ -78,5 +97,4 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             meta["record_meta"] = extra
         elif extra is not None:
             raise InvalidRecordError("bad_field", f"{k_meta!r} must be an object")
-        cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
-        return (make_conversation(cid, self.source, messages, meta),)
+        return meta

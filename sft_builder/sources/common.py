@@ -60,13 +60,16 @@ class RecordIds:
     def __init__(self, source: str, labels: FileLabels) -> None:
         self.source = source
         self.labels = labels
-        self._prefixes: dict[str, str] = {}
+        self.known: dict[str, str] = {}  # the prefixes computed so far, by file (reading it labels nothing)
 
     def prefix(self, file: str) -> str:
-        """The id of a record of `file` is this prefix followed by its line (as `record_id` makes it)."""
-        prefix = self._prefixes.get(file)
+        """The id of a record of `file` is this prefix followed by its line (as `record_id` makes it).
+
+        The first call for a file gives it its label, so call it where `record_id` would be called.
+        """
+        prefix = self.known.get(file)
         if prefix is None:
-            prefix = self._prefixes[file] = f"{self.source}/{self.labels(file)}:"
+            prefix = self.known[file] = f"{self.source}/{self.labels(file)}:"
         return prefix
 
 

@@ -20,9 +20,8 @@ from sft_builder.schema import (
     SCHEMA_ORDERS,
     Conversation,
     InvalidRecordError,
-    Message,
+    build_conversation,
     make_conversation,
-    make_messages,
 )
 from sft_builder.sources.base import Adapter, RawRecord, register
 from sft_builder.sources.common import DEFAULT_ROLE_MAP, FileLabels, RecordIds, as_mapping, normalize_turns
@@ -72,39 +71,32 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
         if not isinstance(raw_turns, list) or not raw_turns:
             keys = " or ".join(self.message_keys)
             raise InvalidRecordError("no_messages", f"no non-empty list under {keys}")
+        prefix = self._ids.known.get(record.file)
+        if prefix is not None:  # not the first kept record of its file
+            conv = self._convert_usual(record, data, raw_turns, prefix)
+            if conv is not None:
+                return (conv,)
         options = self.options
-        messages = self._fast_messages(raw_turns, data)
-        fixes: list[str] = []
-        if messages is None:  # anything unusual: the reference path, which repairs or says what is wrong
-            turns = self._turns(raw_turns)
-            system = data.get(options.system_key) if options.system_key else None
-            if type(system) is str and system and not system.isspace() and turns[0][0] != "system":
-                turns.insert(0, ("system", system))
-            messages, fixes = normalize_turns(turns, trim_trailing_user=options.trim_trailing_user)
-        meta: dict[str, Any] = {"file": record.file, "line": record.line}
-        orig = None
-        for key in self.id_keys:
-            if key in data:
-                orig = data[key]
-                break
-        if orig is not None and not isinstance(orig, (dict, list)):
-            meta["orig_id"] = orig = orig if type(orig) is str else str(orig)
-            m = self._chunk(orig) if self._chunk else None
-            if m:
-                meta["group"] = f"{self.source}/{m.group(1)}"
+        turns = self._turns(raw_turns)
+        system = data.get(options.system_key) if options.system_key else None
+        if type(system) is str and system and not system.isspace() and turns[0][0] != "system":
+            turns.insert(0, ("system", system))
+        messages, fixes = normalize_turns(turns, trim_trailing_user=options.trim_trailing_user)
+        meta = self._meta(record, data)
         cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
         conv = make_conversation(cid, self.source, messages, meta)
         if fixes:
             self.stats.fixes.update(fixes)
         return (conv,)
 
-    def _fast_messages(self, raw_turns: list[Any], data: dict[str, Any]) -> tuple[Message, ...] | None:
-        """The messages of the usual record, or None to take the reference path (`_turns`, `normalize_turns`).
+    def _convert_usual(self, record: RawRecord, data: dict[str, Any], raw_turns: list[Any],
+                       prefix: str) -> Conversation | None:
+        """The usual record's conversation in one pass, or None to take the reference path above.
 
         Usual: every turn is ``{"from": <a mapped name>, "value": <text>}`` and the roles are already in
-        schema order (nothing to repair). The messages are the ones the reference path would build; when
-        `make_messages` refuses one (empty text, not a string), the reference path runs again to give the
-        same reason and detail.
+        schema order, so `normalize_turns` would change nothing. The result is the conversation the
+        reference path builds; when `build_conversation` refuses a message (empty text, not a string), the
+        reference path runs to give the same reason and detail.
         """
         roles_map = self.roles
         try:
@@ -120,9 +112,25 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
         if roles not in SCHEMA_ORDERS:
             return None
         try:
-            return make_messages(zip(roles, contents, strict=True))
+            return build_conversation(f"{prefix}{record.line}", self.source, roles, contents,
+                                      self._meta(record, data))
         except InvalidRecordError:
             return None
+
+    def _meta(self, record: RawRecord, data: dict[str, Any]) -> dict[str, Any]:
+        """Provenance: file and line, the record's own id, and the group of ``_N`` chunks."""
+        meta: dict[str, Any] = {"file": record.file, "line": record.line}
+        orig = None
+        for key in self.id_keys:
+            if key in data:
+                orig = data[key]
+                break
+        if orig is not None and not isinstance(orig, (dict, list)):
+            meta["orig_id"] = orig = orig if type(orig) is str else str(orig)
+            m = self._chunk(orig) if self._chunk else None
+            if m:
+                meta["group"] = f"{self.source}/{m.group(1)}"
+        return meta
 
     def _turns(self, raw_turns: list[Any]) -> list[tuple[str, str]]:
         """(role, content) pairs with mapped roles; the first bad turn rejects the record."""
