@@ -10,7 +10,7 @@ record as ``unknown_role`` rather than silently dropping the turn. Chunk ids ``a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,11 +71,35 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
         if not isinstance(raw_turns, list) or not raw_turns:
             keys = " or ".join(self.message_keys)
             raise InvalidRecordError("no_messages", f"no non-empty list under {keys}")
+        # The usual record in one pass: every turn is {"from": <a mapped name>, "value": <text>}, the roles
+        # are already in schema order (so normalize_turns would change nothing) and this is not the first
+        # kept record of its file (whose id prefix is known). Anything else, or a message that
+        # build_conversation refuses, goes through the reference path, which repairs what it can and
+        # otherwise gives the reason and detail.
         prefix = self._ids.known.get(record.file)
-        if prefix is not None:  # not the first kept record of its file
-            conv = self._convert_usual(record, data, raw_turns, prefix)
-            if conv is not None:
-                return (conv,)
+        if prefix is not None:
+            roles_map = self.roles
+            try:
+                roles = tuple([roles_map[t["from"]] for t in raw_turns])
+                contents = [t["value"] for t in raw_turns]
+            except (KeyError, TypeError):
+                return self._convert_reference(record, data, raw_turns)
+            key = self.options.system_key
+            system = data.get(key) if key else None
+            if type(system) is str and system and not system.isspace() and roles[0] != "system":
+                roles = ("system", *roles)
+                contents.insert(0, system)
+            if roles in SCHEMA_ORDERS:
+                try:
+                    return (build_conversation(f"{prefix}{record.line}", self.source, roles, contents,
+                                               self._meta(record, data)),)
+                except InvalidRecordError:
+                    pass
+        return self._convert_reference(record, data, raw_turns)
+
+    def _convert_reference(self, record: RawRecord, data: Mapping[str, Any],
+                           raw_turns: list[Any]) -> tuple[Conversation]:
+        """Map the turns, add the system prompt, repair the order, then validate."""
         options = self.options
         turns = self._turns(raw_turns)
         system = data.get(options.system_key) if options.system_key else None
@@ -89,35 +113,7 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
             self.stats.fixes.update(fixes)
         return (conv,)
 
-    def _convert_usual(self, record: RawRecord, data: dict[str, Any], raw_turns: list[Any],
-                       prefix: str) -> Conversation | None:
-        """The usual record's conversation in one pass, or None to take the reference path above.
-
-        Usual: every turn is ``{"from": <a mapped name>, "value": <text>}`` and the roles are already in
-        schema order, so `normalize_turns` would change nothing. The result is the conversation the
-        reference path builds; when `build_conversation` refuses a message (empty text, not a string), the
-        reference path runs to give the same reason and detail.
-        """
-        roles_map = self.roles
-        try:
-            roles = tuple([roles_map[t["from"]] for t in raw_turns])
-            contents = [t["value"] for t in raw_turns]
-        except (KeyError, TypeError):
-            return None
-        key = self.options.system_key
-        system = data.get(key) if key else None
-        if type(system) is str and system and not system.isspace() and roles[0] != "system":
-            roles = ("system", *roles)
-            contents.insert(0, system)
-        if roles not in SCHEMA_ORDERS:
-            return None
-        try:
-            return build_conversation(f"{prefix}{record.line}", self.source, roles, contents,
-                                      self._meta(record, data))
-        except InvalidRecordError:
-            return None
-
-    def _meta(self, record: RawRecord, data: dict[str, Any]) -> dict[str, Any]:
+    def _meta(self, record: RawRecord, data: Mapping[str, Any]) -> dict[str, Any]:
         """Provenance: file and line, the record's own id, and the group of ``_N`` chunks."""
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
         orig = None
