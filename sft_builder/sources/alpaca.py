@@ -8,7 +8,7 @@ generator writes one) is carried into ``Conversation.meta["record_meta"]``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,7 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
         data = record.data
         if type(data) is not dict:
             data = as_mapping(data)
-        k_ins, k_out, k_inp, k_sys, _, _ = self._keys
+        k_ins, k_out, k_inp, k_sys, k_id, k_meta = self._keys
         instruction, output = data.get(k_ins), data.get(k_out)
         inp, system = data.get(k_inp, ""), data.get(k_sys, "")
         if type(instruction) is not str or type(output) is not str or type(inp) is not str \
@@ -72,22 +72,6 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             contents = [system, user, output]
         else:
             roles, contents = USER_ASSISTANT, [user, output]
-        prefix = self._ids.known.get(record.file)
-        if prefix is not None:  # not the first kept record of its file: the checks in one call
-            try:
-                meta = self._meta(record, data)
-            except InvalidRecordError:
-                pass  # the path below finds the first problem, in the reference order (messages first)
-            else:
-                return (build_conversation(f"{prefix}{record.line}", self.source, roles, contents, meta),)
-        messages = make_messages(zip(roles, contents, strict=True))
-        meta = self._meta(record, data)
-        cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
-        return (make_conversation(cid, self.source, messages, meta),)
-
-    def _meta(self, record: RawRecord, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Provenance (file, line, the record's own id) and the record's own ``meta`` object."""
-        _, _, _, _, k_id, k_meta = self._keys
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
         orig = data.get(k_id)
         if orig is not None and not isinstance(orig, (dict, list)):
@@ -95,6 +79,12 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
         extra = data.get(k_meta)
         if isinstance(extra, dict):
             meta["record_meta"] = extra
-        elif extra is not None:
+            extra = None
+        prefix = self._ids.known.get(record.file)
+        if prefix is not None and extra is None:  # not the first kept record of its file: one call
+            return (build_conversation(f"{prefix}{record.line}", self.source, roles, contents, meta),)
+        messages = make_messages(zip(roles, contents, strict=True))  # a bad message is reported first
+        if extra is not None:
             raise InvalidRecordError("bad_field", f"{k_meta!r} must be an object")
-        return meta
+        cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
+        return (make_conversation(cid, self.source, messages, meta),)
