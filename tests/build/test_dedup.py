@@ -114,3 +114,54 @@ def test_near_dedup_skips_sources_switched_off() -> None:
         )
     )
     assert not any(isinstance(i, Rejected) for i in out)
+
+
+def test_multimap_keeps_every_value_across_merges(monkeypatch) -> None:  # noqa: ANN001
+    from sft_builder.dedup import _Multimap
+
+    monkeypatch.setattr(_Multimap, "MERGE", 7)  # many merges of the sorted arrays
+    mm = _Multimap()
+    want: dict[int, list[int]] = {}
+    r = random.Random(1)
+    for v in range(300):
+        keys = [r.choice([0, 5, 2**64 - 1, r.getrandbits(64)]) for _ in range(3)]
+        mm.add(keys, v)
+        for k in keys:
+            want.setdefault(k, []).append(v)
+        probe = r.choice(list(want))
+        assert sorted(mm.get([probe])) == sorted(want[probe])
+    assert mm.get([12345]) == [] or 12345 in want
+
+
+def test_exact_dedup_across_merges_and_bucket_collisions(monkeypatch) -> None:  # noqa: ANN001
+    import sft_builder.dedup as d
+
+    monkeypatch.setattr(d._Multimap, "MERGE", 3)
+    step = ExactDedup(ExactDedupConfig())
+    # every digest in one bucket: duplicates must still be told apart by the full 16 bytes
+    def key(c, include_system=False):  # noqa: ANN001, ANN202
+        return bytes(8) + d.hashlib.blake2b(c.turns[0].content.encode(), digest_size=8).digest()
+
+    monkeypatch.setattr(d, "exact_key", key)
+    items = [conv(f"q{i % 40}", "a", cid=f"c{i}") for i in range(120)]
+    out = list(step.run(items))
+    dups = {r.record["id"]: r.duplicate_of for r in out if isinstance(r, Rejected)}
+    assert dups == {f"c{i}": f"c{i % 40}" for i in range(40, 120)}
+    assert len(step) == 40
+
+
+def test_near_index_matches_a_brute_force_band_search() -> None:
+    from sft_builder.dedup import NearIndex
+
+    h = MinHasher(num_perm=128, shingle_size=5, seed=1)
+    base = [text(150) for _ in range(40)]
+    docs = base + [edit(base[i], e) for i, e in ((1, 75), (2, 9), (3, 4), (1, 30))]
+    sigs, sketches = h.sign(docs, 64)
+    index = NearIndex(128, 0.8, sketch_k=64)
+    got = [index.add(str(i), sigs[i], sketches[i]) for i in range(len(docs))]
+    b, r = index.bands, index.rows
+    for i in range(len(docs)):  # every band match is a candidate
+        bands = [sigs[i, k * r : (k + 1) * r].tobytes() for k in range(b)]
+        brute = {j for j in range(i) if any(sigs[j, k * r : (k + 1) * r].tobytes() == bands[k] for k in range(b))}
+        assert {j for j in index.buckets.get(index.band_keys(sigs[i])) if j < i} == brute
+    assert got[40] == "1" and got[42] is None and got[:40] == [None] * 40
