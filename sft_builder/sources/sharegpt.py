@@ -56,7 +56,7 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
         self.roles = {**DEFAULT_ROLE_MAP, **{k.lower(): v for k, v in options.role_map.items()}}
         self.message_keys = (options.messages_key,) if options.messages_key else ("conversations", "messages")
         self.id_keys = (options.id_key,) if options.id_key else ("id", "idx")
-        self._chunk = CHUNK_SUFFIX.match if options.group_chunks else None
+        self._group_chunks = options.group_chunks
         self._ids = RecordIds(self.source, self.labels)
 
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
@@ -123,9 +123,9 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
                 break
         if orig is not None and not isinstance(orig, (dict, list)):
             meta["orig_id"] = orig = orig if type(orig) is str else str(orig)
-            m = self._chunk(orig) if self._chunk else None
-            if m:
-                meta["group"] = f"{self.source}/{m.group(1)}"
+            base = chunk_base(orig) if self._group_chunks else None
+            if base is not None:
+                meta["group"] = f"{self.source}/{base}"
         return meta
 
     def _turns(self, raw_turns: list[Any]) -> list[tuple[str, str]]:
@@ -166,3 +166,17 @@ def _explain(i: int, role: Any, content: Any) -> None:
         raise InvalidRecordError("bad_content", f"turn {i} content must be a string, got {got}")
     raise InvalidRecordError("unknown_role", f"turn {i} has role {role!r}")
 
+
+def chunk_base(orig_id: str) -> str | None:
+    """The ``abc`` of a chunk id ``abc_2`` (group 1 of `CHUNK_SUFFIX`), or None when it is not one.
+
+    String operations decide the usual cases (several times faster than the regex); anything else, such as
+    a trailing newline (which ``$`` allows), is left to the regex itself.
+    """
+    head, sep, tail = orig_id.rpartition("_")
+    if not sep:
+        return None  # no "_": the regex cannot match
+    if head and tail.isdecimal() and "\n" not in head:  # \d is a Unicode decimal, like isdecimal
+        return head  # greedy "(.+)" ends at the last "_", since the digits after it hold none
+    m = CHUNK_SUFFIX.match(orig_id)
+    return m.group(1) if m else None
