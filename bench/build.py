@@ -3,7 +3,8 @@
 Each scale runs in its own process (so peak memory is its own): conversations per second for every step,
 and peak RSS. Memory should grow from the small to the large run by no more than the dedup index
 (exact-dedup digests, MinHash signatures and sketches, LSH buckets), which is measured the same way by a
-third process that only fills the index with the large run's documents. Prints one JSON line.
+third process that only fills the index with each run's documents. Prints one JSON line, with, as detail,
+the peak RSS so far at the end of each stage of both runs (which stage sets the peak).
 """
 
 from __future__ import annotations
@@ -93,15 +94,28 @@ def peak_mb() -> float:
 
 
 def child_build(folder: Path) -> dict[str, object]:
-    from sft_builder.build import build
+    import sft_builder.build as b
     from sft_builder.manifest import load_manifest
 
+    # peak RSS so far at the end of each stage (a detail only: which stage sets the peak)
+    after: dict[str, float] = {}
+
+    def noting(stage: str, fn):  # noqa: ANN001, ANN202
+        def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            out = fn(*args, **kwargs)
+            after[stage] = peak_mb()
+            return out
+        return run
+
+    b.run_ingest = noting("ingest", b.run_ingest)  # type: ignore[assignment]
+    b.run_global = noting("global", b.run_global)  # type: ignore[assignment]
+    b.run_mix = noting("mix", b.run_mix)  # type: ignore[assignment]
     t = time.perf_counter()
-    result = build(load_manifest(manifest(folder)), folder / "out")
+    result = b.build(load_manifest(manifest(folder)), folder / "out")
     total = time.perf_counter() - t
     rates = {k: round(result.counts.get(k, 0) / v) for k, v in result.timings.items() if v > 0}
     return {"seconds": round(total, 1), "per_step_per_s": rates, "read": result.report["totals"]["read"],
-            "kept": result.report["totals"]["kept"], "peak_rss_mb": peak_mb()}
+            "kept": result.report["totals"]["kept"], "peak_rss_mb": peak_mb(), "peak_rss_mb_after": after}
 
 
 def child_index(folder: Path) -> dict[str, object]:
@@ -153,6 +167,8 @@ def main() -> None:
         "per_step_per_s": big["per_step_per_s"], "peak_rss_mb": big["peak_rss_mb"],
         "peak_rss_mb_small": s["peak_rss_mb"], "rss_growth_mb": growth, "index_growth_mb": index_growth,
         "growth_over_index": round(growth / index_growth, 2) if index_growth > 0 else None,
+        "index_rss_mb": [idx_small["index_rss_mb"], idx_large["index_rss_mb"]],
+        "peak_rss_mb_after_stage": {"small": s["peak_rss_mb_after"], "large": big["peak_rss_mb_after"]},
     }))
 
 
