@@ -2,22 +2,19 @@
 
 Exact dedup keys on a digest of the normalised turns. Near dedup is MinHash + LSH: signatures are computed
 for a batch of documents at once in numpy (one xxhash per word, word n-grams combined arithmetically,
-permutations as a multiply-shift family over a whole matrix), banded LSH (datasketch's scheme, buckets in
-numpy arrays) for the candidate search, and each candidate is confirmed by the signatures' agreement, so
-the index keeps signatures (a few hundred bytes per document) and never texts. Both indexes hold their
-state in numpy arrays and byte buffers, with no Python object per document: their memory is their data.
+permutations as a multiply-shift family over a whole matrix), fed to datasketch's `MinHashLSH` for the
+candidate search, and each candidate is confirmed by the signatures' agreement, so the index keeps
+signatures (a few hundred bytes per document) and never texts.
 """
 
 from __future__ import annotations
 
 import hashlib
-from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import xxhash
 
 from sft_builder.filters.base import Drop, FilterStep, Item, reject
 from sft_builder.filters.text import content_text, ngram_hashes, normalise, token_hashes
@@ -47,104 +44,6 @@ class NearDedupConfig:
     sketch_k: int = 256  # bottom-k sketch kept beside the signature to confirm candidates (0: signature only)
 
 
-# -- compact storage ---------------------------------------------------------------------------------------
-class _Ids:
-    """Append-only strings as one byte buffer and end offsets (about len + 8 bytes each, no objects)."""
-
-    def __init__(self) -> None:
-        self._blob = bytearray()
-        self._ends = array("q")
-
-    def __len__(self) -> int:
-        return len(self._ends)
-
-    def append(self, s: str) -> int:
-        self._blob += s.encode("utf-8")
-        self._ends.append(len(self._blob))
-        return len(self._ends) - 1
-
-    def __getitem__(self, i: int) -> str:
-        start = self._ends[i - 1] if i else 0
-        return self._blob[start : self._ends[i]].decode("utf-8")
-
-
-class _Rows:
-    """Append-only rows of a uint32 matrix in fixed-size blocks: no copy (and no doubling peak) as it grows."""
-
-    BLOCK = 4096
-
-    def __init__(self, width: int) -> None:
-        self.width = width
-        self.blocks: list[np.ndarray] = []
-        self.n = 0
-
-    def append(self, row: np.ndarray) -> None:
-        if self.n % self.BLOCK == 0:
-            self.blocks.append(np.empty((self.BLOCK, self.width), dtype=np.uint32))
-        self.blocks[-1][self.n % self.BLOCK] = row
-        self.n += 1
-
-    def take(self, keys: np.ndarray) -> np.ndarray:
-        return np.stack([self.blocks[k // self.BLOCK][k % self.BLOCK] for k in keys.tolist()])
-
-    def __getitem__(self, k: int) -> np.ndarray:
-        return self.blocks[k // self.BLOCK][k % self.BLOCK]
-
-    @property
-    def nbytes(self) -> int:
-        return self.n * self.width * 4
-
-
-class _Multimap:
-    """uint64 key -> int32 values (in insertion order): sorted numpy arrays plus a small dict of recent
-    inserts, merged into the arrays every `MERGE` entries. About 12 bytes an entry, against a few hundred for
-    a Python dict of sets."""
-
-    MERGE = 1 << 15
-
-    def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.uint64)
-        self.vals = np.empty(0, dtype=np.int32)
-        self.pending: dict[int, list[int]] = {}
-        self.n_pending = 0
-
-    def get(self, keys: list[int]) -> list[int]:
-        """All values stored under any of `keys` (unsorted, may repeat)."""
-        out: list[int] = []
-        if len(self.keys):
-            q = np.array(keys, dtype=np.uint64)
-            lo = np.searchsorted(self.keys, q, "left")
-            hi = np.searchsorted(self.keys, q, "right")
-            for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
-                if b > a:
-                    out.extend(self.vals[a:b].tolist())
-        for k in keys:
-            hit = self.pending.get(k)
-            if hit is not None:
-                out.extend(hit)
-        return out
-
-    def add(self, keys: list[int], value: int) -> None:
-        for k in keys:
-            self.pending.setdefault(k, []).append(value)
-        self.n_pending += len(keys)
-        if self.n_pending >= self.MERGE:
-            self._merge()
-
-    def _merge(self) -> None:
-        items = sorted(self.pending.items())
-        pk = np.fromiter((k for k, v in items for _ in v), dtype=np.uint64, count=self.n_pending)
-        pv = np.fromiter((x for _, v in items for x in v), dtype=np.int32, count=self.n_pending)
-        at = np.searchsorted(self.keys, pk, "right")  # after equal keys: values stay in insertion order
-        self.keys = np.insert(self.keys, at, pk)
-        self.vals = np.insert(self.vals, at, pv)
-        self.pending, self.n_pending = {}, 0
-
-    @property
-    def nbytes(self) -> int:
-        return self.keys.nbytes + self.vals.nbytes
-
-
 # -- exact ------------------------------------------------------------------------------------------------
 def exact_key(conv: Conversation, include_system: bool = False) -> bytes:
     """16-byte digest of the roles and normalised contents."""
@@ -162,31 +61,17 @@ class ExactDedup(FilterStep):
         super().__init__()
         self.cfg = cfg
         self.skip = frozenset(skip_sources)
-        # the digests seen: bucketed by their first 8 bytes, compared in full (16 bytes, 4 uint32s)
-        self.buckets = _Multimap()
-        self.digests = _Rows(4)
-        self.ids = _Ids()
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        self.seen: dict[bytes, str] = {}
 
     def apply(self, conv: Conversation) -> Conversation | Drop:
         if conv.source in self.skip:
             return conv
         key = exact_key(conv, self.cfg.include_system)
-        digest = np.frombuffer(key, dtype="<u4")
-        bucket = int.from_bytes(key[:8], "little")
-        for k in self.buckets.get([bucket]):
-            if (self.digests[k] == digest).all():
-                return Drop("duplicate", "same normalised content", duplicate_of=self.ids[k])
-        self.buckets.add([bucket], self.ids.append(conv.id))
-        self.digests.append(digest)
+        first = self.seen.get(key)
+        if first is not None:
+            return Drop("duplicate", "same normalised content", duplicate_of=first)
+        self.seen[key] = conv.id
         return conv
-
-    @property
-    def nbytes(self) -> int:
-        ids = len(self.ids._blob) + self.ids._ends.itemsize * len(self.ids._ends)
-        return self.buckets.nbytes + self.digests.nbytes + ids
 
 
 # -- MinHash signatures -----------------------------------------------------------------------------------
@@ -209,7 +94,6 @@ class MinHasher:
         self.a = (rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
         self.b = rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)
         self.chunk = chunk  # shingles per matrix pass: bounds memory at num_perm * chunk * 8 bytes
-        self._buf = np.empty((num_perm, 0), dtype=np.uint64)
 
     def shingles(self, text: str) -> np.ndarray:
         return np.unique(ngram_hashes(token_hashes(text), self.shingle_size))
@@ -248,10 +132,7 @@ class MinHasher:
         lengths = np.fromiter((len(s) for _, s in pending), dtype=np.int64, count=len(pending))
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         allsh = np.concatenate([s for _, s in pending])
-        if self._buf.shape[1] < len(allsh):  # one matrix, reused: no 16 MB allocation per chunk
-            self._buf = np.empty((self.num_perm, len(allsh) + len(allsh) // 4), dtype=np.uint64)
-        mat = self._buf[:, : len(allsh)]
-        np.multiply.outer(self.a, allsh, out=mat)
+        mat = np.multiply.outer(self.a, allsh)
         mat += self.b[:, None]
         mins = np.minimum.reduceat(mat, starts, axis=1)  # (num_perm, docs)
         out[rows] = (mins >> np.uint64(32)).T.astype(np.uint32)
@@ -280,13 +161,7 @@ def optimal_params(
 
 
 class NearIndex:
-    """Banded LSH for candidates plus the stored signatures (and bottom-k sketches) to confirm them.
-
-    Band ``i`` of a signature (rows ``i*r .. i*r+r-1``) is hashed to 64 bits (xxh3, seeded with the band
-    number); two documents are candidates when any band hash agrees, as in datasketch's `MinHashLSH` (a hash
-    collision only adds a candidate, which the confirmation then judges like any other). The buckets are
-    numpy arrays (`_Multimap`), the signatures and sketches fixed-size blocks, the ids one byte buffer: a
-    few bytes an entry and no Python object per document.
+    """MinHashLSH for candidates plus the stored signatures (and bottom-k sketches) to confirm them.
 
     A candidate is confirmed when the pooled Jaccard estimate of the signature agreement and the bottom-k
     sketch reaches the threshold; pooling roughly halves the estimate's variance near the threshold.
@@ -303,46 +178,45 @@ class NearIndex:
         rows: int | None = None,
         sketch_k: int = 0,
     ) -> None:
+        from datasketch import MinHashLSH
+
         if bands is None or rows is None:
             # LSH only proposes candidates; the signatures confirm them, so lean towards recall.
             bands, rows = optimal_params(max(threshold - 0.1, 0.05), num_perm)
-        if bands * rows > num_perm:
-            raise ValueError(f"bands * rows = {bands * rows} exceeds num_perm = {num_perm}")
         self.bands, self.rows = bands, rows
-        self.num_perm = num_perm
         self.threshold = threshold
-        self.buckets = _Multimap()
-        self.sigs = _Rows(num_perm)
-        self.sketches = _Rows(sketch_k)
-        self.ids = _Ids()
-        self.rep = array("i")
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(bands, rows))
+        self.sigs = np.empty((1024, num_perm), dtype=np.uint32)
+        self.sketches = np.empty((1024, sketch_k), dtype=np.uint32)
+        self.ids: list[str] = []
+        self.rep: list[int] = []
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def band_keys(self, sig: np.ndarray) -> list[int]:
-        raw = np.ascontiguousarray(sig, dtype="<u4").tobytes()
-        w = 4 * self.rows
-        return [xxhash.xxh3_64_intdigest(raw[i * w : (i + 1) * w], seed=i) for i in range(self.bands)]
-
     def add(self, doc_id: str, sig: np.ndarray, sketch: np.ndarray | None = None) -> str | None:
         """Insert a signature; return the id of the kept document it duplicates, or None if it is new."""
-        bkeys = self.band_keys(sig)
+        from datasketch import LeanMinHash
+
+        # our own 32-bit signatures; the scheme label only stops an index from mixing kinds of signature
+        mh = LeanMinHash(seed=1, hashvalues=sig, scheme="affine32")
         best, best_sim = -1, -1.0
-        cands = self.buckets.get(bkeys)
+        cands = self.lsh.query(mh)
         if cands:
-            keys = np.unique(np.array(cands, dtype=np.int64))
-            sims = (self.sigs.take(keys) == sig).mean(axis=1)
-            if sketch is not None and self.sketches.width:
-                pairs = zip(sims.tolist(), keys.tolist(), strict=True)
-                sims = np.array([self._pooled(s, sketch, self.sketches[k]) for s, k in pairs])
+            keys = np.fromiter(sorted(cands), dtype=np.int64, count=len(cands))
+            sims = (self.sigs[keys] == sig).mean(axis=1)
+            if sketch is not None and self.sketches.shape[1]:
+                sims = np.array([self._pooled(s, sketch, self.sketches[k]) for s, k in zip(sims, keys, strict=True)])
             j = int(np.argmax(sims))  # ties: the earliest, since keys are sorted
             best, best_sim = int(keys[j]), float(sims[j])
         key = len(self.ids)
-        self.sigs.append(sig)
-        if self.sketches.width:
-            self.sketches.append(sketch if sketch is not None else np.full(self.sketches.width, MinHasher.EMPTY))
-        self.buckets.add(bkeys, key)
+        if key == len(self.sigs):
+            self.sigs = np.concatenate([self.sigs, np.empty_like(self.sigs)])
+            self.sketches = np.concatenate([self.sketches, np.empty_like(self.sketches)])
+        self.sigs[key] = sig
+        if sketch is not None and self.sketches.shape[1]:
+            self.sketches[key] = sketch
+        self.lsh.insert(key, mh, check_duplication=False)
         self.ids.append(doc_id)
         dup = best_sim >= self.threshold
         self.rep.append(self.rep[best] if dup else key)
@@ -352,19 +226,13 @@ class NearIndex:
         """Signature agreement pooled with the bottom-k estimate |U_k ∩ A ∩ B| / |U_k|, weighted by sizes."""
         a = a[a != MinHasher.EMPTY]
         b = b[b != MinHasher.EMPTY]
-        union = np.union1d(a, b)[: self.sketches.width]
+        union = np.union1d(a, b)[: self.sketches.shape[1]]
         if not len(union):
             return agree
         both = np.intersect1d(a, b, assume_unique=True)
         est = np.count_nonzero(both <= union[-1]) / len(union)
-        n = self.num_perm
+        n = len(self.sigs[0])
         return (agree * n + est * len(union)) / (n + len(union))
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held in the index's arrays (signatures, sketches, buckets, ids, representatives)."""
-        ids = len(self.ids._blob) + self.ids._ends.itemsize * len(self.ids._ends)
-        return self.sigs.nbytes + self.sketches.nbytes + self.buckets.nbytes + ids + self.rep.itemsize * len(self.rep)
 
 
 class NearDedup:
