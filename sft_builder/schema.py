@@ -230,7 +230,7 @@ def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: 
         return Conversation(cid, source, make_messages(zip(roles, contents, strict=True)), meta)
     messages = []
     append = messages.append
-    for role, content in zip(roles, contents, strict=True):
+    for role, content in zip(roles, contents, strict=False):  # same lengths (checked); strict costs a lot
         if type(content) is str and content and not content.isspace():  # the role is valid (SCHEMA_ORDERS)
             m = _new(Message)
             _set_role(m, role)
