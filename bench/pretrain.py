@@ -16,7 +16,7 @@ show what the code costs, whatever share of the CPU it got. scaling_cpu_bound = 
 CPU-second with 2 workers) / (with 1): the wall-clock scaling two free cores would allow.
 Input: the bundled demo corpora (real web text and code), repeated to the size asked; the real
 CrystalCoder tokenizer when ../shared/realdata is present, else the bundled demo tokenizer.
-Usage: .venv/bin/python bench/pretrain.py [--mb 8]
+Usage: .venv/bin/python bench/pretrain.py [--mb 40] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def child_peak_rss(man: Path, out: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mb", type=float, default=8.0, help="input size for the rate runs")
+    ap.add_argument("--mb", type=float, default=40.0,
+                    help="input size for the rate runs (smaller inputs under-state scaling: worker start-up)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; each ratio is the median over rounds")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
