@@ -16,21 +16,11 @@ from sft_builder.schema import Conversation
 from .conftest import FIX
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["crystalmix", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
-
-
-def test_convert_writes_outputs_rejects_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_convert_writes_outputs_rejects_and_report(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out, rep = tmp_path / "out.jsonl", tmp_path / "report.json"
     inputs = [str(FIX / "sharegpt" / "sharegpt_v43.json"), str(FIX / "sharegpt" / "messages.jsonl")]
-    code, err = _cli(monkeypatch, capsys, "convert", "--source", "sharegpt", *inputs,
+    code, err = run_cli("convert", "--source", "sharegpt", *inputs,
                      "--out", str(out), "--report", str(rep))
     assert code == 0, err
     report = json.loads(rep.read_text())
@@ -48,12 +38,12 @@ def test_convert_writes_outputs_rejects_and_report(tmp_path: Path, monkeypatch: 
     assert "kept" in err and "unknown_role" in err  # the summary goes to stderr
 
 
-def test_convert_is_deterministic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_convert_is_deterministic(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     outs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.jsonl"
-        code, _ = _cli(monkeypatch, capsys, "convert", "--source", "oasst1", "-o", "paths=all",
+        code, _ = run_cli("convert", "--source", "oasst1", "-o", "paths=all",
                        str(FIX / "oasst1" / "nested.jsonl"), "--out", str(out),
                        "--rejects", str(tmp_path / f"{name}.r"))
         assert code == 0
@@ -80,12 +70,12 @@ def _gz_cut(tmp_path: Path) -> str:
     (["--source", "alpaca", str(FIX / "readers" / "bad_element.json")], "bad_element.json:6: invalid JSON"),
     (["--source", "alpaca", "CUT"], "cut.jsonl.gz: truncated or corrupt compressed file"),
 ])
-def test_user_errors_are_one_line_with_exit_code_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_user_errors_are_one_line_with_exit_code_2(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str], args: list[str],
                                                    expected: str) -> None:
     args = [_gz_cut(tmp_path) if a == "CUT" else a for a in args]
     out = tmp_path / "out.jsonl"
-    code, err = _cli(monkeypatch, capsys, "convert", *args, "--out", str(out))
+    code, err = run_cli("convert", *args, "--out", str(out))
     assert code == 2
     assert err.count("\n") == 1 and expected in err.replace("\n", "") and "Traceback" not in err
     assert list(tmp_path.glob("out*")) == [] and list(tmp_path.glob(".out*")) == []  # nothing half-written
@@ -129,8 +119,8 @@ def test_output_lines_roundtrip_and_broken_unicode_is_rejected(tmp_path: Path) -
     assert rej["line"] == 2 and rej["record"]["messages"][0]["content"] == "broken \ud83d emoji"
 
 
-def test_error_lines_keep_brackets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_error_lines_keep_brackets(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = _cli(monkeypatch, capsys, "convert", "--source", "alpaca", str(tmp_path / "[ab].json"),
+    code, err = run_cli("convert", "--source", "alpaca", str(tmp_path / "[ab].json"),
                      "--out", str(tmp_path / "o.jsonl"))
     assert code == 2 and "[ab].json: no files match this pattern" in err
