@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check sft_builder pretrain tests bench
+	$(BIN)/ruff check crystalmix sft_builder pretrain templates tests bench
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b; done

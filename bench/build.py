@@ -121,7 +121,7 @@ def child_build(folder: Path) -> dict[str, object]:
 def child_index(folder: Path) -> dict[str, object]:
     """Only the dedup state, filled with every conversation of the run: what the index itself costs."""
     from sft_builder.build import read_conversations, steady_allocator
-    from sft_builder.dedup import ExactDedup, ExactDedupConfig, NearDedup, NearDedupConfig
+    from sft_builder.steps.dedup import ExactDedup, ExactDedupConfig, NearDedup, NearDedupConfig
 
     steady_allocator()  # the allocator settings `build` runs the index under
     base = peak_mb()

@@ -77,7 +77,7 @@ def timed(fn) -> tuple[float, float]:  # noqa: ANN001
 
 def ratio(tmp: Path, out_dir: Path, kind: str, make) -> tuple[float, float]:  # noqa: ANN001
     """convert records/s over plain-loop records/s: (by CPU time, by wall time)."""
-    from sft_builder.commands.convert import convert_source
+    from crystalmix.cli.convert import convert_source
     from sft_builder.sources.base import make_adapter
 
     data = tmp / f"{kind}.jsonl"
@@ -114,7 +114,7 @@ def write_array(path: Path, size: int) -> int:
 CHILD = """
 import json, resource, sys
 from pathlib import Path
-from sft_builder.commands.convert import convert_source
+from crystalmix.cli.convert import convert_source
 from sft_builder.sources.base import make_adapter
 
 def rss_mb():

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from sft_builder.dedup import MinHasher, NearIndex
-from sft_builder.filters.text import normalise
+from sft_builder.steps.dedup import MinHasher, NearIndex
+from sft_builder.steps.text import normalise
 
 SKETCH_K = 256  # the build's default (NearDedupConfig.sketch_k)
 

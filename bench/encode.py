@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from crystalmix.core.records import Conversation, Message  # noqa: E402
+from sft_builder.encode import TokenizeConfig, encode_stream, make_encoder  # noqa: E402
 from sft_builder.pack import PackStats, pack  # noqa: E402
-from sft_builder.schema import Conversation, Message  # noqa: E402
-from sft_builder.tokenize_stage import TokenizeConfig, encode_stream, make_encoder  # noqa: E402
 
 WORDS = ("the of and to in is that for it with as was on are be by this from or have an they which one you "
          "function return value list python code data file error user print loop class method string number "

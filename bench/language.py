@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from sft_builder.filters.language import Detector, fold
+from sft_builder.steps.language import Detector, fold
 
 REALDATA = Path(os.environ.get("CRYSTALMIX_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 

@@ -13,13 +13,13 @@ from typing import Any, Protocol
 
 import xxhash
 
+from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
+from crystalmix.core.errors import UserError
+from crystalmix.core.tokenizer import load_tokenizer, special_token_ids
 from pretrain.config import StageConfig
 from pretrain.executors import Marker, OnDone, Progress
 from pretrain.outputs import finalize
 from pretrain.stages import STATE_DIR, ShardTask, StageContext, input_labels, make_plan, plan_files
-from sft_builder.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
-from sft_builder.errors import UserError
-from sft_builder.tokenizer import load_tokenizer, special_token_ids
 
 STAGE_STATE = "stage.json"
 TOKENIZER_NAME = "tokenizer.json"

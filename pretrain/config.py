@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sft_builder.yamldoc import Path_, YamlDoc
+from crystalmix.core.config import Path_, YamlDoc
 
 FimMode = Literal["context", "document"]
 SplitMethod = Literal["hash", "file_parity"]

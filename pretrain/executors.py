@@ -12,8 +12,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from multiprocessing import get_context
 from typing import Any
 
+from crystalmix.core.errors import UserError
 from pretrain.stages import ShardTask, read_marker, run_shard, set_worker_env
-from sft_builder.errors import UserError
 
 Marker = dict[str, Any]
 OnDone = Callable[[ShardTask, Marker], None]

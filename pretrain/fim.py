@@ -31,7 +31,7 @@ class FimTokens:
     def from_specials(cls, specials: dict[str, int]) -> FimTokens:
         missing = [k for k in ("fim_prefix", "fim_middle", "fim_suffix", "fim_pad") if k not in specials]
         if missing:
-            from sft_builder.errors import UserError
+            from crystalmix.core.errors import UserError
 
             raise UserError(f"FIM needs the tokenizer's {missing} tokens")
         return cls(specials["fim_prefix"], specials["fim_middle"], specials["fim_suffix"],

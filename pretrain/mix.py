@@ -17,11 +17,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pretrain.config import StageConfig
-from pretrain.outputs import INDEX_NAME, MIXTURE_NAME
-from sft_builder.atomic import write_json
-from sft_builder.errors import UserError
-from sft_builder.hdf5 import (
+from crystalmix.core.atomic import write_json
+from crystalmix.core.errors import UserError
+from crystalmix.core.hdf5 import (
     ShardedWriter,
     add_stats,
     build_metadata,
@@ -30,6 +28,8 @@ from sft_builder.hdf5 import (
     row_stats,
     write_metadata,
 )
+from pretrain.config import StageConfig
+from pretrain.outputs import INDEX_NAME, MIXTURE_NAME
 
 MIXED = "mixed"
 DONE = ".mixed.done"

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
+from crystalmix.core.atomic import atomic_open, write_json
+from crystalmix.core.errors import UserError
+from crystalmix.core.hdf5 import add_stats, build_metadata, file_name, write_metadata
 from pretrain.stages import STATE_DIR, ShardTask
-from sft_builder.atomic import atomic_open, write_json
-from sft_builder.errors import UserError
-from sft_builder.hdf5 import add_stats, build_metadata, file_name, write_metadata
 
 INDEX_NAME = "index.json"
 MIXTURE_NAME = "mixture.yaml"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.gz", ".json", ".json.zst", ".json.gz")
 SUFFIXES = JSONL_SUFFIXES + (".parquet", ".txt", ".txt.zst", ".txt.gz")

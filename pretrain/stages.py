@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from crystalmix.core.atomic import write_json
+from crystalmix.core.errors import UserError
+from crystalmix.core.hdf5 import ShardedWriter, add_stats, row_stats
 from pretrain.config import SourceConfig, StageConfig
 from pretrain.fim import ContextFim, DocumentFim, FimTokens
 from pretrain.pack import Packer, to_row
 from pretrain.sources import BadFileError, Record, Skipped, expand_paths, read_file, read_hub_shard
 from pretrain.split import keep_document, keep_row_by_file_parity
 from pretrain.tokenize import cached_encoder, normalize_text
-from sft_builder.atomic import write_json
-from sft_builder.errors import UserError
-from sft_builder.hdf5 import ShardedWriter, add_stats, row_stats
 
 STATE_DIR = ".state"
 BATCH_DOCS = 256

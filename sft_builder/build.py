@@ -30,17 +30,17 @@ from glob import glob
 from pathlib import Path
 from typing import Any
 
-from sft_builder.atomic import atomic_open, atomic_path, fingerprint, sweep_temporaries, write_json
-from sft_builder.dedup import ExactDedup, NearDedup
-from sft_builder.filters.base import FilterStep, Item, PerSource
-from sft_builder.filters.clean import Clean
-from sft_builder.filters.decontaminate import Decontaminate
-from sft_builder.filters.language import Language
-from sft_builder.filters.quality import Quality
+from crystalmix.core.atomic import atomic_open, atomic_path, fingerprint, sweep_temporaries, write_json
+from crystalmix.core.records import Conversation
 from sft_builder.manifest import GLOBAL_STEPS, Manifest, SourceConfig, as_data, hub_name, is_hub
 from sft_builder.mix import run_mix
-from sft_builder.schema import Conversation
 from sft_builder.sources.base import Rejected, make_adapter
+from sft_builder.steps.base import FilterStep, Item, PerSource
+from sft_builder.steps.clean import Clean
+from sft_builder.steps.decontaminate import Decontaminate
+from sft_builder.steps.dedup import ExactDedup, NearDedup
+from sft_builder.steps.language import Language
+from sft_builder.steps.quality import Quality
 
 CODE_VERSION = "build-3"  # bump when a change of code changes outputs, so old stages are not reused
 STEP_ORDER = ("adapter", "clean", "language", "quality", "exact_dedup", "near_dedup", "decontaminate", "mix")
@@ -374,7 +374,7 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     # 4. optional tokenize stage (issue 4), once per split, resumable on its own
     tokenize_stats: dict[str, Any] = {}
     if m.tokenize is not None:
-        from sft_builder.tokenize_stage import run_tokenize
+        from sft_builder.encode import run_tokenize
 
         identity = m.tokenize.identity() if hasattr(m.tokenize, "identity") else m.tokenize_raw
         tfp = fingerprint([mfp, identity])

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sft_builder.errors import UserError
-from sft_builder.schema import Conversation, InvalidRecordError
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import Conversation, InvalidRecordError
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TOKENIZER_TEMPLATE = "tokenizer"  # template name meaning "the tokenizer's own chat_template"
@@ -95,7 +95,7 @@ class ChatEncoder:
     """Encodes batches of `Conversation` with one tokenizer and one template.
 
     Args:
-        tokenizer: a transformers fast tokenizer (see `sft_builder.tokenizer.load_tokenizer`).
+        tokenizer: a transformers fast tokenizer (see `crystalmix.core.tokenizer.load_tokenizer`).
         template: template source (see `load_template`).
         train_on: ``all`` assistant turns (default) or only the ``last``.
         train_on_prompt: also train on system/user turns and markers (off by default).

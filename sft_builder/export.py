@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sft_builder.atomic import atomic_open, atomic_path
-from sft_builder.errors import UserError
+from crystalmix.core.atomic import atomic_open, atomic_path
+from crystalmix.core.errors import UserError
 
 # Licences of the real Stage 3a sources as their hub cards (or upstream repositories) state them.
 # A manifest source's own `license:` key wins over this table.

@@ -15,15 +15,15 @@ from glob import glob, has_magic
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-from sft_builder.atomic import fingerprint
-from sft_builder.dedup import ExactDedupConfig, NearDedupConfig
-from sft_builder.errors import UserError
-from sft_builder.filters.clean import CleanConfig
-from sft_builder.filters.decontaminate import DecontaminateConfig
-from sft_builder.filters.language import LanguageConfig
-from sft_builder.filters.quality import QualityConfig
+from crystalmix.core.atomic import fingerprint
+from crystalmix.core.config import Path_, YamlDoc, dotted
+from crystalmix.core.errors import UserError
 from sft_builder.sources.base import get_adapter_class, parse_options
-from sft_builder.yamldoc import Path_, YamlDoc, dotted
+from sft_builder.steps.clean import CleanConfig
+from sft_builder.steps.decontaminate import DecontaminateConfig
+from sft_builder.steps.dedup import ExactDedupConfig, NearDedupConfig
+from sft_builder.steps.language import LanguageConfig
+from sft_builder.steps.quality import QualityConfig
 
 STEP_CONFIGS: dict[str, type] = {
     "clean": CleanConfig,
@@ -156,10 +156,10 @@ def load_manifest(path: str | Path) -> Manifest:
 
 def _parse_tokenize(doc: YamlDoc, raw: dict[str, Any]) -> Any:
     try:
-        from sft_builder.tokenize_stage import TokenizeConfig  # issue 4's stage, imported only when used
+        from sft_builder.encode import TokenizeConfig  # issue 4's stage, imported only when used
     except ImportError:
         raise doc.error(
-            ("tokenize",), "this installation has no tokenize stage (sft_builder.tokenize_stage)"
+            ("tokenize",), "this installation has no tokenize stage (sft_builder.encode)"
         ) from None
     try:
         return TokenizeConfig.from_mapping(raw, "tokenize")

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from sft_builder.atomic import atomic_open, atomic_path
+from crystalmix.core.atomic import atomic_open, atomic_path
 from sft_builder.manifest import Manifest, SourceConfig
 
 ROWS_PER_FILE = 100_000

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sft_builder.atomic import atomic_open, write_json
+from crystalmix.core.atomic import atomic_open, write_json
 from sft_builder.manifest import Manifest
 
 

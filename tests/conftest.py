@@ -27,7 +27,7 @@ def fixtures_dir() -> Path:
 @pytest.fixture
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str]]:
     """Run the `crystalmix` entry point in-process: ``run_cli("convert", ...) -> (exit code, stderr)``."""
-    from sft_builder.cli import main
+    from crystalmix.cli import main
 
     def run(*args: str) -> tuple[int, str]:
         monkeypatch.setattr(sys, "argv", ["crystalmix", *args])
@@ -54,7 +54,7 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def demo_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small tokenizer trained by the project itself, with the CrystalCoder special tokens."""
-    from sft_builder.tokenizer import train_demo_tokenizer
+    from crystalmix.core.tokenizer import train_demo_tokenizer
 
     texts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "sft_builder").rglob("*.py"))]
     texts += [p.read_text(encoding="utf-8") for p in sorted(FIXTURES.rglob("*.json*")) if p.stat().st_size < 2_000_000]
@@ -63,7 +63,7 @@ def demo_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_tokenizer(demo_tokenizer_dir: Path):  # noqa: ANN201 - a transformers tokenizer
-    from sft_builder.tokenizer import load_tokenizer
+    from crystalmix.core.tokenizer import load_tokenizer
 
     return load_tokenizer(demo_tokenizer_dir)
 
@@ -71,6 +71,6 @@ def demo_tokenizer(demo_tokenizer_dir: Path):  # noqa: ANN201 - a transformers t
 @pytest.fixture(scope="session")
 def crystal_tokenizer(realdata: Path):  # noqa: ANN201
     """The real CrystalCoder tokenizer from ../shared/realdata."""
-    from sft_builder.tokenizer import load_tokenizer
+    from crystalmix.core.tokenizer import load_tokenizer
 
     return load_tokenizer(realdata / "tokenizers" / "crystalcoder")

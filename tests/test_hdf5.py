@@ -6,7 +6,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from sft_builder import hdf5
+from crystalmix.core import hdf5
 
 
 def _rows(n: int, seq_len: int, seed: int = 0) -> np.ndarray:

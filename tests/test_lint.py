@@ -12,10 +12,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PACKAGES = ("crystalmix", "sft_builder", "pretrain", "templates", "tests", "bench")
+
+
 def test_ruff_clean() -> None:
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
-    proc = subprocess.run([ruff, "check", "sft_builder", "pretrain", "tests", "bench"], cwd=ROOT,
+    proc = subprocess.run([ruff, "check", *PACKAGES], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

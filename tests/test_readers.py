@@ -13,9 +13,9 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sft_builder import readers
-from sft_builder.errors import UserError
-from sft_builder.readers import iter_records
+from crystalmix.core import readers
+from crystalmix.core.errors import UserError
+from crystalmix.core.readers import iter_records
 from sft_builder.sources.base import UnparsedRecord
 
 FIX = Path(__file__).parent / "fixtures" / "sources" / "readers"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sft_builder.schema import Conversation, InvalidRecordError, Message
+from crystalmix.core.records import Conversation, InvalidRecordError, Message
 
 
 def conv(*pairs: tuple[str, str]) -> Conversation:

@@ -12,8 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sft_builder.errors import UserError
-from sft_builder.schema import Conversation, InvalidRecordError, build_conversation, make_conversation, make_messages
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import (
+    Conversation,
+    InvalidRecordError,
+    build_conversation,
+    make_conversation,
+    make_messages,
+)
 from sft_builder.sources.base import Adapter, RawRecord, register
 from sft_builder.sources.common import FileLabels, RecordIds, as_mapping, text_field
 

@@ -15,57 +15,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from sft_builder.errors import UserError
-from sft_builder.schema import Conversation, InvalidRecordError
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One record as read from disk or the hub, with where it came from (line/row is 1-based)."""
-
-    data: Any
-    file: str
-    line: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record that was dropped, with everything needed to find it again and to count it."""
-
-    source: str
-    step: str
-    reason: str
-    file: str
-    line: int
-    record: Any
-    detail: str = ""
-    duplicate_of: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "source": self.source,
-            "step": self.step,
-            "reason": self.reason,
-            "file": self.file,
-            "line": self.line,
-            "detail": self.detail,
-            "record": self.record,
-        }
-        if self.duplicate_of is not None:
-            d["duplicate_of"] = self.duplicate_of
-        return d
-
-
-@dataclass(frozen=True, slots=True)
-class UnparsedRecord:
-    """The `data` of a `RawRecord` whose line was not valid JSON (a bad record inside a good JSONL file).
-
-    Readers hand it on instead of raising so that the adapter's runner rejects it as ``invalid_json``.
-    """
-
-    text: str
-    error: str
-
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import Conversation, InvalidRecordError, RawRecord, Rejected, UnparsedRecord
 
 Output = Conversation | Rejected
 
@@ -110,7 +61,7 @@ class Adapter(Generic[O]):
     def read(self, inputs: Sequence[str] | str, *, split: str = "train",
              data_files: str | Sequence[str] | None = None) -> Iterator[RawRecord]:
         """Raw records of this adapter's inputs; adapters with their own layout (Rosetta folders) override."""
-        from sft_builder.readers import iter_records  # lazy: readers imports this module
+        from crystalmix.core.readers import iter_records  # lazy: readers imports this module
 
         return iter_records(inputs, split=split, data_files=data_files)
 

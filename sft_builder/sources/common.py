@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 
-from sft_builder.schema import InvalidRecordError, Message, make_messages
+from crystalmix.core.records import InvalidRecordError, Message, make_messages
 
 # ShareGPT-family role names; anything else is rejected as ``unknown_role`` unless mapped by an option.
 DEFAULT_ROLE_MAP: dict[str, str] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sft_builder.schema import Conversation
+from crystalmix.core.records import Conversation
 from sft_builder.sources.base import Adapter, RawRecord, register
 
 

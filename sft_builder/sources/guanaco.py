@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sft_builder.schema import Conversation, InvalidRecordError
+from crystalmix.core.records import Conversation, InvalidRecordError
 from sft_builder.sources.base import Adapter, RawRecord, register
 from sft_builder.sources.common import FileLabels, as_mapping, normalize_turns, record_id, text_field
 

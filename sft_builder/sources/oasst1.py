@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sft_builder.schema import Conversation, InvalidRecordError, Message
+from crystalmix.core.records import Conversation, InvalidRecordError, Message
 from sft_builder.sources.base import Adapter, Output, RawRecord, Rejected, UnparsedRecord, register
 
 ROLE = {"prompter": "user", "assistant": "assistant"}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sft_builder.errors import UserError
-from sft_builder.schema import Conversation, InvalidRecordError, Message
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import Conversation, InvalidRecordError, Message
 from sft_builder.sources.base import Adapter, RawRecord, register
 from sft_builder.sources.common import FileLabels, as_mapping, record_id, text_field
 from sft_builder.sources.mediawiki import normalize_spaces, to_text
@@ -62,7 +62,7 @@ class RosettaAdapter(Adapter[RosettaOptions]):
     def read(self, inputs: Sequence[str] | str, *, split: str = "train",
              data_files: str | Sequence[str] | None = None) -> Iterator[RawRecord]:
         """Folders in the RosettaCodeData layout are walked here; everything else goes to the readers."""
-        from sft_builder.readers import plan_inputs
+        from crystalmix.core.readers import plan_inputs
 
         specs = [inputs] if isinstance(inputs, str) else list(inputs)
         if not specs:

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sft_builder.errors import UserError
-from sft_builder.schema import (
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import (
     ROLES,
     SCHEMA_ORDERS,
     Conversation,

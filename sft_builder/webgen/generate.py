@@ -19,8 +19,8 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
-from sft_builder.atomic import fingerprint, write_json
-from sft_builder.errors import UserError
+from crystalmix.core.atomic import fingerprint, write_json
+from crystalmix.core.errors import UserError
 from sft_builder.webgen.backends import Backend, Completion
 from sft_builder.webgen.filters import FilterConfig, first_rejection
 from sft_builder.webgen.parse import Candidate, parse_answer

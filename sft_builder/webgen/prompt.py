@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.webgen.seeds import TEMPLATES, SeedTask
 
 DEFAULT_PROMPT = TEMPLATES / "prompt.txt"

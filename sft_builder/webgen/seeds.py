@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "webgen"
 DEFAULT_SEEDS = TEMPLATES / "seed_tasks.jsonl"

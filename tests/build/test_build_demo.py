@@ -143,7 +143,7 @@ def test_changed_manifest_redoes_only_what_it_changes(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_killed_build_resumes_to_the_same_bytes(demo: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = demo
-    cli = [sys.executable, "-c", "from sft_builder.cli import main; main()"]
+    cli = [sys.executable, "-c", "from crystalmix.cli import main; main()"]
     for delay in (1.5, 3.0):
         target = tmp_path / f"killed{delay}"
         proc = subprocess.Popen(

@@ -4,7 +4,8 @@ import random
 
 import numpy as np
 
-from sft_builder.dedup import (
+from sft_builder.sources.base import Rejected
+from sft_builder.steps.dedup import (
     ExactDedup,
     ExactDedupConfig,
     MinHasher,
@@ -12,7 +13,6 @@ from sft_builder.dedup import (
     NearDedupConfig,
     optimal_params,
 )
-from sft_builder.sources.base import Rejected
 
 from .helpers import conv
 

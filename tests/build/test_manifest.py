@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from sft_builder.cli import main
-from sft_builder.dedup import NearDedupConfig
-from sft_builder.errors import UserError
-from sft_builder.filters.language import LanguageConfig
+from crystalmix.cli import main
+from crystalmix.core.errors import UserError
 from sft_builder.manifest import load_manifest
+from sft_builder.steps.dedup import NearDedupConfig
+from sft_builder.steps.language import LanguageConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """\
@@ -165,7 +165,7 @@ def test_bundled_manifests_validate(
 
 
 def test_tokenize_section_errors_name_the_line(tmp_path: Path) -> None:
-    pytest.importorskip("sft_builder.tokenize_stage")
+    pytest.importorskip("sft_builder.encode")
     text = GOOD + "tokenize:\n  tokenizer: demo\n  packing: sideways\n"
     with pytest.raises(UserError, match=r"m\.yaml:25: tokenize\.packing"):
         load_manifest(write(tmp_path, text))
@@ -177,7 +177,7 @@ def test_check_resolves_hub_ids_when_online(monkeypatch: pytest.MonkeyPatch) -> 
     hub = pytest.importorskip("huggingface_hub")
     from types import SimpleNamespace
 
-    from sft_builder.commands.build import check_hub
+    from crystalmix.cli.build import check_hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     files = [SimpleNamespace(rfilename="data/a.jsonl"), SimpleNamespace(rfilename="b.json")]

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import Conversation, Message
+from crystalmix.core.tokenizer import load_tokenizer
 from sft_builder.chat import ChatEncoder, Dropped, Encoded, load_template
-from sft_builder.errors import UserError
-from sft_builder.schema import Conversation, Message
-from sft_builder.tokenizer import load_tokenizer
 
 DEFAULT_SYSTEM = ("You are CrystalCoder, a helpful and intelligent assistant. Follow the instructions and "
                   "answer the questions as accurately as possible.")
@@ -166,7 +166,7 @@ def test_reserved_placeholder_character_is_dropped(crystal: ChatEncoder) -> None
 
 
 def test_tokenizers_own_template_and_system_prompt_override(demo_tokenizer_dir: Path) -> None:
-    from sft_builder.tokenize_stage import TokenizeConfig, make_encoder
+    from sft_builder.encode import TokenizeConfig, make_encoder
 
     tok = load_tokenizer(demo_tokenizer_dir)
     tok.chat_template = load_template("chatml")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sft_builder import hdf5
+from crystalmix.core import hdf5
 
 
 def _write_folder(folder: Path, n: int = 12, seq_len: int = 8, pad: int = 99) -> dict:

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sft_builder import hdf5, tokenize_stage
-from sft_builder.cli import app
-from sft_builder.errors import UserError
-from sft_builder.schema import Conversation, Message
-from sft_builder.tokenize_stage import TokenizeConfig, run_tokenize
+from crystalmix.cli import app
+from crystalmix.core import hdf5
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import Conversation, Message
+from sft_builder import encode as tokenize_stage
+from sft_builder.encode import TokenizeConfig, run_tokenize
 
 WORDS = "the a function returns value list python code data file error user print loop class method".split()
 
@@ -181,7 +182,7 @@ def test_encode_inspect_and_tokenizer_demo_cli(demo_tokenizer_dir: Path, tmp_pat
 
     res = runner.invoke(app, ["tokenizer", "demo", "--out", str(tmp_path / "tok"), "--vocab-size", "500"])
     assert res.exit_code == 0, res.output
-    from sft_builder.tokenizer import load_tokenizer, special_token_ids
+    from crystalmix.core.tokenizer import load_tokenizer, special_token_ids
 
     ids = special_token_ids(load_tokenizer(tmp_path / "tok"))
     assert {"im_start", "im_end", "sys_start", "sys_end", "fim_prefix", "fim_pad"} <= set(ids)

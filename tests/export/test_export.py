@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.export import ExportConfig, export_build
 
 

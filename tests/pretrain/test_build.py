@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crystalmix.core import hdf5
+from crystalmix.core.errors import UserError
 from pretrain.build import build_stage
 from pretrain.config import load_manifest
 from pretrain.executors import LocalExecutor
 from pretrain.outputs import locate
-from sft_builder import hdf5
-from sft_builder.errors import UserError
 
 from .conftest import stage_manifest, tree_hashes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sft_builder.cli import main
+from crystalmix.cli import main
 
 from .conftest import DEMO, stage_manifest
 

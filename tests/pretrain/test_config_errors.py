@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from crystalmix.core.errors import UserError
 from pretrain.config import load_manifest
-from sft_builder.errors import UserError
 
 GOOD = """stage: demo
 tokenizer: demo

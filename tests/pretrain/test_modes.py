@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crystalmix.core import hdf5
 from pretrain.build import build_stage
 from pretrain.config import load_manifest
 from pretrain.executors import LocalExecutor
-from sft_builder import hdf5
 
 from .conftest import DEMO, stage_manifest
 

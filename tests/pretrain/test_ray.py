@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from crystalmix.core.errors import UserError
 from pretrain.build import build_stage
 from pretrain.config import load_manifest
 from pretrain.executors import RayExecutor
-from sft_builder.errors import UserError
 
 from .conftest import DEMO, stage_manifest, tree_hashes
 

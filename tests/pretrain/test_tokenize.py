@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from crystalmix.core.tokenizer import special_token_ids
 from pretrain.tokenize import Encoder, normalize_text, split_long, tokenizer_json_of
-from sft_builder.tokenizer import special_token_ids
 
 
 def _encoder(tok, max_chars: int = 200_000) -> Encoder:  # noqa: ANN001

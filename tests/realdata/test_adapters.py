@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sft_builder.commands.convert import convert_source
-from sft_builder.schema import Conversation
+from crystalmix.cli.convert import convert_source
+from crystalmix.core.records import Conversation
 from sft_builder.sources.base import Rejected, make_adapter
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from crystalmix.cli import app
 from sft_builder.chat import Encoded
-from sft_builder.cli import app
 from sft_builder.pack import PackStats, pack_llm360
 
 SAMPLE = "llm360/crystalcoder_sft_merged_shuffle_train_sample.jsonl"
@@ -73,7 +73,7 @@ def _to_record(tok, ids: list[int], k: int) -> dict:
 
 
 def test_encode_matches_llm360_ids_and_masks(realdata: Path, tmp_path: Path) -> None:
-    from sft_builder.tokenizer import load_tokenizer
+    from crystalmix.core.tokenizer import load_tokenizer
 
     tok_dir = realdata / "tokenizers" / "crystalcoder"
     tok = load_tokenizer(tok_dir)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crystalmix.core.tokenizer import special_token_ids
 from pretrain.config import FimConfig
 from pretrain.fim import ContextFim, DocumentFim, FimTokens
 from pretrain.pack import pack_chunks
 from pretrain.tokenize import Encoder, tokenizer_json_of
-from sft_builder.tokenizer import special_token_ids
 
 SEQ_LEN = 1024
 

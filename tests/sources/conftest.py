@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sft_builder.schema import Conversation
+from crystalmix.core.records import Conversation
 from sft_builder.sources.base import Adapter, Rejected, make_adapter
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "sources"

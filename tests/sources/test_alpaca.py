@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.sources.alpaca import user_turn
 from sft_builder.sources.base import make_adapter
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sft_builder.cli import main
-from sft_builder.schema import Conversation
+from crystalmix.cli import main
+from crystalmix.core.records import Conversation
 
 from .conftest import FIX
 
@@ -82,7 +82,7 @@ def test_user_errors_are_one_line_with_exit_code_2(run_cli, tmp_path: Path, monk
 
 
 def test_subprocess_error_has_no_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", "from sft_builder.cli import main; main()", "convert",
+    proc = subprocess.run([sys.executable, "-c", "from crystalmix.cli import main; main()", "convert",
                            "--source", "sharegpt", str(FIX / "readers" / "not_json.json"), "--out",
                            str(tmp_path / "o.jsonl")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
@@ -102,7 +102,7 @@ def test_sources_lists_every_adapter(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_output_lines_roundtrip_and_broken_unicode_is_rejected(tmp_path: Path) -> None:
-    from sft_builder.commands.convert import convert_source
+    from crystalmix.cli.convert import convert_source
     from sft_builder.sources.base import make_adapter
 
     src = tmp_path / "in.jsonl"

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sft_builder.schema import Conversation
+from crystalmix.core.records import Conversation
 from sft_builder.sources.base import RawRecord, Rejected, UnparsedRecord, make_adapter
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -142,7 +142,7 @@ def test_corrupted_files_stop_cleanly_or_account_for_every_record(
 
     import zstandard
 
-    from sft_builder.errors import UserError
+    from crystalmix.core.errors import UserError
 
     text = ("[\n" + ",\n".join(GOOD_LINES) + "\n]\n") if as_array else "\n".join(GOOD_LINES) + "\n"
     blob = bytearray(text.encode())

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.sources.base import make_adapter
 
 from .conftest import turns

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.webgen.backends import Completion
 from sft_builder.webgen.backends.openai_compat import HTTPConfig, OpenAICompatBackend
 from sft_builder.webgen.generate import Generator, RunConfig
@@ -203,7 +203,7 @@ def test_a_model_that_repeats_itself_stops_with_a_reason(tmp_path, server):
 
 
 def test_the_alpaca_adapter_reads_the_output(tmp_path, seeded_server):
-    from sft_builder.schema import Conversation
+    from crystalmix.core.records import Conversation
     from sft_builder.sources.base import make_adapter
 
     srv = seeded_server()

@@ -8,7 +8,7 @@ import socket
 import pytest
 from werkzeug import Response
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.webgen.backends.openai_compat import HTTPConfig, OpenAICompatBackend
 
 from .conftest import chat_reply, completion_reply

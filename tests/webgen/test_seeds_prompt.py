@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.webgen.parse import parse_answer
 from sft_builder.webgen.prompt import PromptTemplate
 from sft_builder.webgen.seeds import load_seeds, sample_seeds

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.webgen.backends import Completion
 
 

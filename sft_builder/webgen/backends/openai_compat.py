@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import httpx
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 from sft_builder.webgen.backends import Completion
 
 Endpoint = Literal["chat", "completions"]

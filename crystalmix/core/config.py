@@ -10,7 +10,7 @@ from typing import Union
 
 import yaml
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 
 Path_ = tuple[Union[str, int], ...]  # noqa: UP007 - runtime alias
 

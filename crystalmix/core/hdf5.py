@@ -19,7 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sft_builder.atomic import atomic_path, write_json
+from crystalmix.core.atomic import atomic_path, write_json
 
 DATASET = "data"
 SEGMENTS = "segment_ids"
@@ -314,7 +314,7 @@ def build_metadata(*, seq_len: int, vocab_size: int, special_tokens: dict[str, i
     Args:
         seq_len: L, the row length.
         vocab_size: number of ids the tokenizer can produce (``len(tokenizer)``); ids must lie below it.
-        special_tokens: at least ``eos`` and ``pad`` (e.g. from `sft_builder.tokenizer.special_token_ids`).
+        special_tokens: at least ``eos`` and ``pad`` (e.g. from `crystalmix.core.tokenizer.special_token_ids`).
         files: ``(path or name, n_examples)`` per data file, in order; only the file name is stored.
         stats: the totals of `row_stats` over all rows (``num_sequences``, ``num_tokens``,
             ``non_pad_tokens``, ``loss_valid_tokens``).

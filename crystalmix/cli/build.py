@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 
 console = Console(stderr=True)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sft_builder.filters.base import Drop, FilterStep
-from sft_builder.schema import Conversation
+from crystalmix.core.records import Conversation
+from sft_builder.steps.base import Drop, FilterStep
 
 DEFAULT_REFUSALS: tuple[str, ...] = (
     "as an ai language model",

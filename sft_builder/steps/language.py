@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from sft_builder.filters.base import Drop, FilterStep
-from sft_builder.schema import Conversation
+from crystalmix.core.records import Conversation
+from sft_builder.steps.base import Drop, FilterStep
 
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _ASCII_WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?")

@@ -16,10 +16,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from sft_builder.filters.base import Drop, FilterStep, Item, reject
-from sft_builder.filters.text import content_text, ngram_hashes, normalise, token_hashes
-from sft_builder.schema import Conversation
+from crystalmix.core.records import Conversation
 from sft_builder.sources.base import Rejected
+from sft_builder.steps.base import Drop, FilterStep, Item, reject
+from sft_builder.steps.text import content_text, ngram_hashes, normalise, token_hashes
 
 
 @dataclass(frozen=True, slots=True)

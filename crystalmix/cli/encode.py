@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 
 console = Console()
 _BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -21,7 +21,7 @@ _BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 def _read_conversations(path: Path) -> Iterator[Any]:
     """Interchange JSONL records as `Conversation`s; a bad line stops with its line number."""
-    from sft_builder.schema import Conversation, InvalidRecordError
+    from crystalmix.core.records import Conversation, InvalidRecordError
 
     if not path.is_file():
         raise UserError("no such file", path=path)
@@ -82,9 +82,9 @@ def register(app: typer.Typer) -> None:
         show_limit: Annotated[int, typer.Option(help="With --show, how many conversations to print.")] = 20,
     ) -> None:
         """Tokenize conversations with a chat template: input_ids BOS..EOS, loss_mask[k]=1 on targets."""
-        from sft_builder.atomic import atomic_open
+        from crystalmix.core.atomic import atomic_open
         from sft_builder.chat import Dropped
-        from sft_builder.tokenize_stage import BATCH, TokenizeConfig, batches, make_encoder
+        from sft_builder.encode import BATCH, TokenizeConfig, batches, make_encoder
 
         cfg = TokenizeConfig.from_mapping({"tokenizer": tokenizer, "template": template, "train_on": train_on,
                                            "train_on_prompt": train_on_prompt}, where="encode")
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
         vocab_size: Annotated[int, typer.Option(help="Learned vocabulary size.")] = 4000,
     ) -> None:
         """Train the small offline demo tokenizer (CrystalCoder special tokens included) on the demo data."""
-        from sft_builder.tokenizer import demo_corpus, train_demo_tokenizer
+        from crystalmix.core.tokenizer import demo_corpus, train_demo_tokenizer
 
         path = train_demo_tokenizer(demo_corpus(), out, vocab_size=vocab_size)
         typer.echo(f"demo tokenizer written to {path}")
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         folder: Annotated[Path, typer.Argument(metavar="DIR", help="Searched recursively for data-*.h5.")],
     ) -> None:
         """Check every HDF5 training file under DIR against its metadata.json; exit 0 only if all valid."""
-        from sft_builder import hdf5
+        from crystalmix.core import hdf5
 
         if not folder.is_dir():
             raise UserError("not a folder", path=folder)
@@ -157,8 +157,8 @@ def register(app: typer.Typer) -> None:
         """Decode one row and show which labels are trained (the mask applies to the label, input k+1)."""
         import h5py
 
-        from sft_builder import hdf5
-        from sft_builder.tokenizer import DEMO, demo_tokenizer_dir, resolve_tokenizer
+        from crystalmix.core import hdf5
+        from crystalmix.core.tokenizer import DEMO, demo_tokenizer_dir, resolve_tokenizer
 
         try:
             with h5py.File(file, "r") as fh:

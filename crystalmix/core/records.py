@@ -248,3 +248,51 @@ def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: 
     _set_messages(conv, tuple(messages))
     _set_meta(conv, meta)
     return conv
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record as read from disk or the hub, with where it came from (line/row is 1-based)."""
+
+    data: Any
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that was dropped, with everything needed to find it again and to count it."""
+
+    source: str
+    step: str
+    reason: str
+    file: str
+    line: int
+    record: Any
+    detail: str = ""
+    duplicate_of: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "source": self.source,
+            "step": self.step,
+            "reason": self.reason,
+            "file": self.file,
+            "line": self.line,
+            "detail": self.detail,
+            "record": self.record,
+        }
+        if self.duplicate_of is not None:
+            d["duplicate_of"] = self.duplicate_of
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class UnparsedRecord:
+    """The `data` of a `RawRecord` whose line was not valid JSON (a bad record inside a good JSONL file).
+
+    Readers hand it on instead of raising so that the adapter's runner rejects it as ``invalid_json``.
+    """
+
+    text: str
+    error: str

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from sft_builder.filters.base import Drop
-from sft_builder.filters.clean import Clean, CleanConfig, looks_like_html
 from sft_builder.sources.base import Rejected
+from sft_builder.steps.base import Drop
+from sft_builder.steps.clean import Clean, CleanConfig, looks_like_html
 
 from .helpers import conv
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from sft_builder.errors import UserError
-from sft_builder.filters.base import Drop, FilterStep
-from sft_builder.filters.text import text_ngrams
-from sft_builder.schema import Conversation
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import Conversation
+from sft_builder.steps.base import Drop, FilterStep
+from sft_builder.steps.text import text_ngrams
 
 BUILTINS = {"human-eval": ("task_id", ("prompt", "canonical_solution"))}
 

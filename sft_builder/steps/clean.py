@@ -12,8 +12,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from sft_builder.filters.base import Drop, FilterStep
-from sft_builder.schema import Conversation, Message
+from crystalmix.core.records import Conversation, Message
+from sft_builder.steps.base import Drop, FilterStep
 
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _HTML_RE = re.compile(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, help="Pretraining stages 1-3: tokenize, FIM, pack to HDF5.")
 

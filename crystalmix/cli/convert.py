@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sft_builder.atomic import atomic_open, write_json
-from sft_builder.errors import UserError
-from sft_builder.schema import Conversation
+from crystalmix.core.atomic import atomic_open, write_json
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import Conversation
 from sft_builder.sources.base import Adapter, Rejected, adapter_names, get_adapter_class, make_adapter
 
 PROGRESS_EVERY = 4096  # outputs between progress-bar updates; per-record updates would cost more than parsing

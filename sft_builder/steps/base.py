@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Union
 
-from sft_builder.schema import Conversation, InvalidRecordError
+from crystalmix.core.records import Conversation, InvalidRecordError
 from sft_builder.sources.base import Rejected
 
 Item = Union[Conversation, Rejected]  # noqa: UP007 - a runtime alias, kept valid on Python 3.10

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 
 if TYPE_CHECKING:
     from sft_builder.webgen.generate import RunState

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sft_builder.filters.base import Drop
-from sft_builder.filters.language import Detector, Language, LanguageConfig, bounded_sample
+from sft_builder.steps.base import Drop
+from sft_builder.steps.language import Detector, Language, LanguageConfig, bounded_sample
 
 from .helpers import conv
 

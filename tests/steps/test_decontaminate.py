@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from sft_builder.errors import UserError
-from sft_builder.filters.base import Drop
-from sft_builder.filters.decontaminate import BenchmarkConfig, Decontaminate, DecontaminateConfig
+from crystalmix.core.errors import UserError
+from sft_builder.steps.base import Drop
+from sft_builder.steps.decontaminate import BenchmarkConfig, Decontaminate, DecontaminateConfig
 
 from .helpers import conv
 

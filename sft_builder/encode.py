@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from sft_builder import hdf5
-from sft_builder.atomic import atomic_open, atomic_path, sweep_temporaries, write_json
+from crystalmix.core import hdf5
+from crystalmix.core.atomic import atomic_open, atomic_path, sweep_temporaries, write_json
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import Conversation
+from crystalmix.core.tokenizer import DEMO, demo_tokenizer_dir, resolve_tokenizer, special_token_ids
 from sft_builder.chat import ChatEncoder, Dropped, Encoded, load_template
-from sft_builder.errors import UserError
 from sft_builder.pack import PACKINGS, PackStats, pack
-from sft_builder.schema import Conversation
-from sft_builder.tokenizer import DEMO, demo_tokenizer_dir, resolve_tokenizer, special_token_ids
 
 OUTPUTS = ("hdf5", "megatron-jsonl")
 BATCH = 256  # conversations per encoding task; fixed so batching never shows in the output

@@ -10,7 +10,7 @@ import unicodedata
 import numpy as np
 import xxhash
 
-from sft_builder.schema import Conversation
+from crystalmix.core.records import Conversation
 
 WORD_RE = re.compile(r"\w+")
 # On UTF-8 bytes: ASCII word characters plus any non-ASCII byte, so non-Latin words stay whole.

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sft_builder.filters.base import Drop
-from sft_builder.filters.quality import Quality, QualityConfig
+from sft_builder.steps.base import Drop
+from sft_builder.steps.quality import Quality, QualityConfig
 
 from .helpers import conv
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sft_builder.schema import Conversation, Message
+from crystalmix.core.records import Conversation, Message
 
 
 def conv(

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from sft_builder.errors import UserError
+from crystalmix.core.errors import UserError
 
 app = typer.Typer(
     name="crystalmix",
@@ -25,11 +25,11 @@ err_console = Console(stderr=True)
 
 def _register_all() -> None:
     # Each module owns one feature area's commands; keeping them apart keeps this file small.
-    from sft_builder.commands import build, convert, encode, export, webgen
+    from crystalmix.cli import build, convert, encode, export, webgen
+    from crystalmix.cli.pretrain import app as pretrain_app
 
     for module in (convert, build, encode, export, webgen):
         module.register(app)
-    from pretrain.cli import app as pretrain_app
 
     app.add_typer(pretrain_app, name="pretrain", help="Pretraining stages 1-3: tokenize, FIM, pack to HDF5.")
 

@@ -28,8 +28,8 @@ from typing import IO, Any
 
 import zstandard
 
-from sft_builder.errors import UserError
-from sft_builder.sources.base import RawRecord, UnparsedRecord
+from crystalmix.core.errors import UserError
+from crystalmix.core.records import RawRecord, UnparsedRecord
 
 JSON_EXTS = (".json", ".jsonl", ".ndjson")
 COMPRESSED = (".gz", ".zst", ".zstd")
