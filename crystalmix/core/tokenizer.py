@@ -132,7 +132,7 @@ def special_token_ids(tokenizer: Any) -> dict[str, int]:
 
 # -- the bundled demo tokenizer ------------------------------------------------------------------------
 DEMO = "demo"
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 DEMO_DATA = _REPO / "manifests" / "demo_data"
 DEMO_VOCAB = 4000
 
