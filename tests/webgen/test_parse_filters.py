@@ -110,3 +110,59 @@ def test_every_bundled_seed_passes_the_filters():
     }
     assert {k: v for k, v in rejected.items() if v} == {}
     assert sum(needs_markup(s.instruction) for s in seeds) >= 10  # the markup rule is exercised by the seeds
+
+
+def _six_seven_eight(seven_header: str, sep: str = "###\n") -> str:
+    return (
+        "6. Instruction: Build a pricing table for a bakery.\n6. Input:\n<noinput>\n6. Output:\n<table></table>\n"
+        + sep
+        + f"{seven_header} Write a landing page for a florist SEVEN.\n7. Input:\n<noinput>\n"
+        "7. Output:\n<main>SEVEN</main>\n"
+        + sep
+        + "8. Instruction: Style a button for a florist shop.\n8. Input:\n<noinput>\n8. Output:\n.b { c: red; }\n"
+    )
+
+
+@pytest.mark.parametrize("header", ["7. Instruction", "7) Instruction", "**7. Instruction**", "7.Instruction"])
+@pytest.mark.parametrize("sep", ["###\n", ""])
+def test_a_header_without_its_colon_is_rejected_whole_and_leaks_nowhere(header, sep):
+    got = parse_answer(_six_seven_eight(header, sep), 6, cut_off=False)
+    assert [(c.number, c.problem) for c in got] == [(6, None), (7, "malformed_block"), (8, None)]
+    assert got[0].output == "<table></table>"
+    assert got[2].instruction == "Style a button for a florist shop."
+    for c in got:
+        if c.problem is None:
+            assert "SEVEN" not in c.instruction + c.input + c.output
+
+
+def test_an_output_or_input_header_without_colon_ends_the_field_before_it():
+    text = (
+        "4. Instruction: Make a card with a title.\n4. Input:\n<noinput>\n4. Output:\n<div>A</div>\n"
+        "5. Instruction: Make a footer with links.\n5. Input\n<noinput>\n5. Output:\n<footer>LEAK</footer>\n"
+    )
+    got = parse_answer(text, 4, cut_off=False)
+    assert [(c.number, c.problem) for c in got] == [(4, None), (5, "malformed_block")]
+    assert got[0].output == "<div>A</div>"
+    text = "4. Instruction: Make a card with a title.\n4. Output\n<div>A</div>\n"
+    assert [c.problem for c in parse_answer(text, 4, cut_off=False)] == ["malformed_block"]
+
+
+def test_a_numbered_list_inside_an_output_is_content():
+    out = "<p>Steps:</p>\n1. Input validation runs first.\n2. Output is escaped.\n<p>Done</p>"
+    text = f"4. Instruction: Make a form with validation.\n4. Input:\n<noinput>\n4. Output:\n{out}\n###\n"
+    (c,) = parse_answer(text, 4, cut_off=False)
+    assert (c.output, c.problem) == (out, None)
+
+
+def test_text_after_a_separator_that_no_header_names_is_its_own_rejected_block():
+    text = (
+        "4. Instruction: Make a card with a title.\n4. Output:\n<div>A</div>\n###\n"
+        "Write a navigation bar STRAY.\n5. Input:\n<noinput>\n5. Output:\n<nav>STRAY</nav>\n###\n"
+        "6. Instruction: Make a footer with links.\n6. Output:\n<footer>F</footer>\n###\n"
+        "I hope these tasks help STRAY!"
+    )
+    got = parse_answer(text, 4, cut_off=False)
+    assert got[0].output == "<div>A</div>" and got[0].problem is None
+    assert [c.number for c in got if c.problem is None] == [4, 6]
+    assert all("STRAY" not in c.instruction + c.input + c.output for c in got if c.problem is None)
+    assert sum(c.problem == "malformed_block" for c in got) == len(got) - 2
