@@ -8,23 +8,38 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from crystalmix.core.config import Path_, YamlDoc
+from crystalmix.core.config import (
+    NAME,
+    SEED,
+    Path_,
+    YamlDoc,
+    at_least,
+    between,
+    build,
+    non_empty,
+    one_of,
+    spec,
+)
+from crystalmix.core.errors import UserError
 
 FimMode = Literal["context", "document"]
 SplitMethod = Literal["hash", "file_parity"]
 Tail = Literal["pad", "drop"]
+RATE = spec(between(0, 1))
+WEIGHT = spec(at_least(0))  # a sampling weight: relative, finite (NaN and inf are refused by the type)
 
 
 @dataclass(frozen=True, slots=True)
 class FimConfig:
     """Fill-in-the-middle: `rate` of segments (context) or documents (document) become PSM/SPM."""
 
-    rate: float = 0.0
-    spm_rate: float = 0.5
+    rate: float = field(default=0.0, metadata=RATE)
+    spm_rate: float = field(default=0.5, metadata=RATE)
     mode: FimMode = "context"
     # True: pieces decode to exactly the original text. False: each piece encoded as a fresh text, as
     # LLM360's Megatron code did (SentencePiece then adds a word-start space at every cut).
@@ -35,27 +50,34 @@ class FimConfig:
 class Subset:
     """One output folder carved out of a source by a metadata field (e.g. SlimPajama's set name)."""
 
-    name: str
-    weight: float
+    name: str = field(metadata=spec(NAME))
+    weight: float = field(metadata=WEIGHT)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     """One input corpus: files (or a hub id), how to read them, and what to do with each document."""
 
-    name: str
-    paths: tuple[str, ...] = ()
-    hub: str | None = None
-    hub_split: str = "train"
-    text_field: str = "text"
-    subset_field: str | None = None
-    subsets: tuple[tuple[str, Subset], ...] = ()
-    weight: float = 1.0
-    half: int | None = None
-    fraction: float = 1.0
-    epochs: int = 1
+    name: str = field(metadata=spec(NAME))
+    paths: tuple[str, ...] = field(default=(), metadata=spec(path="always"))  # from the manifest's folder
+    hub: str | None = field(default=None, metadata=spec(non_empty))
+    hub_split: str = field(default="train", metadata=spec(non_empty))
+    text_field: str = field(default="text", metadata=spec(non_empty))
+    subset_field: str | None = field(default=None, metadata=spec(non_empty))
+    subsets: tuple[tuple[str, Subset], ...] = ()  # in the manifest: a mapping, set name -> {name, weight}
+    weight: float = field(default=1.0, metadata=WEIGHT)
+    half: int | None = field(default=None, metadata=spec(one_of(0, 1)))
+    fraction: float = field(default=1.0, metadata=spec(between(0, 1, lo_open=True)))
+    epochs: int = field(default=1, metadata=spec(between(1, 1_000)))
     fim: FimConfig = field(default_factory=FimConfig)
-    files_per_shard: int = 1  # more files per shard: fewer, fuller output files for thin subsets
+    # more files per shard: fewer, fuller output files for thin subsets
+    files_per_shard: int = field(default=1, metadata=spec(at_least(1)))
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not self.paths and not self.hub:
+            yield "", f"source {self.name!r} needs 'paths' or 'hub'"
+        if self.subsets and not self.subset_field:
+            yield "subsets", "subsets need subset_field (the metadata field that names each document's set)"
 
     def subset_for(self, key: str | None) -> Subset | None:
         """The output a document goes to; None drops it (its set is not part of this stage)."""
@@ -71,80 +93,77 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SplitSection:
+    """``split:`` how a document's `half` is decided."""
+
+    method: SplitMethod = "hash"
+    seed: int = field(default=360, metadata=spec(SEED))
+
+
+@dataclass(frozen=True, slots=True)
+class MixtureSection:
+    """``mixture:`` whether to also write one pre-mixed folder, and its shuffle window."""
+
+    offline: bool = False
+    shuffle_buffer: int = field(default=4096, metadata=spec(at_least(1)))
+
+
+@dataclass(frozen=True, slots=True)
 class StageConfig:
     """A whole stage: global packing options plus its sources."""
 
-    stage: str
-    tokenizer: str
-    sources: tuple[SourceConfig, ...]
+    stage: str = field(metadata=spec(non_empty))
+    tokenizer: str = field(metadata=spec(non_empty))
+    sources: tuple[SourceConfig, ...] = field(metadata=spec(non_empty))
     tokenizer_name: str = ""
-    seq_len: int = 2048
-    seed: int = 0
+    seq_len: int = field(default=2048, metadata=spec(between(8, 1 << 20)))
+    seed: int = field(default=0, metadata=spec(SEED))
     split_seed: int = 360
     split_method: SplitMethod = "hash"
-    samples_per_file: int = 50_000
+    samples_per_file: int = field(default=50_000, metadata=spec(at_least(1)))
     tail: Tail = "pad"
     normalize: bool = False
-    min_sequence_len: int = 1
-    max_doc_chars: int = 200_000
+    min_sequence_len: int = field(default=1, metadata=spec(at_least(0)))
+    max_doc_chars: int = field(default=200_000, metadata=spec(at_least(1)))  # 0 or less: pieces never shrink
     offline_mix: bool = False
     shuffle_buffer: int = 4096
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        names = [o.name for s in self.sources for o in s.outputs()]
+        if len(set(names)) != len(names) or "mixed" in names:
+            yield "sources", (f"output names must be unique across sources and not 'mixed' (the offline mix "
+                              f"folder), got {names}")
+        if sum(o.weight for s in self.sources for o in s.outputs()) <= 0:
+            yield "sources", "the weights of the outputs sum to 0: nothing would be sampled"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_STAGE_KEYS = {f.name for f in dataclasses.fields(StageConfig)} | {"split", "mixture"}
-_SOURCE_KEYS = {f.name for f in dataclasses.fields(SourceConfig)}
+# Keys a manifest sets at its top level; the split and mixture sections fill the other fields.
+_SECTIONS = {"split": ("split_method", "split_seed"), "mixture": ("offline_mix", "shuffle_buffer")}
+_DERIVED = {"tokenizer_name", *(k for ks in _SECTIONS.values() for k in ks)}
+_TOP_KEYS = {f.name for f in dataclasses.fields(StageConfig)} - _DERIVED
 
 
-def _check_keys(obj: dict[str, Any], allowed: set[str], doc: YamlDoc, at: Path_) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise doc.error((*at, unknown[0]), f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+class _Overrides:
+    """Errors for values given on the command line (``--seq-len``) name the option, not a manifest line."""
 
+    def __init__(self, doc: YamlDoc, keys: set[str]) -> None:
+        self.doc, self.keys = doc, keys
 
-def _resolve_path(value: str, base: Path) -> str:
-    expanded = os.path.expandvars(os.path.expanduser(value))
-    p = Path(expanded)
-    return str(p if p.is_absolute() else base / p)
+    def _option(self, at: Path_) -> str | None:
+        return f"--{at[0].replace('_', '-')}" if at and at[0] in self.keys and isinstance(at[0], str) else None
 
+    def error(self, at: Path_, msg: str) -> UserError:
+        opt = self._option(at)
+        return UserError(f"{opt}: {msg}") if opt else self.doc.error(at, msg)
 
-def _parse_source(raw: Any, base: Path, doc: YamlDoc, at: Path_) -> SourceConfig:
-    if not isinstance(raw, dict) or "name" not in raw:
-        raise doc.error(at, "each entry of 'sources' must be a mapping with a 'name'")
-    _check_keys(raw, _SOURCE_KEYS, doc, at)
-    kw = dict(raw)
-    paths = kw.pop("paths", ())
-    if isinstance(paths, str):
-        paths = [paths]
-    kw["paths"] = tuple(_resolve_path(str(p), base) for p in paths)
-    if not kw["paths"] and not kw.get("hub"):
-        raise doc.error(at, f"source {raw['name']!r} needs 'paths' or 'hub'")
-    fim = kw.pop("fim", None) or {}
-    try:
-        kw["fim"] = FimConfig(**fim)
-    except TypeError as exc:
-        raise doc.error((*at, "fim"), f"bad 'fim' block ({exc})") from None
-    subsets = kw.pop("subsets", None) or {}
-    try:
-        kw["subsets"] = tuple(sorted((str(k), Subset(str(v["name"]), float(v["weight"])))
-                                     for k, v in subsets.items()))
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise doc.error((*at, "subsets"), f"each subset needs a name and a numeric weight ({exc})") from None
-    try:
-        src = SourceConfig(**kw)
-    except TypeError as exc:
-        raise doc.error(at, f"bad source ({exc})") from None
-    if not 0.0 <= src.fim.rate <= 1.0 or not 0.0 <= src.fim.spm_rate <= 1.0:
-        raise doc.error((*at, "fim"), "fim rates must lie in [0, 1]")
-    if src.fim.mode not in ("context", "document"):
-        raise doc.error((*at, "fim", "mode"), "fim mode must be 'context' or 'document'")
-    if src.half not in (None, 0, 1):
-        raise doc.error((*at, "half"), "half must be 0, 1 or absent")
-    if not 0.0 < src.fraction <= 1.0 or src.epochs < 1 or src.files_per_shard < 1:
-        raise doc.error(at, "fraction must lie in (0, 1], epochs and files_per_shard be >= 1")
-    return src
+    def unknown(self, at: Path_, key: str, valid: Any) -> UserError:
+        return self.doc.unknown(at, key, valid)
+
+    def invalid(self, at: Path_, value: Any, why: str) -> UserError:
+        return self.error(at, why)
 
 
 def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
@@ -157,41 +176,18 @@ def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
     raw = doc.data
     if not isinstance(raw, dict):
         raise doc.error((), "a manifest must be a YAML mapping")
-    _check_keys(raw, _STAGE_KEYS, doc, ())
-    base = path.parent.resolve()
-    kw = dict(raw)
-    split = kw.pop("split", None) or {}
-    if "method" in split:
-        kw["split_method"] = split["method"]
-    if "seed" in split:
-        kw["split_seed"] = int(split["seed"])
-    mixture = kw.pop("mixture", None) or {}
-    if "offline" in mixture:
-        kw["offline_mix"] = bool(mixture["offline"])
-    if "shuffle_buffer" in mixture:
-        kw["shuffle_buffer"] = int(mixture["shuffle_buffer"])
-    kw.update({k: v for k, v in overrides.items() if v is not None})
-    for key in ("stage", "tokenizer", "sources"):
-        if key not in kw:
-            raise doc.error((), f"manifest needs '{key}'")
-    tok = os.path.expandvars(str(kw["tokenizer"]))
-    kw.setdefault("tokenizer_name", tok)
-    if not Path(tok).is_absolute() and (base / tok).exists():
-        tok = str(base / tok)
-    kw["tokenizer"] = tok
-    if not isinstance(kw["sources"], list):
-        raise doc.error(("sources",), "'sources' must be a list")
-    kw["sources"] = tuple(_parse_source(s, base, doc, ("sources", i)) for i, s in enumerate(kw["sources"]))
-    names = [o.name for s in kw["sources"] for o in s.outputs()]
-    if len(set(names)) != len(names) or "mixed" in names:
-        raise doc.error(("sources",), f"output names must be unique across sources and not 'mixed' (the "
-                        f"offline mix folder), got {names}")
-    try:
-        cfg = StageConfig(**kw)
-    except TypeError as exc:
-        raise doc.error((), f"bad manifest ({exc})") from None
-    if cfg.split_method not in ("hash", "file_parity") or cfg.tail not in ("pad", "drop"):
-        raise doc.error(("split",), "split.method must be hash|file_parity and tail pad|drop")
-    if cfg.seq_len < 8 or cfg.samples_per_file < 1:
-        raise doc.error(("seq_len",), "seq_len must be >= 8 and samples_per_file >= 1")
-    return cfg
+    given = {k: v for k, v in overrides.items() if v is not None}
+    site = _Overrides(doc, set(given))
+    top = {k: v for k, v in raw.items() if k not in _SECTIONS}
+    top.update(given)
+    split = build(SplitSection, raw.get("split"), doc, ("split",))
+    mixture = build(MixtureSection, raw.get("mixture"), doc, ("mixture",))
+    tok = top.get("tokenizer")
+    tok = os.path.expandvars(tok) if isinstance(tok, str) else tok
+    fixed = {"split_method": split.method, "split_seed": split.seed, "offline_mix": mixture.offline,
+             "shuffle_buffer": mixture.shuffle_buffer, "tokenizer_name": tok if isinstance(tok, str) else ""}
+    if isinstance(tok, str) and not Path(tok).is_absolute() and (doc.base / tok).exists():
+        top["tokenizer"] = str(doc.base / tok)  # a local tokenizer beside the manifest; else a name or hub id
+    elif isinstance(tok, str):
+        top["tokenizer"] = tok
+    return build(StageConfig, top, site, fixed=fixed, keys=_TOP_KEYS, base=doc.base)

@@ -32,24 +32,15 @@ from typing import Any
 
 from crystalmix.core.atomic import atomic_open, atomic_path, fingerprint, sweep_temporaries, write_json
 from crystalmix.core.records import Conversation
-from sft_builder.manifest import GLOBAL_STEPS, Manifest, SourceConfig, as_data, hub_name, is_hub
+from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
 from sft_builder.mix import run_mix
 from sft_builder.sources.base import Rejected, make_adapter
-from sft_builder.steps.base import FilterStep, Item, PerSource
-from sft_builder.steps.clean import Clean
-from sft_builder.steps.decontaminate import Decontaminate
-from sft_builder.steps.dedup import ExactDedup, NearDedup
+from sft_builder.steps.base import Item, PerSource
+from sft_builder.steps.dedup import NearDedup
 from sft_builder.steps.language import Language
-from sft_builder.steps.quality import Quality
+from sft_builder.steps.table import STAGE_ORDER, STEPS
 
 CODE_VERSION = "build-3"  # bump when a change of code changes outputs, so old stages are not reused
-STEP_ORDER = ("adapter", "clean", "language", "quality", "exact_dedup", "near_dedup", "decontaminate", "mix")
-RECORD_STEP_CLASSES: dict[str, Callable[[Any], FilterStep]] = {
-    "clean": Clean,
-    "language": Language,
-    "quality": Quality,
-    "decontaminate": Decontaminate,
-}
 Progress = Callable[[str, int], None]  # (task description, items done) -> None
 
 
@@ -82,7 +73,7 @@ def read_conversations(path: Path) -> Iterator[Conversation]:
 # -- stage plumbing ---------------------------------------------------------------------------------------
 def split_order(m: Manifest) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Steps run per source (before the first dedup step) and steps run across sources (from it on)."""
-    idx = next((i for i, s in enumerate(m.order) if s in GLOBAL_STEPS), len(m.order))
+    idx = next((i for i, s in enumerate(m.order) if STEPS[s].scope == "global"), len(m.order))
     return m.order[:idx], m.order[idx:]
 
 
@@ -207,7 +198,7 @@ def run_ingest(
     pre, _ = split_order(m)
     adapter = make_adapter(src.adapter, src.options, source=src.name)
     stream = adapter.stream(list(src.inputs), split=src.split, data_files=list(src.data_files) or None)
-    steps = [(name, RECORD_STEP_CLASSES[name](src.steps[name])) for name in pre if name in src.steps]
+    steps = [(name, STEPS[name].make(src.steps[name])) for name in pre if name in src.steps]
     times: dict[str, float] = {}
     counts: Counter[str] = Counter()
     drops: dict[str, Counter[str]] = {}
@@ -258,13 +249,12 @@ def run_global(
     _, post = split_order(m)
     steps: list[tuple[str, Any]] = []
     for name in post:
-        off = [s.name for s in m.sources if name not in s.steps]
-        if name == "exact_dedup":
-            steps.append((name, ExactDedup(m.steps[name], skip_sources=off)))
-        elif name == "near_dedup":
-            steps.append((name, NearDedup(m.steps[name], skip_sources=off)))
+        spec = STEPS[name]
+        if spec.scope == "global":
+            off = tuple(s.name for s in m.sources if name not in s.steps)
+            steps.append((name, spec.make(m.steps[name], skip_sources=off)))
         else:
-            per = {s.name: RECORD_STEP_CLASSES[name](s.steps[name]) for s in m.sources if name in s.steps}
+            per = {s.name: spec.make(s.steps[name]) for s in m.sources if name in s.steps}
             steps.append((name, PerSource(name, per)))
 
     def items() -> Iterator[Item]:
@@ -392,7 +382,7 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     _publish_rejects(m, dirs, gdir, mdir, out / "rejects")
     report = make_report(
         m, ingest, glob_stats, mix_stats, tokenize_stats, fingerprint=config_fingerprint(m),
-        stage_order=STEP_ORDER,
+        stage_order=STAGE_ORDER,
     )
     write_report(out, report)
     result.report = report

@@ -11,7 +11,7 @@ import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,17 @@ import numpy as np
 
 from crystalmix.core import hdf5
 from crystalmix.core.atomic import atomic_open, atomic_path, sweep_temporaries, write_json
+from crystalmix.core.config import Inline, at_least, between, build, non_empty, one_of, spec
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import Conversation
-from crystalmix.core.tokenizer import DEMO, demo_tokenizer_dir, resolve_tokenizer, special_token_ids
-from sft_builder.chat import ChatEncoder, Dropped, Encoded, load_template
+from crystalmix.core.tokenizer import (
+    DEMO,
+    demo_tokenizer_dir,
+    local_tokenizer_problem,
+    resolve_tokenizer,
+    special_token_ids,
+)
+from sft_builder.chat import TOKENIZER_TEMPLATE, ChatEncoder, Dropped, Encoded, load_template
 from sft_builder.pack import PACKINGS, PackStats, pack
 
 OUTPUTS = ("hdf5", "megatron-jsonl")
@@ -31,53 +38,41 @@ BATCH = 256  # conversations per encoding task; fixed so batching never shows in
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    """The ``tokenize:`` section of a build manifest."""
+    """The ``tokenize:`` section of a build manifest (`tokenizer` and `template` paths: from its folder)."""
 
-    tokenizer: str = "demo"
-    template: str = "crystalchat"
-    seq_len: int = 2048
-    packing: str = "bfd"
-    output: str = "hdf5"
-    samples_per_file: int = 50_000
-    train_on: str = "all"
+    tokenizer: str = field(default="demo", metadata=spec(non_empty, path="exists"))
+    template: str = field(default="crystalchat", metadata=spec(non_empty, path="exists"))
+    seq_len: int = field(default=2048, metadata=spec(between(8, 1 << 20)))
+    packing: str = field(default="bfd", metadata=spec(one_of(*PACKINGS)))
+    output: str = field(default="hdf5", metadata=spec(one_of(*OUTPUTS)))
+    samples_per_file: int = field(default=50_000, metadata=spec(at_least(1)))
+    train_on: str = field(default="all", metadata=spec(one_of("all", "last")))
     train_on_prompt: bool = False
     shuffle: bool = True
-    pack_buffer: int = 20_000
+    pack_buffer: int = field(default=20_000, metadata=spec(at_least(1)))
     system_prompt: str | None = None
-    workers: int = 0  # 0 = all cores; does not change the output
+    workers: int = field(default=0, metadata=spec(at_least(0)))  # 0 = all cores; does not change the output
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None, where: str = "tokenize") -> TokenizeConfig:
-        """Parse and check a manifest section; errors name the key path (``tokenize.packing: ...``)."""
-        raw = dict(raw or {})
-        known = {f.name: f for f in fields(cls)}
-        for key in raw:
-            if key not in known:
-                raise UserError(f"{where}.{key}: unknown key; valid keys: {', '.join(known)}")
-        defaults = cls()
-        values: dict[str, Any] = {}
-        for name in known:
-            default = getattr(defaults, name)
-            value = raw.get(name, default)
-            path = f"{where}.{name}"
-            if name == "system_prompt":
-                if value is not None and not isinstance(value, str):
-                    raise UserError(f"{path}: must be a string")
-            elif isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise UserError(f"{path}: must be true or false")
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise UserError(f"{path}: must be an integer")
-                if value < (0 if name == "workers" else 1) or (name == "seq_len" and value < 8):
-                    raise UserError(f"{path}: {value} is too small")
-            elif not isinstance(value, str) or not value:
-                raise UserError(f"{path}: must be a non-empty string")
-            values[name] = value
-        for name, choices in (("packing", PACKINGS), ("output", OUTPUTS), ("train_on", ("all", "last"))):
-            if values[name] not in choices:
-                raise UserError(f"{where}.{name}: must be one of {', '.join(choices)}")
-        return cls(**values)
+        """Parse and check settings given outside a manifest; errors name the key (``tokenize.packing: ...``)."""
+        return build(cls, raw, Inline(where))
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """Files named here must be what they claim, found now rather than after the build's other stages."""
+        if self.template.endswith(".jinja") and not Path(self.template).is_file():
+            yield "template", (f"template file not found: {self.template} (a relative path is read from the "
+                               "manifest's folder)")
+        elif self.template != TOKENIZER_TEMPLATE:
+            try:
+                load_template(self.template)
+            except UserError as exc:
+                yield "template", str(exc)
+        tok = Path(self.tokenizer)
+        if self.tokenizer != DEMO and tok.exists():
+            why = local_tokenizer_problem(tok)
+            if why:
+                yield "tokenizer", f"{tok}: {why}"
 
     def identity(self) -> dict[str, Any]:
         """The settings that shape the output (for fingerprints): everything but ``workers``."""

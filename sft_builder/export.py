@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from crystalmix.core.atomic import atomic_open, atomic_path
 from crystalmix.core.errors import UserError
+from sft_builder.steps.table import STAGE_ORDER
 
 # Licences of the real Stage 3a sources as their hub cards (or upstream repositories) state them.
 # A manifest source's own `license:` key wins over this table.
@@ -38,7 +39,6 @@ KNOWN_LICENSES: dict[str, str] = {
     "nickrosh/Evol-Instruct-Code-80k-v1": "cc-by-nc-sa-4.0",
 }
 SPLITS = ("train", "test")
-STEP_ORDER = ("adapter", "clean", "language", "quality", "exact_dedup", "near_dedup", "decontaminate", "mix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,7 @@ def dataset_card(cfg: ExportConfig, report: Mapping[str, Any], split_rows: Mappi
         "|---|---:|---:|---|",
     ]
     steps = report.get("steps") or {}
-    for step in sorted(steps, key=lambda k: STEP_ORDER.index(k) if k in STEP_ORDER else len(STEP_ORDER)):
+    for step in sorted(steps, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER)):
         st = steps[step]
         dropped = ", ".join(f"{k} {v:,}" for k, v in sorted((st.get("dropped") or {}).items()))
         lines.append(f"| {step} | {st.get('in', 0):,} | {st.get('out', 0):,} | {dropped} |")

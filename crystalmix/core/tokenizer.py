@@ -37,7 +37,14 @@ def load_tokenizer(spec: str | Path) -> Any:
 
     path = Path(spec)
     if path.is_file() and path.suffix == ".json":
-        return PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+        why = local_tokenizer_problem(path)
+        if why:
+            raise UserError(why, path=path)
+        try:
+            return PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<s>", eos_token="</s>",
+                                           unk_token="<unk>")
+        except Exception as exc:  # the Rust parser raises a bare Exception for a file it cannot read
+            raise UserError(f"not a tokenizer.json the tokenizers library can load: {exc}", path=path) from None
     if path.is_dir():
         tj = path / "tokenizer.json"
         cfg_path = path / "tokenizer_config.json"
@@ -60,6 +67,30 @@ def load_tokenizer(spec: str | Path) -> Any:
         return AutoTokenizer.from_pretrained(str(spec))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load tokenizer {str(spec)!r} (not a local path; hub lookup failed: {exc})") from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def local_tokenizer_problem(path: Path) -> str | None:
+    """Why a local tokenizer path cannot be a tokenizer (a cheap look, no loading), or None.
+
+    A ``.json`` file must be a JSON object with a ``model`` (the tokenizers format); a folder must hold one
+    of `TOKENIZER_FILES`.
+    """
+    if path.is_dir():
+        if not any((path / n).is_file() for n in TOKENIZER_FILES):
+            return f"a tokenizer folder holds one of {', '.join(TOKENIZER_FILES)}; this one holds none"
+        return None
+    if path.suffix != ".json":
+        return "a tokenizer is a folder, a tokenizer.json file, a hub id or 'demo'"
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        return f"not a tokenizer.json (not valid JSON: {exc})"
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        return "not a tokenizer.json (a JSON object with a 'model' section)"
+    return None
 
 
 def train_demo_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 4000) -> Path:

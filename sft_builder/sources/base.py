@@ -3,8 +3,8 @@
 An adapter turns a stream of raw records (each with its file and line) into a stream of `Conversation`s
 and `Rejected` records. Most adapters are record-by-record and only implement `convert_record`; those
 that need context across records (OASST1 flat rows, the Rosetta Code folder layout) override `run`.
-Options are a frozen dataclass per adapter, built from ``key=value`` strings or a manifest mapping by
-`parse_options`, which rejects unknown keys with the list of valid ones.
+Options are a frozen dataclass per adapter, built by the one config builder (`crystalmix.core.config`) from
+``key=value`` strings (`parse_options`) or a manifest mapping, which rejects unknown keys with the valid ones.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Generic, TypeVar
 
+from crystalmix.core.config import OptionText, build
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import Conversation, InvalidRecordError, RawRecord, Rejected, UnparsedRecord
 
@@ -144,10 +145,12 @@ def get_adapter_class(name: str) -> type[Adapter[Any]]:
         raise UserError(f"unknown adapter {name!r}; valid adapters: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def make_adapter(name: str, options: Mapping[str, Any] | None = None,
-                 source: str | None = None) -> Adapter[Any]:
+def make_adapter(name: str, options: Any = None, source: str | None = None) -> Adapter[Any]:
+    """An adapter by name; `options` is its options object, or a mapping (``key=value`` text is parsed)."""
     cls = get_adapter_class(name)
-    return cls(parse_options(cls.Options, options or {}, context=f"adapter {name!r}"), source=source)
+    if not isinstance(options, cls.Options):
+        options = parse_options(cls.Options, options or {}, context=f"adapter {name!r}")
+    return cls(options, source=source)
 
 
 def _load_builtin() -> None:
@@ -160,71 +163,8 @@ def option_fields(options_cls: type) -> list[dataclasses.Field[Any]]:
 
 
 def parse_options(options_cls: type[O], raw: Mapping[str, Any], context: str = "options") -> O:
-    """Build a frozen options dataclass from a mapping; values given as strings are coerced to the field type.
+    """An adapter's options from a mapping of ``key=value`` text or values (the one config builder).
 
-    Unknown keys and uncoercible values raise `UserError` naming the valid keys.
+    Unknown keys and values that do not fit raise `UserError` naming the valid keys.
     """
-    fields = {f.name: f for f in dataclasses.fields(options_cls)}  # type: ignore[arg-type]
-    hints = get_type_hints(options_cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in fields:
-            valid = ", ".join(sorted(fields)) or "(none)"
-            raise UserError(f"unknown option {key!r} for {context}; valid options: {valid}")
-        try:
-            kwargs[key] = _coerce(value, hints[key])
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"bad value {value!r} for option {key!r} of {context}: {exc}") from None
-    return options_cls(**kwargs)
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if origin is Union or (origin is not None and str(origin) == "types.UnionType"):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a)
-            except (TypeError, ValueError) as exc:
-                errors.append(str(exc))
-        raise ValueError("; ".join(errors))
-    is_literal = origin is not None and getattr(origin, "__name__", "") == "Literal"
-    if str(origin) == "typing.Literal" or is_literal:
-        if value not in args:
-            raise ValueError(f"expected one of {', '.join(map(str, args))}")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
-    if tp in (int, float, str):
-        if tp is not str and isinstance(value, bool):
-            raise ValueError(f"expected {tp.__name__}")
-        return tp(value)
-    if origin in (tuple, list):
-        items = value.split(",") if isinstance(value, str) else list(value)
-        inner = args[0] if args else str
-        return tuple(_coerce(v.strip() if isinstance(v, str) else v, inner) for v in items if v != "")
-    if origin in (dict, Mapping) or tp is dict:
-        if isinstance(value, Mapping):
-            return dict(value)
-        if isinstance(value, str):
-            # "a:b,c:d" for column maps given on the command line
-            out = {}
-            for part in value.split(","):
-                k, _, v = part.partition(":")
-                if not _ or not k:
-                    raise ValueError("expected key:value pairs separated by commas")
-                out[k.strip()] = v.strip()
-            return out
-        raise ValueError("expected a mapping")
-    return value
+    return build(options_cls, raw, OptionText(context), text=True)

@@ -12,7 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from crystalmix.core.records import Conversation, Message
+from crystalmix.core.records import Conversation, Message, Role
 from sft_builder.steps.base import Drop, FilterStep
 
 _FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
@@ -40,7 +40,7 @@ class CleanConfig:
 
     enabled: bool = True
     html_to_markdown: bool = True
-    html_roles: tuple[str, ...] = ("assistant",)  # scraped answers; a user's pasted HTML is their question
+    html_roles: tuple[Role, ...] = ("assistant",)  # scraped answers; a user's pasted HTML is their question
     remove_leftovers: bool = True
     leftover_lines: tuple[str, ...] = ("Copy code", "Regenerate response", "Copy")
     normalize_unicode: bool = True

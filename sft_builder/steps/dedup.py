@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
+from crystalmix.core.config import SEED, at_least, between, spec
 from crystalmix.core.records import Conversation
 from sft_builder.sources.base import Rejected
 from sft_builder.steps.base import Drop, FilterStep, Item, reject
@@ -33,15 +34,22 @@ class NearDedupConfig:
     """`threshold`: the Jaccard similarity of word `shingle_size`-grams that makes a duplicate."""
 
     enabled: bool = True
-    threshold: float = 0.8
-    shingle_size: int = 5
-    num_perm: int = 128
-    bands: int | None = None
-    rows: int | None = None
+    threshold: float = field(default=0.8, metadata=spec(between(0, 1, lo_open=True)))
+    shingle_size: int = field(default=5, metadata=spec(at_least(1)))
+    num_perm: int = field(default=128, metadata=spec(between(2, 8192)))
+    bands: int | None = field(default=None, metadata=spec(at_least(1)))
+    rows: int | None = field(default=None, metadata=spec(at_least(1)))
     include_system: bool = False
-    seed: int = 1
-    batch_size: int = 256
-    sketch_k: int = 256  # bottom-k sketch kept beside the signature to confirm candidates (0: signature only)
+    seed: int = field(default=1, metadata=spec(SEED))
+    batch_size: int = field(default=256, metadata=spec(at_least(1)))
+    sketch_k: int = field(default=256, metadata=spec(at_least(0)))  # bottom-k sketch beside the signature
+    # to confirm candidates (0: signature only)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if (self.bands is None) != (self.rows is None):
+            yield "bands", "give bands and rows together"
+        elif self.bands is not None and self.bands * (self.rows or 0) > self.num_perm:
+            yield "bands", f"bands * rows must be <= num_perm ({self.num_perm})"
 
 
 # -- exact ------------------------------------------------------------------------------------------------

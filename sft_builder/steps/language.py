@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from crystalmix.core.config import SEED, at_least, between, non_empty, spec
 from crystalmix.core.records import Conversation
 from sft_builder.steps.base import Drop, FilterStep
 
@@ -53,15 +54,16 @@ class LanguageConfig:
     """Settings of the language step. `decide_on` says which side's language must be kept."""
 
     enabled: bool = True
-    languages: tuple[str, ...] = ("en",)
+    languages: tuple[str, ...] = field(default=("en",), metadata=spec(non_empty))
     decide_on: Literal["both", "user", "assistant", "either"] = "both"
-    sample_chars: int = 600
-    min_letters: int = 12
-    en_stopword_ratio: float = 0.2
-    short_ascii_letters: int = 25  # plain-ASCII text shorter than this without English words: undetermined
+    sample_chars: int = field(default=600, metadata=spec(at_least(30)))
+    min_letters: int = field(default=12, metadata=spec(at_least(0)))
+    en_stopword_ratio: float = field(default=0.2, metadata=spec(between(0, 1)))
+    # plain-ASCII text shorter than this without English words: undetermined
+    short_ascii_letters: int = field(default=25, metadata=spec(at_least(0)))
     strip_code: bool = True
     keep_undetermined: bool = True
-    seed: int = 0
+    seed: int = field(default=0, metadata=spec(SEED))
 
 
 def bounded_sample(text: str, limit: int) -> str:

@@ -7,9 +7,11 @@ configurable because what counts as boilerplate depends on the mix.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from crystalmix.core.records import Conversation
+from crystalmix.core.config import at_least, spec
+from crystalmix.core.records import Conversation, Role
 from sft_builder.steps.base import Drop, FilterStep
 
 DEFAULT_REFUSALS: tuple[str, ...] = (
@@ -30,13 +32,19 @@ class QualityConfig:
     """Bounds apply to the user+assistant text (no system prompt); a round is a user turn and its answer."""
 
     enabled: bool = True
-    min_chars: int = 1
-    max_chars: int = 200_000
-    min_rounds: int = 1
-    max_rounds: int = 1_000
+    min_chars: int = field(default=1, metadata=spec(at_least(0)))
+    max_chars: int = field(default=200_000, metadata=spec(at_least(1)))
+    min_rounds: int = field(default=1, metadata=spec(at_least(0)))
+    max_rounds: int = field(default=1_000, metadata=spec(at_least(1)))
     refusal_phrases: tuple[str, ...] = DEFAULT_REFUSALS
-    refusals_in: tuple[str, ...] = ("assistant",)
+    refusals_in: tuple[Role, ...] = ("assistant",)
     blocked_words: tuple[str, ...] = ()
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.min_chars > self.max_chars:
+            yield "max_chars", f"must be >= min_chars ({self.min_chars})"
+        if self.min_rounds > self.max_rounds:
+            yield "max_rounds", f"must be >= min_rounds ({self.min_rounds})"
 
 
 class Quality(FilterStep):

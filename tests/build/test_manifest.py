@@ -60,7 +60,7 @@ def test_good_manifest(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "where"),
     [
-        ("    weight: 2\n", "    weight: -1\n", r"m\.yaml:6: sources\[0\]\.weight: must be a number >= 0"),
+        ("    weight: 2\n", "    weight: -1\n", r"m\.yaml:6: sources\[0\]\.weight: must be >= 0 and <= 1,000, got -1$"),
         ("    weight: 2\n", "    wieght: 2\n", r"m\.yaml:6: sources\[0\]\.wieght: unknown key"),
         (
             "adapter: sharegpt",
@@ -104,7 +104,7 @@ def test_good_manifest(tmp_path: Path) -> None:
         (
             "    weight: 2\n",
             "    weight: 2\n    options: {colour: red}\n",
-            r"sources\[0\]\.options: unknown option 'colour'",
+            r"m\.yaml:7: sources\[0\]\.options\.colour: unknown key 'colour'; valid keys: group_chunks, ",
         ),
     ],
 )

@@ -46,7 +46,7 @@ def digest(folder: Path) -> str:
 
 
 def test_config_errors_name_the_key() -> None:
-    with pytest.raises(UserError, match=r"^tokenize\.packing: must be one of llm360, bfd, none$"):
+    with pytest.raises(UserError, match=r"^tokenize\.packing: must be one of llm360, bfd, none, got 'zip'$"):
         TokenizeConfig.from_mapping({"packing": "zip"}, "tokenize")
     with pytest.raises(UserError, match=r"build\.tokenize\.seq_len: must be an integer"):
         TokenizeConfig.from_mapping({"seq_len": "long"}, "build.tokenize")
