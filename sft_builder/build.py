@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from crystalmix.core.atomic import atomic_open, atomic_path, fingerprint, sweep_temporaries, write_json
-from crystalmix.core.records import Conversation
+from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
 from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
 from sft_builder.mix import run_mix
-from sft_builder.sources.base import Rejected, make_adapter
+from sft_builder.sources.base import make_adapter
 from sft_builder.steps.base import Item, PerSource
 from sft_builder.steps.dedup import NearDedup
 from sft_builder.steps.language import Language
 from sft_builder.steps.table import STAGE_ORDER, STEPS
 
-CODE_VERSION = "build-3"  # bump when a change of code changes outputs, so old stages are not reused
+CODE_VERSION = "build-4"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Callable[[str, int], None]  # (task description, items done) -> None
 
 
@@ -54,16 +54,6 @@ class BuildResult:
 
 
 # -- JSON lines ----------------------------------------------------------------------------------------------
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
-    return repr(obj)
-
-
-def dump_line(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, default=_default) + "\n"
-
-
 def read_conversations(path: Path) -> Iterator[Conversation]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
@@ -166,16 +156,20 @@ def _drain(
     progress: Progress | None,
     task: str,
 ) -> int:
-    """Write kept conversations and rejects (atomically); count drops per source as ``step:reason``."""
+    """Write kept conversations (interchange lines) and rejects (atomically); count drops per source as
+    ``step:reason``."""
     kept = 0
-    with atomic_open(kept_path) as kfh, atomic_open(rejects_path) as rfh:
+    with atomic_open(kept_path, "wb") as kfh, RejectWriter(rejects_path) as rejects:
         for n, item in enumerate(items, 1):
+            if not isinstance(item, Rejected):
+                try:
+                    kfh.write(item.to_json_bytes())
+                    kept += 1
+                except InvalidRecordError as exc:  # meta text UTF-8 cannot hold (`convert` rejects it alike)
+                    item = Rejected.of(item, "adapter", exc.reason, exc.detail)
             if isinstance(item, Rejected):
                 drops.setdefault(item.source, Counter())[f"{item.step}:{item.reason}"] += 1
-                rfh.write(dump_line(item.to_dict()))
-            else:
-                kept += 1
-                kfh.write(item.to_json() + "\n")
+                rejects.write(item)
             if progress is not None and n % 200 == 0:
                 progress(task, n)
     return kept

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from crystalmix.core.atomic import atomic_open, atomic_path
+from crystalmix.core.atomic import atomic_path
+from crystalmix.core.records import Rejected, RejectWriter
 from sft_builder.manifest import Manifest, SourceConfig
 
 ROWS_PER_FILE = 100_000
@@ -148,7 +149,7 @@ def _rejects_and_stats(
 ) -> None:
     """One sequential pass: write the mix's rejects; sum characters and turns of what was kept."""
     names = [s.name for s in m.sources]
-    with open(kept_path, encoding="utf-8") as fh, atomic_open(rejects_path) as out:
+    with open(kept_path, encoding="utf-8") as fh, RejectWriter(rejects_path) as out:
         for i, line in enumerate(fh):
             rec = json.loads(line)
             st = stats["sources"][names[src[i]]]
@@ -157,23 +158,9 @@ def _rejects_and_stats(
             if r != KEPT:
                 key = f"mix:{REASONS[r]}"
                 st["dropped"][key] = st["dropped"].get(key, 0) + 1
-                meta = rec.get("meta") or {}
-                out.write(
-                    json.dumps(
-                        {
-                            "source": rec["source"],
-                            "step": "mix",
-                            "reason": REASONS[r],
-                            "file": str(meta.get("file", "")),
-                            "line": int(meta.get("line") or 0),
-                            "detail": "not chosen by the source's mixing settings",
-                            "record": rec,
-                        },
-                        ensure_ascii=False,
-                        sort_keys=True,
-                    )
-                    + "\n"
-                )
+                meta = rec["meta"]  # a validated conversation's: ``line`` is an int, ``file`` a string
+                out.write(Rejected(rec["source"], "mix", REASONS[r], meta.get("file", ""), meta.get("line", 0),
+                                   rec, "not chosen by the source's mixing settings"))
                 continue
             turns = [msg for msg in rec["messages"] if msg["role"] != "system"]
             st["kept"] += 1

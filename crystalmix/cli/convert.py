@@ -10,12 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,8 +21,8 @@ from rich.table import Table
 
 from crystalmix.core.atomic import atomic_open, write_json
 from crystalmix.core.errors import UserError
-from crystalmix.core.records import Conversation
-from sft_builder.sources.base import Adapter, Rejected, adapter_names, get_adapter_class, make_adapter
+from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
+from sft_builder.sources.base import Adapter, adapter_names, get_adapter_class, make_adapter
 
 PROGRESS_EVERY = 4096  # outputs between progress-bar updates; per-record updates would cost more than parsing
 WRITE_BATCH = 64  # output lines joined into one write
@@ -41,51 +39,6 @@ def parse_option_args(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-_LINE = orjson.OPT_APPEND_NEWLINE
-
-
-def json_line(obj: Any) -> bytes:
-    """Compact UTF-8 JSON plus a newline, keys in the object's order (so the same bytes every run).
-
-    orjson writes it several times faster than the stdlib (encoding, not parsing, dominates a
-    conversion); what orjson refuses (huge ints, odd keys) falls back to `json` in the same format.
-    Raises `UnicodeEncodeError` for text that is not valid Unicode (lone surrogates from ``\\ud83d``).
-    """
-    try:
-        return orjson.dumps(obj, option=_LINE)
-    except TypeError:  # orjson.JSONEncodeError
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
-        return text.encode("utf-8") + b"\n"
-
-
-def conversation_line(conv: Conversation) -> bytes:
-    """One interchange line with the content of `Conversation.to_dict()`, built directly (a hot path).
-
-    Top-level and message keys come in sorted order; ``meta`` keeps the adapter's order.
-    """
-    messages = [{"content": m.content, "role": m.role} for m in conv.messages]
-    return json_line({"id": conv.id, "messages": messages, "meta": conv.meta, "source": conv.source})
-
-
-def reject_line(rej: Rejected) -> bytes:
-    """A rejects-file line; broken Unicode in the original record is escaped rather than lost."""
-    d = rej.to_dict()
-    try:
-        return json_line(d)
-    except UnicodeEncodeError:
-        return json.dumps(d, separators=(",", ":"), default=str).encode("ascii") + b"\n"
-
-
-def _line_or_reject(conv: Conversation) -> bytes | Rejected:
-    """`conversation_line`, or an ``invalid_unicode`` reject for text UTF-8 cannot hold (a lone surrogate)."""
-    try:
-        return conversation_line(conv)
-    except UnicodeEncodeError as exc:
-        meta = conv.meta
-        return Rejected(conv.source, "adapter", "invalid_unicode", str(meta.get("file", "")),
-                        int(meta.get("line", 0) or 0), conv.to_dict(), str(exc))
-
-
 def default_rejects_path(out: Path) -> Path:
     name = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
     return out.with_name(f"{name}.rejects.jsonl")
@@ -100,10 +53,9 @@ def convert_source(adapter: Adapter[Any], inputs: Sequence[str], out: Path, reje
         raise UserError("--out and --rejects must be different files", path=out)
     stream = adapter.stream(list(inputs), split=split, data_files=list(data_files) if data_files else None)
     kept = 0
-    reasons: Counter[str] = Counter()
     bar = _Progress(progress)
-    with bar, atomic_open(out, "wb") as fo, atomic_open(rejects, "wb") as fr:
-        write_out, write_rej, dumps = fo.write, fr.write, orjson.dumps
+    with bar, atomic_open(out, "wb") as fo, RejectWriter(rejects) as rej_out:
+        write_out, write_rej = fo.write, rej_out.write
         batch: list[bytes] = []  # output lines, written WRITE_BATCH at a time (one write call per line costs more)
         n = 0
         for item in stream:
@@ -111,24 +63,20 @@ def convert_source(adapter: Adapter[Any], inputs: Sequence[str], out: Path, reje
             if n % PROGRESS_EVERY == 0:
                 bar.update(n)
             if type(item) is Conversation:
-                try:  # conversation_line(item), inlined (two calls fewer per record)
-                    line = dumps({"id": item.id, "messages": [{"content": m.content, "role": m.role}
-                                                              for m in item.messages],
-                                  "meta": item.meta, "source": item.source}, option=_LINE)
-                except TypeError:  # orjson refused it (a huge int, a lone surrogate): the general path decides
-                    line = _line_or_reject(item)
-                if type(line) is bytes:
-                    batch.append(line)
-                    kept += 1
-                    if len(batch) == WRITE_BATCH:
-                        write_out(b"".join(batch))
-                        batch.clear()
+                try:
+                    batch.append(item.to_json_bytes())
+                except InvalidRecordError as exc:  # meta text UTF-8 cannot hold
+                    write_rej(Rejected.of(item, "adapter", exc.reason, exc.detail))
                     continue
-                item = line
+                kept += 1
+                if len(batch) == WRITE_BATCH:
+                    write_out(b"".join(batch))
+                    batch.clear()
+                continue
             assert isinstance(item, Rejected), f"adapter yielded {type(item).__name__}"
-            reasons[item.reason] += 1
-            write_rej(reject_line(item))
+            write_rej(item)
         write_out(b"".join(batch))
+    reasons = rej_out.counts
     rejected = sum(reasons.values())
     stats = adapter.stats
     if stats.candidates != kept + rejected:  # an adapter bug, not a user error: crash loudly

@@ -1,15 +1,27 @@
 """The one chat schema every adapter produces and every later step consumes.
 
 `Message` and `Conversation` are frozen, slotted dataclasses that validate themselves when built, so a
-`Conversation` that exists is always well formed. Transforms return new objects (`dataclasses.replace`).
+`Conversation` that exists is always well formed (and can always be written as UTF-8 JSON). Transforms return
+new objects (`dataclasses.replace`).
+
+`Rejected` is the one record of a drop: every writer of rejects (convert, build, encode) writes it with
+`RejectWriter`, and every interchange line comes from `Conversation.to_json_bytes`, so the same record gives
+the same bytes whoever writes it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, get_args
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal, get_args
+
+import orjson
+
+from crystalmix.core.atomic import atomic_open
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -43,6 +55,8 @@ class Message:
             raise InvalidRecordError("bad_content", f"content must be a string, got {type(content).__name__}")
         if not content or content.isspace():
             raise InvalidRecordError("empty_content", f"empty {self.role} message")
+        if not content.isascii():  # isascii is O(1); only non-ASCII text can hold a lone surrogate
+            _check_unicode(content, self.role)
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
@@ -68,7 +82,10 @@ class Conversation:
         if msgs is not self.messages:
             object.__setattr__(self, "messages", msgs)
         if type(self.meta) is not dict:
+            if not isinstance(self.meta, Mapping):
+                raise InvalidRecordError("bad_meta", f"meta must be an object, got {type(self.meta).__name__}")
             object.__setattr__(self, "meta", dict(self.meta))
+        _check_meta(self.meta)
 
     # -- views ---------------------------------------------------------------------------------------
     @property
@@ -100,9 +117,29 @@ class Conversation:
             "meta": dict(self.meta),
         }
 
+    def to_json_bytes(self) -> bytes:
+        """THE interchange line (with its newline): what `convert` writes, the build's stages hold and `encode`
+        reads. Compact UTF-8 JSON, keys sorted at every level (inside ``meta`` too), so the bytes depend only
+        on the conversation.
+
+        Raises `InvalidRecordError` (``invalid_unicode``) when ``meta`` holds text UTF-8 cannot encode (a lone
+        surrogate): message contents are checked when built, ``meta`` values only here.
+        """
+        obj = {"id": self.id, "messages": [{"content": m.content, "role": m.role} for m in self.messages],
+               "meta": self.meta, "source": self.source}
+        try:
+            return orjson.dumps(obj, option=_JSON_LINE)  # the hot path of convert and of the build's stages
+        except TypeError:  # orjson.JSONEncodeError: a huge int, an odd type, a surrogate; the general path decides
+            pass
+        try:
+            return json_line(obj)
+        except UnicodeEncodeError as exc:
+            raise InvalidRecordError("invalid_unicode", f"meta holds text that is not valid Unicode ({exc.reason} "
+                                     f"at {exc.start})") from None
+
     def to_json(self) -> str:
-        """One interchange line; keys sorted inside meta so output bytes are stable."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+        """`to_json_bytes` as text, without the newline."""
+        return self.to_json_bytes()[:-1].decode("utf-8")
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> Conversation:
@@ -117,9 +154,11 @@ class Conversation:
             if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
                 raise InvalidRecordError("bad_message", "each message needs 'role' and 'content'")
             msgs.append(Message(m["role"], m["content"]))
-        meta = record.get("meta") or {}
-        if not isinstance(meta, Mapping):
-            raise InvalidRecordError("bad_meta", "'meta' must be an object")
+        meta = record.get("meta")
+        if meta is None:
+            meta = {}
+        elif not isinstance(meta, Mapping):
+            raise InvalidRecordError("bad_meta", f"'meta' must be an object, got {type(meta).__name__}")
         return cls(id=str(record.get("id") or ""), source=str(record.get("source") or ""),
                    messages=tuple(msgs), meta=dict(meta))
 
@@ -148,6 +187,38 @@ def _valid_orders(max_body: int) -> frozenset[tuple[str, ...]]:
 
 # Valid role sequences of up to 64 user/assistant messages; longer ones take the step-by-step check.
 SCHEMA_ORDERS = _valid_orders(64)
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """Refuse text UTF-8 cannot encode (a lone surrogate, from a JSON ``"\\ud800"`` escape): it could be
+    neither written out nor tokenized, so it is a bad record here rather than a crash in a later writer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRecordError("invalid_unicode", f"{where} message holds a lone surrogate "
+                                 f"({text[exc.start]!r} at {exc.start})") from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_meta(meta: dict[str, Any]) -> None:
+    """The provenance keys later steps compute with: ``file`` a string, ``line`` a non-negative integer,
+    ``group`` a string. Other keys are the adapter's and only need to be JSON (checked when written)."""
+    line = meta.get("line", 0)
+    if type(line) is not int and (not isinstance(line, int) or isinstance(line, bool)) or line < 0:
+        raise InvalidRecordError("bad_meta", f"meta.line must be a non-negative integer, got {line!r}")
+    file = meta.get("file", "")
+    if type(file) is not str:
+        raise InvalidRecordError("bad_meta", f"meta.file must be a string, got {type(file).__name__}")
+    group = meta.get("group")
+    if group is not None and type(group) is not str:
+        raise InvalidRecordError("bad_meta", f"meta.group must be a string, got {type(group).__name__}")
 
 
 def _check_conversation(cid: Any, source: Any, msgs: Iterable[Any]) -> tuple[Message, ...]:
@@ -185,13 +256,14 @@ def _check_conversation(cid: Any, source: Any, msgs: Iterable[Any]) -> tuple[Mes
 def make_messages(pairs: Iterable[tuple[str, str]]) -> tuple[Message, ...]:
     """``tuple(Message(role, content) for role, content in pairs)``, with the same checks, faster.
 
-    A pair that passes `Message`'s checks (known role; non-empty, non-blank exact ``str`` content) is
-    built directly; any other pair is handed to `Message` itself, which raises the usual error.
+    A pair that passes `Message`'s checks (known role; non-empty, non-blank exact ``str`` content that UTF-8
+    can encode) is built directly; any other pair is handed to `Message` itself, which raises the usual error.
     """
     out = []
     append = out.append
     for role, content in pairs:
-        if type(content) is str and role in ROLES and content and not content.isspace():
+        if type(content) is str and role in ROLES and content and not content.isspace() \
+                and (content.isascii() or _encodable(content)):
             m = _new(Message)
             _set_role(m, role)
             _set_content(m, content)
@@ -210,6 +282,7 @@ def make_conversation(cid: str, source: str, messages: tuple[Message, ...], meta
     if type(messages) is not tuple or type(meta) is not dict:
         return Conversation(cid, source, messages, meta)
     _check_conversation(cid, source, messages)
+    _check_meta(meta)
     conv = _new(Conversation)
     _set_id(conv, cid)
     _set_source(conv, source)
@@ -231,7 +304,8 @@ def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: 
     messages = []
     append = messages.append
     for role, content in zip(roles, contents, strict=False):  # same lengths (checked); strict costs a lot
-        if type(content) is str and content and not content.isspace():  # the role is valid (SCHEMA_ORDERS)
+        if type(content) is str and content and not content.isspace() \
+                and (content.isascii() or _encodable(content)):  # the role is valid (SCHEMA_ORDERS)
             m = _new(Message)
             _set_role(m, role)
             _set_content(m, content)
@@ -242,6 +316,7 @@ def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: 
         raise InvalidRecordError("missing_id", "conversation id must be a non-empty string")
     if not isinstance(source, str) or not source:
         raise InvalidRecordError("missing_source", "conversation source must be a non-empty string")
+    _check_meta(meta)
     conv = _new(Conversation)
     _set_id(conv, cid)
     _set_source(conv, source)
@@ -261,7 +336,13 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A record that was dropped, with everything needed to find it again and to count it."""
+    """A record that was dropped, with everything needed to find it again and to count it.
+
+    The only type of a drop that reaches disk or a report: adapters, build steps, the mix and the tokenizer
+    all produce it, and `RejectWriter` writes it. `step` is where it was dropped (``adapter``, ``clean``,
+    ``mix``, ``tokenize`` ...), `reason` a stable snake_case key, `record` the original record (what the
+    reader gave for an adapter reject, the interchange dict for a later step).
+    """
 
     source: str
     step: str
@@ -271,6 +352,14 @@ class Rejected:
     record: Any
     detail: str = ""
     duplicate_of: str | None = None
+
+    @classmethod
+    def of(cls, conv: Conversation, step: str, reason: str, detail: str = "",
+           duplicate_of: str | None = None) -> Rejected:
+        """The reject of a conversation dropped by `step`, located by its ``meta`` provenance."""
+        meta = conv.meta
+        return cls(conv.source, step, reason, str(meta.get("file", "")), int(meta.get("line") or 0),
+                   conv.to_dict(), detail, duplicate_of)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -285,6 +374,88 @@ class Rejected:
         if self.duplicate_of is not None:
             d["duplicate_of"] = self.duplicate_of
         return d
+
+    def to_json_bytes(self) -> bytes:
+        """THE rejects-file line (with its newline), as `json_line` writes it; text UTF-8 cannot hold (lone
+        surrogates in the original record) is escaped as ``\\udXXX`` instead of lost."""
+        d = self.to_dict()
+        try:
+            return json_line(d)
+        except UnicodeEncodeError:
+            return json.dumps(d, sort_keys=True, separators=(",", ":"), default=str).encode("ascii") + b"\n"
+
+
+class RejectWriter:
+    """The one writer of rejects files: JSONL, one `Rejected.to_json_bytes` line per reject, written
+    atomically (the file appears under its name complete, at `close`, or not at all).
+
+    Counts what it wrote per reason (`counts`), so a caller's report and the file cannot disagree.
+    Use as a context manager::
+
+        with RejectWriter(out / "rejects.jsonl") as rejects:
+            rejects.write(Rejected.of(conv, "encode", "no_trained_tokens"))
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.counts: Counter[str] = Counter()
+        self._cm = atomic_open(self.path, "wb")
+        self._fh: IO[bytes] = self._cm.__enter__()
+
+    def write(self, rej: Rejected) -> None:
+        self._fh.write(rej.to_json_bytes())
+        self.counts[rej.reason] += 1
+
+    def write_all(self, rejects: Iterable[Rejected]) -> None:
+        for rej in rejects:
+            self.write(rej)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def close(self) -> None:
+        """Publish the file (its temporary is renamed into place)."""
+        self._cm.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop the temporary; nothing appears under `path`."""
+        self._cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> RejectWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._cm.__exit__(exc_type, exc, tb)
+
+
+def read_rejects(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of a rejects file, as dicts (for tests, reports and tools)."""
+    with open(path, "rb") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
+# -- the one JSON-lines encoding ----------------------------------------------------------------------------
+_JSON_LINE = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
+def json_line(obj: Any) -> bytes:
+    """Compact UTF-8 JSON with keys sorted at every level, plus a newline: the same bytes for the same object.
+
+    orjson writes it several times faster than the stdlib (writing, not parsing, dominates a conversion);
+    what orjson refuses (ints beyond 64 bits, unusual types) falls back to `json` in the same layout.
+    Raises `UnicodeEncodeError` for text UTF-8 cannot hold (lone surrogates from ``\\ud83d``).
+    """
+    try:
+        return orjson.dumps(obj, option=_JSON_LINE)
+    except TypeError:  # orjson.JSONEncodeError
+        text = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+        return text.encode("utf-8") + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,15 +13,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Union
 
-from crystalmix.core.records import Conversation, InvalidRecordError
-from sft_builder.sources.base import Rejected
+from crystalmix.core.records import Conversation, InvalidRecordError, Rejected
 
 Item = Union[Conversation, Rejected]  # noqa: UP007 - a runtime alias, kept valid on Python 3.10
 
 
 @dataclass(frozen=True, slots=True)
 class Drop:
-    """A filter's verdict to remove a conversation: a stable snake_case reason, detail for humans."""
+    """A filter's verdict to remove a conversation: a stable snake_case reason, detail for humans.
+
+    Only a return value of `FilterStep.apply` (the step's light "no, because"); `FilterStep.run` turns it
+    into the one reject type, `Rejected`, which is what reaches the rejects files and the report.
+    """
 
     reason: str
     detail: str = ""
@@ -38,17 +41,7 @@ class Step(Protocol):
 
 def reject(conv: Conversation, step: str, drop: Drop) -> Rejected:
     """The quarantine record for a conversation dropped by `step`."""
-    meta = conv.meta
-    return Rejected(
-        source=conv.source,
-        step=step,
-        reason=drop.reason,
-        file=str(meta.get("file", "")),
-        line=int(meta.get("line") or 0),
-        record=conv.to_dict(),
-        detail=drop.detail,
-        duplicate_of=drop.duplicate_of,
-    )
+    return Rejected.of(conv, step, drop.reason, drop.detail, drop.duplicate_of)
 
 
 class FilterStep:

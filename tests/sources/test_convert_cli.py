@@ -116,7 +116,8 @@ def test_output_lines_roundtrip_and_broken_unicode_is_rejected(tmp_path: Path) -
     conv = Conversation.from_dict(json.loads(line))
     assert conv.messages[0].content == "ok \u00e9" and conv.meta["record_meta"] == {"big": 2**70}
     (rej,) = [json.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
-    assert rej["line"] == 2 and rej["record"]["messages"][0]["content"] == "broken \ud83d emoji"
+    # refused when the message is built (the record type checks it), so the reject holds the record as read
+    assert rej["line"] == 2 and rej["step"] == "adapter" and rej["record"]["instruction"] == "broken \ud83d emoji"
 
 
 def test_error_lines_keep_brackets(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -124,3 +125,66 @@ def test_error_lines_keep_brackets(run_cli, tmp_path: Path, monkeypatch: pytest.
     code, err = run_cli("convert", "--source", "alpaca", str(tmp_path / "[ab].json"),
                      "--out", str(tmp_path / "o.jsonl"))
     assert code == 2 and "[ab].json: no files match this pattern" in err
+
+
+# -- one interchange writer and one reject writer: `convert` and `build` give the same bytes (issues 9, 13) ----
+_INTERCHANGE = [
+    {"id": "a", "source": "mine", "messages": [{"role": "user", "content": "hi"},
+                                               {"role": "assistant", "content": "hello"}],
+     "meta": {"orig_id": "o1", "line": 9, "file": "orig.json"}},  # own provenance, keys out of order
+    {"id": "b", "source": "mine", "messages": [{"role": "user", "content": "dash \u2013 emoji \U0001f600 \u4e2d\u6587"},
+                                               {"role": "assistant", "content": "caf\u00e9"}]},
+    {"id": "c", "source": "mine", "messages": [{"role": "user", "content": "Hello \ud800"},
+                                               {"role": "assistant", "content": "x"}]},  # lone surrogate
+    {"id": "d", "source": "mine", "messages": [{"role": "user", "content": "q"},
+                                               {"role": "assistant", "content": "a"}], "meta": {"line": "abc"}},
+    {"id": "e", "source": "mine", "messages": [{"role": "user", "content": "q"},
+                                               {"role": "assistant", "content": "a"}],
+     "meta": {"orig_id": "bad \udc80"}},  # valid messages, broken text in meta: refused when written
+]
+_ALPACA = [{"instruction": "Say \u2013 hi", "output": "hi \U0001f600"},
+           {"instruction": "Hello \ud800", "output": "x"},
+           {"instruction": "ok", "output": "fine", "meta": {"z": 1, "a": 2}}]
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    # json.dumps escapes lone surrogates as \udXXX, as real files with broken emoji do
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="ascii")
+
+
+def test_convert_and_build_write_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crystalmix.cli.convert import convert_source
+    from sft_builder.build import build, iter_parquet
+    from sft_builder.manifest import load_manifest
+    from sft_builder.sources.base import make_adapter
+
+    monkeypatch.chdir(tmp_path)  # relative inputs: convert and build name the files alike in provenance
+    _write_jsonl(tmp_path / "conv.jsonl", [{**r, "source": "mine"} for r in _INTERCHANGE])
+    _write_jsonl(tmp_path / "alp.jsonl", _ALPACA)
+    (tmp_path / "m.yaml").write_text("seed: 1\nsources:\n"
+                                     "  - {name: mine, adapter: conversations, inputs: conv.jsonl}\n"
+                                     "  - {name: alp, adapter: alpaca, inputs: alp.jsonl}\n"
+                                     "steps:\n  mix: {shuffle: false}\nsplit: {test_fraction: 0}\n")
+    converted, rejected = {}, b""
+    for name, adapter, file in (("mine", "conversations", "conv.jsonl"), ("alp", "alpaca", "alp.jsonl")):
+        report = convert_source(make_adapter(adapter, {}, source=name), [file], tmp_path / f"{name}.out.jsonl")
+        assert report["read"] == report["kept"] + report["rejected"]
+        converted[name] = (tmp_path / f"{name}.out.jsonl").read_bytes()
+        rejected += (tmp_path / f"{name}.out.rejects.jsonl").read_bytes()
+    assert [len(converted["mine"].splitlines()), len(converted["alp"].splitlines())] == [2, 2]
+
+    result = build(load_manifest(tmp_path / "m.yaml"), tmp_path / "out")  # no crash on any of them
+    for name, data in converted.items():
+        (ingest,) = (tmp_path / "out" / ".work").glob(f"ingest-{name}-*")
+        assert (ingest / "kept.jsonl").read_bytes() == data  # the stage file is the interchange file
+    assert (tmp_path / "out" / "rejects" / "adapter.jsonl").read_bytes() == rejected
+    published = {c.id: c.to_json_bytes() for f in sorted((tmp_path / "out" / "conversations").glob("*.parquet"))
+                 for c in iter_parquet(f)}
+    assert sorted(published.values()) == sorted(b"".join(converted.values()).splitlines(keepends=True))
+
+    reasons = {(r["source"], r["line"]): r["reason"] for r in map(json.loads, rejected.splitlines())}
+    assert reasons == {("mine", 3): "invalid_unicode", ("mine", 4): "bad_meta", ("mine", 5): "invalid_unicode",
+                       ("alp", 2): "invalid_unicode"}
+    sources = result.report["sources"]
+    assert [(s["read"], s["kept"]) for s in (sources["mine"], sources["alp"])] == [(5, 2), (3, 2)]
+    assert sources["mine"]["dropped"] == {"adapter:bad_meta": 1, "adapter:invalid_unicode": 2}
