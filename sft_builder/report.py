@@ -143,11 +143,13 @@ def markdown(report: dict[str, Any]) -> str:
         if v["dropped"]:
             lines.append(f"- **{name}**: " + ", ".join(f"`{k}` {n}" for k, n in v["dropped"].items()))
     changes = {k: n for v in report["sources"].values() for k, n in v["changes"].items()}
-    if changes or report["changes"]:
+    fixes = {f"adapter:{k}": n for v in report["sources"].values() for k, n in v.get("adapter_fixes", {}).items()}
+    if changes or fixes or report["changes"]:
         lines += ["", "## Rewrites that kept the record", ""]
         totals: Counter[str] = Counter()
         for v in report["sources"].values():
             totals.update(v["changes"])
+            totals.update({f"adapter:{k}": n for k, n in v.get("adapter_fixes", {}).items()})  # repairs
         totals.update(report["changes"])
         lines += [f"- `{k}`: {n}" for k, n in sorted(totals.items())]
     lines.append("")

@@ -30,6 +30,14 @@ class NoOptions:
 O = TypeVar("O")  # noqa: E741 - the options type
 
 
+class DuplicateIdError(InvalidRecordError):
+    """A record whose conversation id was already produced in this run: rejected as ``duplicate_id``."""
+
+    def __init__(self, cid: str) -> None:
+        super().__init__("duplicate_id", f"conversation id {cid!r} was already produced in this run")
+        self.duplicate_of = cid
+
+
 @dataclass
 class AdapterStats:
     """Repairs an adapter made without dropping anything (e.g. merged same-role turns), for the report."""
@@ -76,8 +84,10 @@ class Adapter(Generic[O]):
 
     def _counted(self, records: Iterable[RawRecord]) -> Iterator[RawRecord]:
         stats = self.stats
+        order = _ReadOnce()
         for rec in records:
             stats.records += 1
+            order.check(rec)
             yield rec
 
     def run(self, records: Iterable[RawRecord]) -> Iterator[Output]:
@@ -88,9 +98,19 @@ class Adapter(Generic[O]):
         """`run` for record-by-record adapters; with `count_records`, also counts `stats.records`."""
         stats = self.stats
         convert = self.convert_record
+        last_file, last_line, done = "", 0, set()  # `_ReadOnce`, inlined: this is the hot loop
         for rec in records:
             if count_records:
                 stats.records += 1
+            file = rec.file
+            if file is not last_file and file != last_file:
+                if file in done:
+                    raise _read_twice(file)
+                done.add(last_file)
+                last_file = file
+            elif rec.line < last_line:
+                raise _read_twice(file)
+            last_line = rec.line
             if type(rec.data) is UnparsedRecord:
                 stats.candidates += 1
                 yield self.reject_unparsed(rec)
@@ -113,12 +133,42 @@ class Adapter(Generic[O]):
             yield from convs
 
     def reject(self, rec: RawRecord, exc: InvalidRecordError) -> Rejected:
-        return Rejected(self.source, "adapter", exc.reason, rec.file, rec.line, rec.data, exc.detail)
+        return Rejected(self.source, "adapter", exc.reason, rec.file, rec.line, rec.data, exc.detail,
+                        getattr(exc, "duplicate_of", None))
 
     def reject_unparsed(self, rec: RawRecord) -> Rejected:
         """The reject for a line that was not JSON: the original text is kept as the record."""
         bad: UnparsedRecord = rec.data
         return Rejected(self.source, "adapter", "invalid_json", rec.file, rec.line, bad.text, bad.error)
+
+
+class _ReadOnce:
+    """Stops a run that reads one file twice (listed twice in the inputs, or matched by two of them).
+
+    Ids are built from file and line, so a second pass would give every record an id already used. A
+    reader yields a file's records in one go, in line order, so a file is read again when it comes back
+    after another one, or when its line numbers go back.
+    """
+
+    __slots__ = ("done", "file", "line")
+
+    def __init__(self) -> None:
+        self.file, self.line, self.done = "", 0, set[str]()
+
+    def check(self, rec: RawRecord) -> None:
+        if rec.file != self.file:
+            if rec.file in self.done:
+                raise _read_twice(rec.file)
+            self.done.add(self.file)
+            self.file = rec.file
+        elif rec.line < self.line:
+            raise _read_twice(rec.file)
+        self.line = rec.line
+
+
+def _read_twice(file: str) -> UserError:
+    return UserError("read twice in one run: the file is listed twice in the inputs, or matched by two of them",
+                     path=file)
 
 
 _REGISTRY: dict[str, type[Adapter[Any]]] = {}

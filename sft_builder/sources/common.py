@@ -1,17 +1,20 @@
-"""Small helpers shared by the adapters: ids, field access with reasons, and turn normalisation.
+"""Small helpers shared by the adapters: ids, field access with reasons, and the one turn repair.
 
-Repairs (merging same-role turns, dropping a leading assistant turn) are returned as names rather than
-counted here, so an adapter counts them only for conversations it actually keeps.
+Every adapter that builds multi-turn conversations (sharegpt, guanaco, oasst1, conversations) repairs its
+turns with `repair_turns` before validation, so one empty answer costs one round, not the conversation.
+Repairs are returned as names rather than counted here, so an adapter counts them only for conversations
+it actually keeps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 
-from crystalmix.core.records import InvalidRecordError, Message, make_messages
+from crystalmix.core.records import ROLES, InvalidRecordError, Message, make_messages
 
 # ShareGPT-family role names; anything else is rejected as ``unknown_role`` unless mapped by an option.
 DEFAULT_ROLE_MAP: dict[str, str] = {
@@ -102,29 +105,112 @@ def _schema_order(n: int, start: int) -> tuple[str, ...]:
     return ("system",) * start + ("user", "assistant") * (body // 2)
 
 
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    """`repair_turns`' result: the messages, the repairs made (fix names), and `end`, the index in the input
+    of the last turn the conversation keeps (OASST uses it to tell which tree path a conversation ends on)."""
+
+    messages: tuple[Message, ...]
+    fixes: list[str]
+    end: int
+
+
+def _blank(content: str) -> bool:
+    return not content or content.isspace()
+
+
+def repair_turns(turns: Sequence[tuple[str, Any]], *, trim_trailing_user: bool = True) -> Repaired:
+    """Repair (role, content) turns into schema order: the one place every multi-turn adapter repairs.
+
+    In order (each repair is named in `Repaired.fixes`, counted by the adapter only if it keeps the record):
+
+    - a blank leading system turn is dropped (``dropped_empty_system``);
+    - leading assistant turns (after the system turn) are dropped (``dropped_leading_assistant``);
+    - consecutive same-role turns are joined with a blank line (``merged_turns``); a blank turn inside such
+      a run adds nothing and is dropped (``dropped_empty_turn``);
+    - a round (a user turn and its answer) with a blank side is dropped whole, keeping the rounds around it:
+      a question with a blank answer (``dropped_unanswered_pair``), a blank question with an answer
+      (``dropped_unprompted_pair``: an answer to nothing teaches answering nothing, and joining it to the
+      round before would invent a turn nobody wrote), or both blank (``dropped_empty_pair``);
+    - a final unanswered user turn is dropped when a complete round remains (``dropped_trailing_user``).
+
+    The final round with a blank answer is a trailing prompt (a Guanaco export ending in an empty
+    ``### Assistant:``): it is dropped only with `trim_trailing_user`, like a trailing user turn.
+    When every round had a blank side, `InvalidRecordError` ``empty_content``; other problems (an unknown
+    role, content that is not a string, a system turn later on) are left to `Conversation`'s checks.
+    """
+    n = len(turns)
+    start = 1 if n and turns[0][0] == "system" else 0
+    if tuple([r for r, _ in turns]) == _schema_order(n, start):  # the common, already-valid case
+        try:
+            return Repaired(make_messages(turns), [], n - 1)
+        except InvalidRecordError as exc:
+            if exc.reason != "empty_content":
+                raise
+    return _repair(turns, trim_trailing_user)
+
+
 def normalize_turns(turns: list[tuple[str, str]], *, trim_trailing_user: bool = True,
                     ) -> tuple[tuple[Message, ...], list[str]]:
-    """Repair a list of (role, content) into schema order; return the messages and the repairs made.
+    """`repair_turns` for adapters that need only the messages and the fixes."""
+    rep = repair_turns(turns, trim_trailing_user=trim_trailing_user)
+    return rep.messages, rep.fixes
 
-    Leading assistant turns (after an optional system turn) are dropped, consecutive same-role turns are
-    joined with a blank line, and a final unanswered user turn is dropped when an answer remains before
-    it. The result is validated later by `Conversation`; empty contents are left for it to reject.
-    """
-    start = 1 if turns and turns[0][0] == "system" else 0
-    if tuple([r for r, _ in turns]) == _schema_order(len(turns), start):  # the common, already-valid case
-        return make_messages(turns), []
+
+def _repair(turns: Sequence[tuple[str, Any]], trim_trailing_user: bool) -> Repaired:
+    for role, content in turns:  # a wrong type or role is not repairable: the usual error, first
+        if role not in ROLES or not isinstance(content, str):
+            Message(role, content)  # raises
     fixes: list[str] = []
-    while start < len(turns) and turns[start][0] == "assistant":
-        del turns[start]
-        fixes.append("dropped_leading_assistant")
-    merged: list[tuple[str, str]] = []
-    for role, content in turns:
-        if merged and merged[-1][0] == role:
-            merged[-1] = (role, merged[-1][1] + MERGE_SEPARATOR + content)
-            fixes.append("merged_turns")
+    n_system = 0
+    while n_system < len(turns) and turns[n_system][0] == "system":
+        n_system += 1
+    first = n_system
+    while first < len(turns) and turns[first][0] == "assistant":
+        first += 1
+    fixes.extend(["dropped_leading_assistant"] * (first - n_system))
+    # runs of consecutive same-role turns: (role, the non-blank contents, index of the run's last one)
+    runs: list[tuple[str, list[str], int]] = []
+    for i in [*range(n_system), *range(first, len(turns))]:
+        role, content = turns[i]
+        if not runs or runs[-1][0] != role:
+            runs.append((role, [] if _blank(content) else [content], i))
+        elif _blank(content):
+            fixes.append("dropped_empty_turn")
         else:
-            merged.append((role, content))
-    if trim_trailing_user and len(merged) >= 2 and merged[-1][0] == "user" and merged[-2][0] == "assistant":
-        merged.pop()
-        fixes.append("dropped_trailing_user")
-    return make_messages(merged), fixes
+            fixes.append("merged_turns" if runs[-1][1] else "dropped_empty_turn")  # else: it replaces a blank
+            runs[-1][1].append(content)
+            runs[-1] = (role, runs[-1][1], i)
+    head = runs[:1] if runs and runs[0][0] == "system" else []
+    runs = runs[len(head):]
+    if head and not head[0][1]:
+        fixes.append("dropped_empty_system")
+        head = []
+    if any(r[0] == "system" for r in runs):  # a system turn later on: no repair, Conversation says why
+        body = runs
+    else:
+        body = []
+        trailing = runs[-1] if len(runs) % 2 else None
+        rounds = [(runs[k], runs[k + 1]) for k in range(0, len(runs) - 1, 2)]
+        dropped = 0
+        for k, (user, answer) in enumerate(rounds):
+            if user[1] and answer[1]:
+                body += [user, answer]
+                continue
+            if user[1] and k == len(rounds) - 1 and trailing is None and not trim_trailing_user:
+                body += [user, answer]  # a trailing prompt the options keep: Conversation rejects it
+                continue
+            dropped += 1
+            fixes.append("dropped_unanswered_pair" if user[1] else
+                         "dropped_unprompted_pair" if answer[1] else "dropped_empty_pair")
+        if trailing is not None:
+            if trim_trailing_user and body:
+                fixes.append("dropped_trailing_user")
+            else:
+                body.append(trailing)
+        if dropped and not any(role == "assistant" for role, _, _ in body):
+            raise InvalidRecordError("empty_content", f"no complete round: {dropped} round(s) with an empty "
+                                                      "question or answer, and nothing else")
+    kept = head + body
+    messages = make_messages((role, MERGE_SEPARATOR.join(parts)) for role, parts, _ in kept)
+    return Repaired(messages, fixes, kept[-1][2] if kept else -1)

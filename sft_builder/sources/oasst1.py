@@ -12,12 +12,15 @@ unanswered prompter message is cut back to its last assistant reply (counted as 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from crystalmix.core.records import Conversation, InvalidRecordError, Message
+from crystalmix.core.records import Conversation, InvalidRecordError
 from sft_builder.sources.base import Adapter, Output, RawRecord, Rejected, UnparsedRecord, register
+from sft_builder.sources.common import repair_turns
 
 ROLE = {"prompter": "user", "assistant": "assistant"}
 
@@ -44,6 +47,16 @@ class _Node:
 
 
 @dataclass(slots=True)
+class _Seen:
+    """Where a tree was first read, a digest of its content, and the first conversation it gave."""
+
+    digest: bytes
+    file: str
+    line: int
+    conversation: str | None = None
+
+
+@dataclass(slots=True)
 class _Tree:
     root: _Node
     tree_id: str
@@ -59,11 +72,16 @@ class OASST1Adapter(Adapter[OASST1Options]):
              "(message_id, parent_id, message_tree_id) in parquet/jsonl")
     Options = OASST1Options
 
+    def __init__(self, options: OASST1Options, source: str | None = None) -> None:
+        super().__init__(options, source)
+        self._ids: set[str] = set()  # conversation ids produced: unique even in corrupt or repeated trees
+        self._trees: dict[str, _Seen] = {}  # tree id -> its first occurrence
+
     def run(self, records: Iterable[RawRecord]) -> Iterator[Output]:
         stats = self.stats
         group: list[RawRecord] = []
         group_key: str | None = None
-        finished: set[str] = set()  # tree ids already flushed: a tree must not come back later
+        finished: dict[str, bytes] = {}  # flat trees already flushed, by key: a digest of their rows
         for rec in records:
             data = rec.data
             if type(data) is UnparsedRecord or not isinstance(data, dict):
@@ -72,7 +90,7 @@ class OASST1Adapter(Adapter[OASST1Options]):
                     self.source, "adapter", "not_an_object", rec.file, rec.line, data)
                 continue
             if "prompt" in data or "replies" in data:
-                yield from self._flush(group, finished)
+                yield from self._flush(group, group_key, finished)
                 group, group_key = [], None
                 yield from self._tree_outputs(self._nested_tree(rec))
                 continue
@@ -85,20 +103,24 @@ class OASST1Adapter(Adapter[OASST1Options]):
                 continue
             key = str(key)
             if key != group_key:
-                yield from self._flush(group, finished)
+                yield from self._flush(group, group_key, finished)
                 group, group_key = [], key
-                if key in finished:
-                    stats.candidates += 1
-                    yield Rejected(self.source, "adapter", "tree_not_contiguous", rec.file, rec.line, data,
-                                   f"rows of tree {key} are not next to each other; sort by message_tree_id")
-                    group_key = None
-                    continue
             group.append(rec)
-        yield from self._flush(group, finished)
+        yield from self._flush(group, group_key, finished)
 
     # -- flat rows -------------------------------------------------------------------------------------
-    def _flush(self, rows: list[RawRecord], finished: set[str]) -> Iterator[Output]:
-        if not rows:
+    def _flush(self, rows: list[RawRecord], key: str | None, finished: dict[str, bytes]) -> Iterator[Output]:
+        if not rows or key is None:
+            return
+        digest = _digest([r.data for r in rows])
+        if finished.setdefault(key, digest) != digest and all(r.data.get("parent_id") is not None for r in rows):
+            # more rows of a tree read before: it is not contiguous. (Rows with a root of their own are
+            # another copy of the tree: a same copy is ``duplicate_tree``, another version keeps its new
+            # paths, both decided in `_tree_outputs`.)
+            for r in rows:
+                self.stats.candidates += 1
+                yield Rejected(self.source, "adapter", "tree_not_contiguous", r.file, r.line, r.data,
+                               f"rows of tree {key} are not next to each other; sort by message_tree_id")
             return
         nodes: dict[str, _Node] = {}
         order: list[tuple[RawRecord, _Node]] = []
@@ -128,7 +150,6 @@ class OASST1Adapter(Adapter[OASST1Options]):
                                "its parent is not in the same tree")
         if root is not None:
             tree_id = str(root.msg.get("message_tree_id") or root.msg.get("message_id"))
-            finished.add(tree_id)
             yield from self._tree_outputs(_Tree(root, tree_id, rows[0].file, root.line,
                                                 [r.data for r in rows]))
 
@@ -138,6 +159,24 @@ class OASST1Adapter(Adapter[OASST1Options]):
             self.stats.candidates += 1
             yield tree
             return
+        digest = _digest(tree.record)
+        first = self._trees.get(tree.tree_id)
+        if first is not None and first.digest == digest:  # the same tree again (concatenated exports)
+            self.stats.candidates += 1
+            yield Rejected(self.source, "adapter", "duplicate_tree", tree.file, tree.line, tree.record,
+                           f"tree {tree.tree_id} already read at {first.file}:{first.line}",
+                           duplicate_of=first.conversation)
+            return
+        if first is None:
+            first = self._trees[tree.tree_id] = _Seen(digest, tree.file, tree.line)
+        # a tree id seen with other content (a later export of the tree): its paths not produced before
+        # are new conversations; the others are rejected below as ``duplicate_id``
+        for out in self._tree_paths(tree):
+            if first.conversation is None and type(out) is Conversation:
+                first.conversation = out.id
+            yield out
+
+    def _tree_paths(self, tree: _Tree) -> Iterator[Output]:
         reason = self._filtered(tree.root.msg)
         if reason:
             self.stats.candidates += 1
@@ -178,36 +217,40 @@ class OASST1Adapter(Adapter[OASST1Options]):
             stack.extend(reversed(items))
 
     def _path_output(self, tree: _Tree, path: list[_Node], seen_ends: set[int]) -> Output:
-        trimmed = list(path)
-        while trimmed and trimmed[-1].msg.get("role") != "assistant":
-            trimmed.pop()
-        last = trimmed[-1] if trimmed else path[-1]
-        if not trimmed:
+        if not any(n.msg.get("role") == "assistant" for n in path):
             return Rejected(self.source, "adapter", "no_assistant_reply", tree.file, path[-1].line,
                             _plain(path), "the path has no assistant message")
-        if id(last) in seen_ends:
-            return Rejected(self.source, "adapter", "duplicate_path", tree.file, path[-1].line, _plain(path),
-                            "cut back to a conversation already produced from this tree")
         try:
-            messages = []
-            for n in trimmed:
+            turns = []
+            for n in path:
                 raw_role = n.msg.get("role")
                 role = ROLE.get(raw_role) if isinstance(raw_role, str) else None
                 if role is None:
-                    raise InvalidRecordError("unknown_role", f"role {n.msg.get('role')!r}")
-                messages.append(Message(role, n.msg.get("text")))  # type: ignore[arg-type]
-            leaf_id = str(last.msg.get("message_id"))
-            meta = {"file": tree.file, "line": tree.line, "orig_id": leaf_id,
+                    raise InvalidRecordError("unknown_role", f"role {raw_role!r}")
+                turns.append((role, n.msg.get("text")))
+            repaired = repair_turns(turns)  # the shared repair: an empty reply costs one round, a
+            last = path[repaired.end]  # trailing prompter message is cut back to the answer before it
+            if id(last) in seen_ends:
+                return Rejected(self.source, "adapter", "duplicate_path", tree.file, path[-1].line,
+                                _plain(path), "cut back to a conversation already produced from this tree")
+            leaf_id = last.msg.get("message_id")
+            if leaf_id is None or isinstance(leaf_id, (dict, list)) or not str(leaf_id):
+                raise InvalidRecordError("missing_id", "the conversation's last message has no message_id")
+            cid = f"{self.source}/{leaf_id}"
+            if cid in self._ids:
+                return Rejected(self.source, "adapter", "duplicate_id", tree.file, path[-1].line, _plain(path),
+                                f"message id {leaf_id} ends a conversation already produced", duplicate_of=cid)
+            meta = {"file": tree.file, "line": tree.line, "orig_id": str(leaf_id),
                     "group": f"{self.source}/{tree.tree_id}", "tree_id": tree.tree_id}
             if tree.root.msg.get("lang"):
                 meta["lang"] = tree.root.msg["lang"]
-            conv = Conversation(f"{self.source}/{leaf_id}", self.source, tuple(messages), meta)
+            conv = Conversation(cid, self.source, repaired.messages, meta)
         except InvalidRecordError as exc:
             return Rejected(self.source, "adapter", exc.reason, tree.file, path[-1].line, _plain(path),
                             exc.detail)
         seen_ends.add(id(last))
-        if len(trimmed) < len(path):
-            self.stats.fixes["trimmed_trailing_prompter"] += 1
+        self._ids.add(cid)
+        self.stats.fixes.update(repaired.fixes)
         return conv
 
     def _nested_tree(self, rec: RawRecord) -> _Tree | Rejected:
@@ -256,6 +299,12 @@ def _build(msg: dict[str, Any], line: int, depth: int) -> _Node:
     node = _Node({k: v for k, v in msg.items() if k != "replies"}, line)
     node.children = [_build(r, line, depth + 1) for r in replies]
     return node
+
+
+def _digest(record: Any) -> bytes:
+    """A digest of a tree's record, to tell a repeated tree from another version of it."""
+    text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=repr, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _plain(path: list[_Node]) -> list[dict[str, Any]]:

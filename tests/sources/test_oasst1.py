@@ -41,7 +41,7 @@ def test_all_paths_count_leaves_and_filtered_subtrees(run_adapter) -> None:
         filtered_deleted=1, filtered_review=1, invalid_json=1, orphan_message=1, tree_not_contiguous=1)
     deleted = next(r for r in rejects if r.reason == "filtered_deleted")
     assert [m["message_id"] for m in deleted.record] == ["m1", "m7"]
-    assert adapter.stats.fixes == {"trimmed_trailing_prompter": 1}
+    assert adapter.stats.fixes == {"dropped_trailing_user": 1}  # the shared repair names it
     assert adapter.stats.candidates == len(convs) + len(rejects) == 9
 
 
@@ -88,3 +88,55 @@ def test_unranked_siblings_pick_the_first(run_adapter) -> None:
         {"message_id": "a2", "role": "assistant", "text": "second", "rank": None, "replies": []}]}
     (conv,) = make_adapter("oasst1", {}).run([RawRecord(tree, "t.jsonl", 1)])
     assert conv.messages[-1].content == "first"
+
+
+def test_a_tree_repeated_in_one_file_is_a_duplicate(tmp_path: Path) -> None:
+    """Concatenated exports: the second copy of a tree is one ``duplicate_tree`` reject, ids stay unique."""
+    lines = (FIX / "oasst1" / "nested.jsonl").read_text().splitlines()
+    path = tmp_path / "twice.jsonl"
+    path.write_text("\n".join(lines[:2] + lines[:2]) + "\n")
+    for paths in ("best", "all"):
+        adapter = make_adapter("oasst1", {"paths": paths})
+        outs = list(adapter.stream([str(path)]))
+        convs = [o for o in outs if hasattr(o, "messages")]
+        dups = [o for o in outs if getattr(o, "reason", "") == "duplicate_tree"]
+        assert len({c.id for c in convs}) == len(convs) > 0
+        assert [d.line for d in dups] == [3, 4]
+        assert dups[0].duplicate_of in {c.id for c in convs} and "already read at" in dups[0].detail
+        assert dups[0].record == json.loads(lines[0])
+        assert adapter.stats.candidates == len(outs)
+
+
+def test_flat_rows_repeated_are_a_duplicate_tree_and_a_changed_copy_keeps_its_new_paths(tmp_path: Path) -> None:
+    lines = (FIX / "oasst1" / "flat.jsonl").read_text().splitlines()
+    t1, t2 = [json.loads(x) for x in lines[:7]], [json.loads(x) for x in lines[9:12]]
+    path = tmp_path / "flat_twice.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in t1 + t2 + t1))  # two exports, concatenated
+    adapter = make_adapter("oasst1", {"paths": "all"})
+    outs = list(adapter.stream([str(path)]))
+    (dup,) = [o for o in outs if getattr(o, "reason", "") == "duplicate_tree"]
+    assert dup.line == 11 and dup.record == t1 and dup.duplicate_of.startswith("oasst1/m")
+    convs = [o for o in outs if hasattr(o, "messages")]
+    assert len({c.id for c in convs}) == len(convs) == 4 and adapter.stats.candidates == len(outs)
+    # a later export of tree T1 with one more reply: its new path is kept, the known ones are duplicates
+    extra = [{**t1[4], "message_id": "m99", "parent_id": "m5", "role": "prompter", "text": "And then?"},
+             {**t1[4], "message_id": "m100", "parent_id": "m99", "role": "assistant", "text": "Then this."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in t1 + t2 + t1 + extra))
+    outs = list(make_adapter("oasst1", {"paths": "all"}).stream([str(path)]))
+    convs = [o for o in outs if hasattr(o, "messages")]
+    assert len({c.id for c in convs}) == len(convs) == 5 and convs[-1].messages[-1].content == "Then this."
+    second = Counter(o.reason for o in outs if hasattr(o, "reason") and o.line > 10)
+    assert second == Counter(duplicate_id=2, filtered_deleted=1)  # m2, m3 again (m5 now leads on); m7 again
+
+
+def test_conversation_ids_are_unique_even_when_message_ids_repeat() -> None:
+    from sft_builder.sources.base import RawRecord
+
+    def tree(tid: str, text: str) -> dict:
+        return {"message_tree_id": tid, "prompt": {"message_id": "p", "role": "prompter", "text": "q", "replies": [
+            {"message_id": "same", "role": "assistant", "text": text, "replies": []}]}}
+
+    adapter = make_adapter("oasst1", {})
+    outs = list(adapter.run([RawRecord(tree("T1", "a"), "f.jsonl", 1), RawRecord(tree("T2", "b"), "f.jsonl", 2)]))
+    assert outs[0].id == "oasst1/same"
+    assert (outs[1].reason, outs[1].duplicate_of) == ("duplicate_id", "oasst1/same")
