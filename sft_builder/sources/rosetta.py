@@ -6,6 +6,10 @@ Two forms: CodeAlpaca's ``rosetta_alpaca.json`` (``instruction`` = task text, ``
 asks for the task in that language, the description turned from MediaWiki markup into plain text
 (`sources.mediawiki`); the assistant answers with the code in a fenced block. Non-breaking spaces become
 plain spaces in both.
+
+A solution file or ``00DESCRIPTION`` that cannot be read (permissions, I/O) is a counted reject
+(``unreadable_file``) naming the file; a folder that cannot be listed stops the run with a one-line error
+naming it, since the files inside it cannot even be counted.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class RosettaAdapter(Adapter[RosettaOptions]):
         super().__init__(options, source)
         self.labels = FileLabels()
         self.languages = {lang.lower() for lang in options.languages}
+        self._folder_ids: set[str] = set()  # ids of kept solution files (files are unique, ids may not be)
 
     def read(self, inputs: Sequence[str] | str, *, split: str = "train",
              data_files: str | Sequence[str] | None = None) -> Iterator[RawRecord]:
@@ -78,20 +83,22 @@ class RosettaAdapter(Adapter[RosettaOptions]):
         return _chain(parts)
 
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
-        data = as_mapping(record.data)
+        data = record.data
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
-        if "code" in data and "task" in data:  # a solution file from the folder layout
-            language, title = str(data["language"]), str(data["task"]).replace("-", " ").replace("_", " ")
+        if type(data) is SolutionFile:  # a solution file from the folder layout
+            language, title = data["language"], data["task"].replace("-", " ").replace("_", " ")
             self._check_language(language)
+            if data.get("error"):
+                raise InvalidRecordError("unreadable_file", data["error"])
             if data.get("description") is None:
                 raise InvalidRecordError("missing_description", f"no {DESCRIPTION} for task {data['task']}")
             if data.get("code") is None:
                 raise InvalidRecordError("not_utf8", "the solution file is not UTF-8 text")
-            description = str(data["description"])
-            code = str(data["code"])
+            description, code = data["description"], data["code"]
             meta.update(task=data["task"], language=language)
-            cid = f"{self.source}/{data['task']}/{language}/{Path(record.file).name}"
+            cid = self._folder_id(f"{self.source}/{data['task']}/{language}/{Path(record.file).name}")
         else:
+            data = as_mapping(data)
             description = text_field(data, "instruction")
             language = text_field(data, "input").strip()
             code = text_field(data, "output")
@@ -108,7 +115,17 @@ class RosettaAdapter(Adapter[RosettaOptions]):
             raise InvalidRecordError("empty_content", "empty solution")
         messages = (Message("user", user_prompt(language, text, title)),
                     Message("assistant", assistant_answer(language, code)))
-        return (Conversation(cid, self.source, messages, meta),)
+        conv = Conversation(cid, self.source, messages, meta)
+        if type(data) is SolutionFile:
+            self._folder_ids.add(cid)
+        return (conv,)
+
+    def _folder_id(self, cid: str) -> str:
+        """`cid`, or ``cid~2``, ``cid~3`` ... when another folder (a second checkout) already gave it."""
+        unique, k = cid, 2
+        while unique in self._folder_ids:
+            unique, k = f"{cid}~{k}", k + 1
+        return unique
 
     def _check_language(self, language: str) -> None:
         if self.languages and language.lower() not in self.languages:
@@ -120,6 +137,22 @@ def _chain(parts: list[Callable[[], Iterator[RawRecord]]]) -> Iterator[RawRecord
         yield from part()
 
 
+class SolutionFile(dict):  # type: ignore[type-arg]
+    """The raw record of one solution file of a RosettaCodeData folder (``task``, ``language``,
+    ``description``, ``code``, and ``error`` when a file could not be read).
+
+    Its own type, so a JSON record that merely has the same keys is never taken for one; a plain ``dict``
+    to every writer.
+    """
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise UserError(f"cannot list the folder: {exc.strerror or exc}", path=folder) from None
+
+
 def _task_root(path: Path) -> Path | None:
     """The folder holding task folders if `path` is (inside) a RosettaCodeData layout, else None."""
     if not path.is_dir():
@@ -128,22 +161,38 @@ def _task_root(path: Path) -> Path | None:
         return path / "Task"
     if (path / DESCRIPTION).is_file():
         return path  # a single task folder
-    if any((child / DESCRIPTION).is_file() for child in path.iterdir() if child.is_dir()):
+    if any((child / DESCRIPTION).is_file() for child in _listdir(path) if child.is_dir()):
         return path
     return None
 
 
+def _read(path: Path) -> tuple[bytes | None, str]:
+    """The bytes of a file, or None and why it could not be read."""
+    try:
+        return path.read_bytes(), ""
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror or exc}"
+
+
 def _walk_tasks(root: Path) -> Iterator[RawRecord]:
-    tasks = [root] if (root / DESCRIPTION).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
+    tasks = [root] if (root / DESCRIPTION).is_file() else [p for p in _listdir(root) if p.is_dir()]
     for task in tasks:
         desc_file = task / DESCRIPTION
-        description = desc_file.read_text(encoding="utf-8", errors="replace") if desc_file.is_file() else None
-        for lang_dir in sorted(p for p in task.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for f in sorted(p for p in lang_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
+        description: str | None = None
+        desc_error = ""
+        if desc_file.is_file():
+            raw, desc_error = _read(desc_file)
+            # as text mode reads it: universal newlines, undecodable bytes replaced
+            description = None if raw is None else \
+                raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+        for lang_dir in (p for p in _listdir(task) if p.is_dir() and not p.name.startswith(".")):
+            for f in (p for p in _listdir(lang_dir) if p.is_file() and not p.name.startswith(".")):
+                raw, error = _read(f)
                 try:
-                    code: str | None = f.read_bytes().decode("utf-8")
+                    code = None if raw is None else raw.decode("utf-8")
                 except UnicodeDecodeError:
                     code = None
-                data = {"task": task.name, "language": lang_dir.name, "description": description,
-                        "code": code}
+                data = SolutionFile(task=task.name, language=lang_dir.name, description=description, code=code)
+                if error or desc_error:
+                    data["error"] = error or desc_error
                 yield RawRecord(data, str(f), 1)

@@ -41,3 +41,74 @@ def test_languages_option_rejects_the_others(run_adapter) -> None:
 def test_single_task_folder_and_mixed_inputs_keep_order(run_adapter) -> None:
     convs, _, _ = run_adapter("rosetta", "rosetta/rosetta_alpaca.json", "rosetta/Task/Hello-world-Text")
     assert [c.meta["language"] for c in convs] == ["Python", "C++", "Go", "Python", "Python"]
+
+
+def test_a_json_record_with_folder_keys_but_no_language_is_a_reject_not_a_crash(tmp_path) -> None:
+    """Issue 13: ``{"task", "code"}`` without ``language`` raised KeyError; such a record is not a folder file."""
+    import json
+
+    from sft_builder.sources.base import make_adapter
+
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"task": "t", "code": "print(1)"}) + "\n"
+                    + json.dumps({"task": "t", "code": "x", "language": "Go", "description": "d"}) + "\n")
+    outs = list(make_adapter("rosetta", {}).stream([str(path)]))
+    assert [(o.line, o.reason) for o in outs] == [(1, "missing_field"), (2, "missing_field")]
+
+
+def test_unreadable_files_are_counted_rejects_naming_the_file(run_adapter, monkeypatch) -> None:
+    """Issue 13: a PermissionError on a solution or on 00DESCRIPTION is a reject, not a crash."""
+    from pathlib import Path
+
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name in ("hello-world-text.go", "00DESCRIPTION"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    convs, rejects, adapter = run_adapter("rosetta", "rosetta")
+    assert not convs and adapter.stats.records == 5
+    unreadable = [r for r in rejects if r.reason == "unreadable_file"]
+    assert len(unreadable) == 4  # the Hello-world-Text task has no readable description
+    assert all("Permission denied" in r.detail and "/Task/" in r.file for r in unreadable)
+    assert any("00DESCRIPTION" in r.detail for r in unreadable)
+    assert any(r.detail.endswith("hello-world-text.go: Permission denied") for r in unreadable)
+
+
+def test_a_folder_that_cannot_be_listed_is_a_user_error_naming_it(monkeypatch) -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from crystalmix.core.errors import UserError
+    from sft_builder.sources.base import make_adapter
+
+    from .conftest import FIX
+
+    real = Path.iterdir
+
+    def iterdir(self: Path):  # noqa: ANN202 - the patched method
+        if self.name == "Python":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(UserError, match="Python: cannot list the folder: Permission denied"):
+        list(make_adapter("rosetta", {}).stream([str(FIX / "rosetta")]))
+
+
+def test_two_checkouts_give_distinct_ids(tmp_path) -> None:
+    import shutil
+
+    from sft_builder.sources.base import make_adapter
+
+    from .conftest import FIX
+
+    for name in ("a", "b"):
+        shutil.copytree(FIX / "rosetta" / "Task", tmp_path / name / "Task")
+    outs = list(make_adapter("rosetta", {}).stream([str(tmp_path / "a"), str(tmp_path / "b")]))
+    ids = [o.id for o in outs if hasattr(o, "id")]
+    assert len(ids) == len(set(ids)) == 6
+    assert "rosetta/Hello-world-Text/Go/hello-world-text.go~2" in ids
