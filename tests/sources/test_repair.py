@@ -137,9 +137,9 @@ def test_build_counts_the_repairs_in_its_report(tmp_path: Path) -> None:
 
     from .conftest import FIX
 
-    (tmp_path / "m.yaml").write_text(
-        f"seed: 1\nsources:\n  - {{name: sg, adapter: sharegpt, inputs: {FIX / 'repair' / 'sharegpt_empty_turns.json'}}}\n"
-        f"  - {{name: gu, adapter: guanaco, inputs: {FIX / 'repair' / 'guanaco_empty_answers.jsonl'}}}\n")
+    sg_file, gu_file = FIX / "repair" / "sharegpt_empty_turns.json", FIX / "repair" / "guanaco_empty_answers.jsonl"
+    (tmp_path / "m.yaml").write_text(f"seed: 1\nsources:\n  - {{name: sg, adapter: sharegpt, inputs: {sg_file}}}\n"
+                                     f"  - {{name: gu, adapter: guanaco, inputs: {gu_file}}}\n")
     report = build(load_manifest(tmp_path / "m.yaml"), tmp_path / "out").report
     sg, gu = report["sources"]["sg"], report["sources"]["gu"]
     assert (sg["read"], sg["kept"], gu["read"], gu["kept"]) == (6, 5, 3, 2)
