@@ -38,7 +38,7 @@ from sft_builder.sources.base import make_adapter
 from sft_builder.steps.base import Item, PerSource
 from sft_builder.steps.dedup import NearDedup
 from sft_builder.steps.language import Language
-from sft_builder.steps.table import STAGE_ORDER, STEPS
+from sft_builder.steps.table import STEPS, stage_order
 
 CODE_VERSION = "build-4"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Callable[[str, int], None]  # (task description, items done) -> None
@@ -376,7 +376,7 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     _publish_rejects(m, dirs, gdir, mdir, out / "rejects")
     report = make_report(
         m, ingest, glob_stats, mix_stats, tokenize_stats, fingerprint=config_fingerprint(m),
-        stage_order=STAGE_ORDER,
+        stage_order=stage_order(),
     )
     write_report(out, report)
     result.report = report

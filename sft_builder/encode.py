@@ -41,7 +41,7 @@ class TokenizeConfig:
     """The ``tokenize:`` section of a build manifest (`tokenizer` and `template` paths: from its folder)."""
 
     tokenizer: str = field(default="demo", metadata=spec(non_empty, path="exists"))
-    template: str = field(default="crystalchat", metadata=spec(non_empty, path="exists"))
+    template: str = field(default="crystalchat", metadata=spec(non_empty, path="named"))
     seq_len: int = field(default=2048, metadata=spec(between(8, 1 << 20)))
     packing: str = field(default="bfd", metadata=spec(one_of(*PACKINGS)))
     output: str = field(default="hdf5", metadata=spec(one_of(*OUTPUTS)))

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from crystalmix.core.atomic import atomic_open, atomic_path
 from crystalmix.core.errors import UserError
-from sft_builder.steps.table import STAGE_ORDER
+from sft_builder.steps.table import stage_order
 
 # Licences of the real Stage 3a sources as their hub cards (or upstream repositories) state them.
 # A manifest source's own `license:` key wins over this table.
@@ -195,7 +195,8 @@ def dataset_card(cfg: ExportConfig, report: Mapping[str, Any], split_rows: Mappi
         "|---|---:|---:|---|",
     ]
     steps = report.get("steps") or {}
-    for step in sorted(steps, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER)):
+    order = stage_order()
+    for step in sorted(steps, key=lambda k: order.index(k) if k in order else len(order)):
         st = steps[step]
         dropped = ", ".join(f"{k} {v:,}" for k, v in sorted((st.get("dropped") or {}).items()))
         lines.append(f"| {step} | {st.get('in', 0):,} | {st.get('out', 0):,} | {dropped} |")

@@ -116,6 +116,7 @@ class YamlDoc:
             raise UserError("is a folder, not a manifest file", path=path) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot read manifest: {exc}", path=path) from None
+        self.lines: dict[Path_, int] = {(): 1}
         loader = _Loader(text, alias_limit)
         try:
             node = loader.get_single_node()
@@ -124,6 +125,7 @@ class YamlDoc:
                 if loop is not None:
                     raise UserError("an alias refers to a value that contains it", path=path,
                                     line=loop.start_mark.line + 1)
+                self._walk(node, ())  # before constructing, which merges ``<<`` keys into the nodes
             self.data: Any = loader.construct_document(node) if node is not None else None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -132,9 +134,6 @@ class YamlDoc:
                             line=line) from None
         finally:
             loader.dispose()
-        self.lines: dict[Path_, int] = {(): 1}
-        if node is not None:
-            self._walk(node, ())
 
     @property
     def base(self) -> Path:
@@ -179,10 +178,10 @@ def dotted(at: Path_) -> str:
     return out
 
 
-def unknown_message(key: Any, valid: Collection[str], noun: str = "key") -> str:
+def unknown_message(key: Any, valid: Collection[str], noun: str = "key", where: str = "") -> str:
     near = difflib.get_close_matches(str(key), list(valid), n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return f"unknown {noun} {key!r}{hint}; valid {noun}s: {', '.join(sorted(valid)) or '(none)'}"
+    return f"unknown {noun} {key!r}{where}{hint}; valid {noun}s: {', '.join(sorted(valid)) or '(none)'}"
 
 
 # -- where errors point --------------------------------------------------------------------------------
@@ -225,7 +224,7 @@ class OptionText:
     def unknown(self, at: Path_, key: str, valid: Collection[str]) -> UserError:
         if at:
             return self.error((*at, key), unknown_message(key, valid))
-        return UserError(unknown_message(key, valid, "option").replace("; ", f" for {self.context}; ", 1))
+        return UserError(unknown_message(key, valid, "option", f" for {self.context}"))
 
     def invalid(self, at: Path_, value: Any, why: str) -> UserError:
         return UserError(f"bad value {value!r} for option {dotted(at)!r} of {self.context}: {why}")
@@ -235,12 +234,16 @@ class OptionText:
 Check = Callable[[Any], "str | None"]  # a rule: None if the value is fine, else what it must be
 
 
-def spec(*checks: Check, path: Literal["always", "exists"] | None = None) -> dict[str, Any]:
+PathKind = Literal["always", "exists", "named"]
+
+
+def spec(*checks: Check, path: PathKind | None = None) -> dict[str, Any]:
     """Field metadata: rules the value must pass, and whether it is a path read from the manifest's folder.
 
     ``path="always"``: a relative path is made absolute against the manifest's folder (``~`` and ``$VARS``
-    expanded). ``path="exists"``: only when that file exists there, so names such as ``demo``, a bundled
-    template or a hub id are kept as written.
+    expanded). ``path="exists"``: only when that file exists there, so a name such as ``demo`` or a hub id
+    (``owner/name``) is kept as written. ``path="named"``: a bare word (``crystalchat``) is a name, anything
+    with a ``/`` or a suffix (``t.jinja``) is a path.
     """
     out: dict[str, Any] = {}
     if checks:
@@ -254,8 +257,8 @@ class Range:
     """A number in [lo, hi] (either end open or absent)."""
 
     def __init__(self, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-                 hi_open: bool = False) -> None:
-        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+                 hi_open: bool = False, text: str = "") -> None:
+        self.lo, self.hi, self.lo_open, self.hi_open, self.text = lo, hi, lo_open, hi_open, text
 
     def __call__(self, value: Any) -> str | None:
         if value is None:
@@ -266,6 +269,8 @@ class Range:
         return f"must be {self.describe()}, got {_number(value)}" if bad else None
 
     def describe(self) -> str:
+        if self.text:
+            return self.text
         parts = []
         if self.lo is not None:
             parts.append(f"{'>' if self.lo_open else '>='} {_number(self.lo)}")
@@ -316,7 +321,7 @@ def each(rule: Check) -> Check:
     return check
 
 
-SEED = between(0, 2**63 - 1)  # numpy's generators take no negative seed
+SEED = Range(0, 2**63 - 1, text=">= 0 and < 2**63")  # numpy takes no negative seed, xxhash none past 64 bits
 NAME = matches(r"[A-Za-z0-9][\w.-]*", "a word of letters, digits, '_', '-' or '.' (it names a folder)")
 
 
@@ -466,14 +471,16 @@ def _coerce(value: Any, tp: Any, ctx: _Ctx, at: Path_) -> Any:
     if origin in (tuple, list):
         if value is None:
             return ()
-        if isinstance(value, str):  # "a,b" from a command line; one item from a manifest
-            value = [v.strip() for v in value.split(",") if v.strip()] if ctx.text else [value]
         inner = args[0] if args else Any
-        if isinstance(value, Mapping) and get_origin(inner) is tuple and len(get_args(inner)) == 2:
-            # a mapping read as its (key, value) pairs, sorted by key
+        if get_origin(inner) is tuple and len(get_args(inner)) == 2 and get_args(inner)[1] is not Ellipsis:
+            # (key, value) pairs, written as a mapping; kept sorted by key
+            if not isinstance(value, Mapping):
+                raise _Bad(f"must be a mapping, got {_show(value)}")
             k_tp, v_tp = get_args(inner)
             return tuple(sorted(
                 (_item(k, k_tp, ctx, at, k), _item(v, v_tp, ctx, at, k)) for k, v in value.items()))
+        if isinstance(value, str):  # "a,b" from a command line; one item from a manifest
+            value = [v.strip() for v in value.split(",") if v.strip()] if ctx.text else [value]
         if not isinstance(value, (list, tuple)):
             raise _Bad(f"must be a list, got {_show(value)}")
         if not args or len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis):
@@ -519,6 +526,8 @@ def _resolve_paths(value: Any, how: str | None, base: Path | None) -> Any:
         return value
     if isinstance(value, tuple):
         return tuple(_resolve_paths(v, how, base) for v in value)
+    if how == "named" and "/" not in value and os.sep not in value and not Path(value).suffix:
+        return value
     return resolve_path(value, base, only_if_exists=how == "exists")
 
 

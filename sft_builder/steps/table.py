@@ -47,9 +47,6 @@ STEPS: dict[str, StepSpec] = {s.name: s for s in (
     StepSpec("decontaminate", DecontaminateConfig, Decontaminate, "record"),
 )}
 
-# Every stage a record passes, as the report and the dataset card order them.
-STAGE_ORDER: tuple[str, ...] = ("adapter", *STEPS, "mix")
-
-
-def global_steps() -> tuple[str, ...]:
-    return tuple(n for n, s in STEPS.items() if s.scope == "global")
+def stage_order() -> tuple[str, ...]:
+    """Every stage a record passes, in the order the report and the dataset card list them."""
+    return ("adapter", *STEPS, "mix")
