@@ -1,15 +1,20 @@
 """Stream raw records, each with its file and line/row, from local files, folders, globs or hub ids.
 
-Local forms: ``.json`` (one array, or one object per line), ``.jsonl``/``.ndjson``, the ``.gz`` and ``.zst``
-of those, ``.parquet``, ``.arrow`` and ``save_to_disk`` folders. Anything else that is not an existing path
-and looks like ``owner/name`` (or is written ``hf:name``) is read from the Hugging Face hub with ``datasets``
-in streaming mode. Nothing here holds a whole file: JSON arrays are cut into elements by the C JSON decoder
-over a sliding buffer, so a 1 GB array costs a few MB plus its largest record.
+The one reader family of the project: SFT adapters, pretraining documents, decontamination benchmarks,
+webgen seed tasks and interchange files all read through it.
 
-Bad *files* (unknown extension, missing path, not JSON, truncated compression) raise `UserError` naming
-the file and, for JSON, the line. A single malformed line inside an otherwise good JSONL file is a bad
-*record*: it comes out as an `UnparsedRecord` so the adapter rejects it as ``invalid_json``. The first
-record of a JSONL file must parse, so a file that is not JSON at all still stops the run.
+Local forms: ``.json`` (one array, or one object per line), ``.jsonl``/``.ndjson``, ``.parquet``,
+``.arrow`` and ``save_to_disk`` folders, and on request ``.txt`` (one record, a string, per non-blank
+line); the JSON and text forms also as ``.gz`` and ``.zst``. Anything else that is not an existing path
+and looks like ``owner/name`` (or is written ``hf:name``) is read from the Hugging Face hub with
+``datasets`` in streaming mode. Nothing here holds a whole file: JSON arrays are cut into elements by the
+C JSON decoder over a sliding buffer, so a 1 GB array costs a few MB plus its largest record, and one
+record (a line, or an array element) larger than `MAX_RECORD` is refused rather than grown into.
+
+Bad *files* (unknown extension, missing path, not JSON, truncated or corrupt compression) raise
+`BadFileError`, a `UserError` naming the file and, for JSON, the line. A single malformed line inside an
+otherwise good JSONL file is a bad *record*: it comes out as an `UnparsedRecord` so the caller rejects or
+counts it. The first record of a JSONL file must parse, so a file that is not JSON at all still stops.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from glob import glob, has_magic
 from itertools import chain
 from pathlib import Path
@@ -32,17 +38,28 @@ from crystalmix.core.errors import UserError
 from crystalmix.core.records import RawRecord, UnparsedRecord
 
 JSON_EXTS = (".json", ".jsonl", ".ndjson")
+TEXT_EXTS = (".txt",)
 COMPRESSED = (".gz", ".zst", ".zstd")
 TABLE_EXTS = (".parquet", ".arrow")
 KNOWN = tuple(e + c for e in JSON_EXTS for c in ("",) + COMPRESSED) + TABLE_EXTS
+KNOWN_TEXT = tuple(e + c for e in TEXT_EXTS for c in ("",) + COMPRESSED)
 CHUNK = 1 << 20  # bytes per read; also the JSON buffer's compaction threshold
-MAX_RECORD_CHARS = 256 << 20  # one JSON value larger than this is treated as a broken file
+# One record (a JSONL or text line in bytes, a JSON array element in characters) larger than this is
+# refused: a JSONL line becomes a ``too_large`` bad record, an array element stops the file.
+MAX_RECORD = 256 << 20
+TOO_LARGE_KEPT = 4096  # bytes of an oversized line kept in its bad record, to show what it was
+TABLE_BATCH = 1024
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WS = re.compile(r"[ \t\n\r]*")
 _SCANNER = json.JSONDecoder().scan_once
 _SET_DATA = RawRecord.data.__set__  # type: ignore[attr-defined]  # slot descriptors
 _SET_FILE = RawRecord.file.__set__  # type: ignore[attr-defined]
 _SET_LINE = RawRecord.line.__set__  # type: ignore[attr-defined]
+_SET_ITEM = RawRecord.item.__set__  # type: ignore[attr-defined]
+
+
+class BadFileError(UserError):
+    """A whole input file cannot be read (missing, not JSON, corrupt or truncated): names the file."""
 
 
 def _scan_line(raw: bytes) -> Any:
@@ -63,18 +80,19 @@ except ImportError:  # pragma: no cover - orjson is a dependency, but the stdlib
 
 
 def iter_records(inputs: Sequence[str] | str, *, split: str = "train",
-                 data_files: str | Sequence[str] | None = None) -> Iterator[RawRecord]:
+                 data_files: str | Sequence[str] | None = None, text_files: bool = False) -> Iterator[RawRecord]:
     """Yield every record of `inputs` in order (inputs in the given order, files of a folder sorted).
 
     All inputs are resolved before the first record is yielded, so a missing path fails before any
     output is written. `split` picks the split of hub datasets and of ``save_to_disk`` dataset dicts;
-    `data_files` is passed to the hub loader, or filters a local folder's files by glob.
+    `data_files` is passed to the hub loader, or filters a local folder's files by glob. With
+    `text_files`, ``.txt`` files are read too (each non-blank line is a record whose data is the string).
     """
     if isinstance(inputs, (str, Path)):
         inputs = [str(inputs)]
     if not inputs:
         raise UserError("no input given")
-    readers = plan_inputs(inputs, split=split, data_files=data_files)
+    readers = plan_inputs(inputs, split=split, data_files=data_files, text_files=text_files)
     return _chain(readers)
 
 
@@ -87,10 +105,45 @@ def _chain(readers: list[Callable[[], Iterator[RawRecord]]]) -> Iterator[RawReco
     return chain.from_iterable(read() for read in readers)
 
 
-def plan_inputs(inputs: Sequence[str], *, split: str = "train",
-                data_files: str | Sequence[str] | None = None) -> list[Callable[[], Iterator[RawRecord]]]:
+def plan_inputs(inputs: Sequence[str], *, split: str = "train", data_files: str | Sequence[str] | None = None,
+                text_files: bool = False) -> list[Callable[[], Iterator[RawRecord]]]:
     """Resolve inputs into one reader per file (raising `UserError` now); each call streams that file."""
-    return [read for spec in inputs for read in _plan(str(spec), split, data_files)]
+    return [read for spec in inputs for read in _plan(str(spec), split, data_files, text_files)]
+
+
+def read_file(path: str | Path, *, text_files: bool = False, columns: Sequence[str] | None = None,
+              optional_columns: Sequence[str] = ()) -> Iterator[RawRecord]:
+    """The records of one local file, by its extension (raises `BadFileError` naming it).
+
+    For parquet and Arrow files only `columns` (each must exist) and those of `optional_columns` that
+    exist are read; JSON records always come whole.
+    """
+    return _file_reader(Path(path), text_files, tuple(columns) if columns is not None else None,
+                        tuple(optional_columns))()
+
+
+def list_files(specs: Sequence[str], *, text_files: bool = False) -> list[str]:
+    """Sorted, de-duplicated local files named by `specs` (files, folders of known types, globs).
+
+    A spec that matches nothing contributes nothing (the caller decides whether an empty list is an
+    error); the names are as `read_file` reports them, so errors can be matched back to this list.
+    """
+    known = _known(text_files)
+    out: set[str] = set()
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            out.update(str(f) for f in _folder_files(path, [], known))
+        elif path.is_file():
+            out.add(str(path))
+        elif has_magic(spec):
+            for m in glob(str(path), recursive=True):
+                mp = Path(m)
+                if mp.is_file():
+                    out.add(str(mp))
+                elif mp.is_dir():
+                    out.update(str(f) for f in _folder_files(mp, [], known))
+    return sorted(out)
 
 
 # -- resolving inputs ------------------------------------------------------------------------------------
@@ -98,58 +151,68 @@ def plan_inputs(inputs: Sequence[str], *, split: str = "train",
 Reader = Callable[[], Iterator[RawRecord]]
 
 
-def _plan(spec: str, split: str, data_files: str | Sequence[str] | None) -> list[Reader]:
+def _known(text_files: bool) -> tuple[str, ...]:
+    return KNOWN + KNOWN_TEXT if text_files else KNOWN
+
+
+def _plan(spec: str, split: str, data_files: str | Sequence[str] | None, text_files: bool) -> list[Reader]:
     """Turn one input string into a list of readers (one per file), or raise `UserError`."""
     patterns = [data_files] if isinstance(data_files, str) else list(data_files or [])
     if spec.startswith("hf:"):
-        return [lambda: _read_hub(spec[3:], split, data_files)]
+        return [lambda: read_hub(spec[3:], split, data_files)]
+    known = _known(text_files)
     path = Path(spec).expanduser()
     if path.is_dir():
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():  # save_to_disk
             return [lambda f=f: _read_arrow(f) for f in _saved_files(path, split)]
-        files = _folder_files(path, patterns)
+        files = _folder_files(path, patterns, known)
         if not files:
-            raise UserError(f"no readable files (known: {', '.join(KNOWN)})", path=path)
-        return [_file_reader(f) for f in files]
+            raise UserError(f"no readable files (known: {', '.join(known)})", path=path)
+        return [_file_reader(f, text_files) for f in files]
     if path.is_file():
         if patterns:
             raise UserError("data_files applies to folders and hub ids, not to a single file", path=path)
-        return [_file_reader(path)]
+        return [_file_reader(path, text_files)]
     if has_magic(spec):
-        matches = sorted(Path(m) for m in glob(spec, recursive=True))
+        matches = sorted(Path(m) for m in glob(str(path), recursive=True))
         if not matches:
             raise UserError("no files match this pattern", path=spec)
         out: list[Reader] = []
         for m in matches:
-            out += _plan(str(m), split, None) if m.is_dir() else [_file_reader(m)]
+            out += _plan(str(m), split, None, text_files) if m.is_dir() else [_file_reader(m, text_files)]
         return out
     # owner/name is a hub id unless it looks like a local path (a data extension, or its first part exists)
-    if HUB_ID.match(spec) and not spec.lower().endswith(KNOWN) and not Path(spec.split("/")[0]).exists():
-        return [lambda: _read_hub(spec, split, data_files)]
+    if HUB_ID.match(spec) and not spec.lower().endswith(known) and not Path(spec.split("/")[0]).exists():
+        return [lambda: read_hub(spec, split, data_files)]
     raise UserError("no such file or folder", path=spec)
 
 
-def _folder_files(folder: Path, patterns: list[str]) -> list[Path]:
+def _folder_files(folder: Path, patterns: list[str], known: tuple[str, ...]) -> list[Path]:
+    """Files of known types under `folder`, sorted; hidden files and folders inside it are left out."""
     if patterns:
         found = {p for pat in patterns for p in folder.glob(pat) if p.is_file()}
     else:
         found = {p for p in folder.rglob("*") if p.is_file()}
-    return sorted(p for p in found
-                  if p.name.lower().endswith(KNOWN) and not any(part.startswith(".") for part in p.parts))
+    return sorted(p for p in found if p.name.lower().endswith(known)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def _file_reader(path: Path) -> Reader:
+def _file_reader(path: Path, text_files: bool = False, columns: tuple[str, ...] | None = None,
+                 optional: tuple[str, ...] = ()) -> Reader:
     name = path.name.lower()
-    if not name.endswith(KNOWN):
-        raise UserError(f"unknown file type (known: {', '.join(KNOWN)})", path=path)
+    known = _known(text_files)
+    if not name.endswith(known):
+        raise BadFileError(f"unknown file type (known: {', '.join(known)})", path=path)
     if name.endswith(".parquet"):
-        return lambda: _read_parquet(path)
+        return lambda: _read_parquet(path, columns, optional)
     if name.endswith(".arrow"):
-        return lambda: _read_arrow(path)
+        return lambda: _read_arrow(path, columns, optional)
+    if name.endswith(KNOWN_TEXT):
+        return lambda: _read_text_lines(path)
     return lambda: _read_json_file(path)
 
 
-# -- JSON, JSONL and their compressed forms --------------------------------------------------------------
+# -- compressed streams -----------------------------------------------------------------------------------
 
 class _ChunkStream(io.RawIOBase):
     """A read-only binary stream over an iterator of byte chunks (to give zstd a strict EOF check)."""
@@ -178,28 +241,29 @@ class _ChunkStream(io.RawIOBase):
         return n
 
 
-def _zstd_chunks(raw: IO[bytes]) -> Iterator[bytes]:
-    # zstandard's stream_reader stops silently at a truncated frame; decompressobj lets us check `eof`.
+def zstd_chunks(raw: IO[bytes]) -> Iterator[bytes]:
+    """Decompressed chunks of a zstd stream of one or more frames; a cut last frame raises `EOFError`.
+
+    zstandard's own stream reader stops silently at a truncated frame; `decompressobj` lets us check
+    `eof` at the end. An empty file holds no frame and no data.
+    """
     dctx = zstandard.ZstdDecompressor()
     obj = dctx.decompressobj()
+    fed = False
     pending = b""
     while True:
         data = pending or raw.read(CHUNK)
         pending = b""
         if not data:
             break
+        fed = True
         out = obj.decompress(data)
         if out:
             yield out
         if obj.eof:  # a file may hold several frames back to back
             pending = obj.unused_data
-            obj = dctx.decompressobj()
-            if not pending:
-                nxt = raw.read(CHUNK)
-                if not nxt:
-                    return
-                pending = nxt
-    if not obj.eof:
+            obj, fed = dctx.decompressobj(), False
+    if fed and not obj.eof:
         raise EOFError("zstd stream ended before the end of its frame")
 
 
@@ -209,19 +273,46 @@ def _open_binary(path: Path) -> IO[bytes]:
         return gzip.open(path, "rb")
     if name.endswith((".zst", ".zstd")):
         raw = open(path, "rb")  # noqa: SIM115 - closed with the wrapper
-        return io.BufferedReader(_ChunkStream(_zstd_chunks(raw), raw), CHUNK)
+        return io.BufferedReader(_ChunkStream(zstd_chunks(raw), raw), CHUNK)
     # One read call per MB rather than per 8 KB: iterating the lines of a JSONL file costs a third as much.
     return open(path, "rb", buffering=max(CHUNK, io.DEFAULT_BUFFER_SIZE))
 
 
+# Every way a read can fail below the JSON level: missing or unreadable file (OSError), gzip and zstd
+# corruption, and EOFError from a cut gzip stream (left alone, click would take it for Ctrl-D: "Aborted").
 _STREAM_ERRORS = (EOFError, OSError, zlib.error, zstandard.ZstdError)
 
 
-def _stream_error(path: Path, exc: Exception, line: int) -> UserError:
+def _stream_error(path: Path, exc: Exception, line: int) -> BadFileError:
+    after = f" after line {line}" if line else ""
     if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)):
-        return UserError(f"truncated or corrupt compressed file ({exc}) after line {line}", path=path)
-    return UserError(f"cannot read file: {exc}", path=path)
+        return BadFileError(f"truncated or corrupt compressed file ({exc}){after}", path=path)
+    if isinstance(exc, FileNotFoundError):
+        return BadFileError("file not found", path=path)
+    return BadFileError(f"cannot read file: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+                        f"{after}", path=path)
 
+
+def _lines(fh: IO[bytes]) -> Iterator[bytes]:
+    """The lines of a binary stream, each at most `MAX_RECORD` bytes (a longer line comes in pieces)."""
+    return iter(partial(fh.readline, MAX_RECORD), b"")
+
+
+def _too_large(fh: IO[bytes], head: bytes) -> UnparsedRecord:
+    """The bad record for a line cut at `MAX_RECORD` bytes: the rest of the line is read and dropped."""
+    size = len(head)
+    while True:
+        piece = fh.readline(CHUNK)
+        size += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            break
+    kept = head[:TOO_LARGE_KEPT]
+    return UnparsedRecord(kept.decode("utf-8", "replace"),
+                          f"a line of {size:,} bytes is over the reader's limit of {MAX_RECORD:,} bytes "
+                          f"(its first {len(kept):,} bytes are kept here)", "too_large")
+
+
+# -- JSON, JSONL and their compressed forms --------------------------------------------------------------
 
 def _read_json_file(path: Path) -> Iterator[RawRecord]:
     """JSON Lines by extension; a ``.json`` by its first byte: ``[`` an array, ``{`` objects per line."""
@@ -242,7 +333,7 @@ def _read_json_document(path: Path) -> Iterator[RawRecord]:
     if first == b"[":
         yield from _read_json_values(path, array=True)
     elif first != b"{":
-        raise UserError("not JSON: expected '[' or '{' at the start of the file", path=path, line=1)
+        raise BadFileError("not JSON: expected '[' or '{' at the start of the file", path=path, line=1)
     elif _first_line_parses(path):
         yield from _read_json_lines(path)
     else:  # a .json holding pretty-printed objects one after another (or just one)
@@ -266,9 +357,10 @@ def _first_byte(path: Path) -> bytes | None:
 
 
 def _first_line_parses(path: Path) -> bool:
+    """Whether the first non-blank line is one JSON value (read at most `MAX_RECORD` bytes of it)."""
     try:
         with _open_binary(path) as fh:
-            for raw in fh:
+            for raw in _lines(fh):
                 if raw.strip():
                     try:
                         json.loads(raw)
@@ -286,32 +378,39 @@ def _read_json_lines(path: Path) -> Iterator[RawRecord]:
     line = 0
     seen_good = False
     fast = _fast_loads
-    # RawRecord(data, file, line) with its slots filled directly: the frozen __init__'s three
+    limit = MAX_RECORD
+    # RawRecord(data, file, line) with its slots filled directly: the frozen __init__'s
     # object.__setattr__ calls cost a third of parsing a short line (RawRecord has nothing to validate).
-    new, set_data, set_file, set_line = object.__new__, _SET_DATA, _SET_FILE, _SET_LINE
+    new, set_data, set_file, set_line, set_item = object.__new__, _SET_DATA, _SET_FILE, _SET_LINE, _SET_ITEM
     try:
         with _open_binary(path) as fh:
-            for raw in fh:
+            for raw in _lines(fh):
                 line += 1
-                # The fast parser accepts a subset of what json.loads does and gives the same values;
-                # any line it refuses goes through json.loads, so results and errors are the stdlib's.
-                try:
-                    data = fast(raw)
-                except (ValueError, StopIteration, RecursionError):
+                if len(raw) == limit and not raw.endswith(b"\n"):  # cut by the limit: the line is too long
+                    data: Any = _too_large(fh, raw)
+                else:
+                    # The fast parser accepts a subset of what json.loads does and gives the same values;
+                    # any line it refuses goes through json.loads, so results and errors are the stdlib's.
                     try:
-                        data = json.loads(raw)
-                    except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; too deep
-                        if not raw.strip():
-                            continue
-                        if not seen_good:
-                            msg = f"not JSON Lines: {_json_msg(exc)}"
-                            raise UserError(msg, path=path, line=line) from None
-                        data = UnparsedRecord(raw.decode("utf-8", "replace").rstrip("\r\n"), _json_msg(exc))
-                seen_good = seen_good or type(data) is not UnparsedRecord
+                        data = fast(raw)
+                    except (ValueError, StopIteration, RecursionError):
+                        try:
+                            data = json.loads(raw)
+                        except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; too deep
+                            if not raw.strip():
+                                continue
+                            if not seen_good:
+                                msg = f"not JSON Lines: {_json_msg(exc)}"
+                                raise BadFileError(msg, path=path, line=line) from None
+                            data = UnparsedRecord(raw.decode("utf-8", "replace").rstrip("\r\n"), _json_msg(exc),
+                                                  "not_utf8" if isinstance(exc, UnicodeDecodeError)
+                                                  else "invalid_json")
+                    seen_good = seen_good or type(data) is not UnparsedRecord
                 rec = new(RawRecord)
                 set_data(rec, data)
                 set_file(rec, file)
                 set_line(rec, line)
+                set_item(rec, 0)
                 yield rec
     except _STREAM_ERRORS as exc:
         raise _stream_error(path, exc, line) from None
@@ -321,6 +420,29 @@ def _json_msg(exc: Exception) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} (column {exc.colno})"
     return str(exc)
+
+
+def _read_text_lines(path: Path) -> Iterator[RawRecord]:
+    """A text file: each non-blank line (without its line break) is a record; a non-UTF-8 line is a bad one."""
+    file, line = str(path), 0
+    limit = MAX_RECORD
+    try:
+        with _open_binary(path) as fh:
+            for raw in _lines(fh):
+                line += 1
+                if len(raw) == limit and not raw.endswith(b"\n"):
+                    yield RawRecord(_too_large(fh, raw), file, line)
+                    continue
+                if not raw.strip():
+                    continue
+                raw = raw.rstrip(b"\r\n")
+                try:
+                    data: Any = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    data = UnparsedRecord(raw.decode("utf-8", "replace"), str(exc), "not_utf8")
+                yield RawRecord(data, file, line)
+    except _STREAM_ERRORS as exc:
+        raise _stream_error(path, exc, line) from None
 
 
 def _text_chunks(path: Path) -> Iterator[str]:
@@ -340,30 +462,52 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
     """Elements of a top-level array (or whitespace-separated values), parsed one at a time.
 
     ``raw_decode`` runs over a buffer that is refilled as needed and trimmed behind the cursor, so
-    memory is one read chunk plus the current element. ``line`` is the line where the element starts.
+    memory is one read chunk plus the current element. ``line`` is the line where the element starts;
+    elements that start on the same line as a neighbour also get their 1-based position as ``item``.
+    An element cut by the buffer's end is retried after the buffer has at least doubled, and the new text
+    is joined once per retry, so a huge element costs linear time; past `MAX_RECORD` characters it stops.
     """
     file = str(path)
     chunks = _text_chunks(path)
     decode = json.JSONDecoder().raw_decode
     ws = _WS.match
     buf, pos, line, eof = "", 0, 1, False
-    want = CHUNK
+
+    def fill(need: int) -> bool:
+        """Read until `need` characters lie at or after the cursor (or the input ends); True if it grew.
+
+        What is behind the cursor is dropped and the pieces are joined once, whatever their number.
+        """
+        nonlocal buf, pos, eof
+        have = len(buf) - pos
+        pieces = [buf[pos:]] if pos else [buf]
+        grew = False
+        while have < need and not eof:
+            try:
+                piece = next(chunks)
+            except StopIteration:
+                eof = True
+                break
+            pieces.append(piece)
+            have += len(piece)
+            grew = grew or bool(piece)
+        if grew or pos:
+            buf, pos = "".join(pieces), 0
+        return grew
 
     def more() -> bool:
-        nonlocal buf, pos, eof
+        """One more chunk after the cursor (the buffer is compacted when the cursor is far in)."""
+        nonlocal buf, eof
+        if pos > CHUNK:
+            return fill(len(buf) - pos + 1)
         if eof:
             return False
-        if pos > CHUNK:  # drop what is behind the cursor before growing the buffer
-            buf, pos = buf[pos:], 0
-        try:
-            while True:
-                piece = next(chunks)
+        for piece in chunks:
+            if piece:
                 buf += piece
-                if piece:
-                    return True
-        except StopIteration:
-            eof = True
-            return False
+                return True
+        eof = True
+        return False
 
     def skip_ws() -> bool:
         """Advance past whitespace; False at the end of input."""
@@ -377,11 +521,37 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
             if not more():
                 return False
 
-    def fail(msg: str, at_line: int) -> UserError:
-        return UserError(f"invalid JSON: {msg}", path=path, line=at_line)
+    def fail(msg: str, at_line: int) -> BadFileError:
+        return BadFileError(f"invalid JSON: {msg}", path=path, line=at_line)
+
+    def parse() -> tuple[Any, int]:
+        """The value at the cursor and its end, reading more while it is cut by the buffer's end."""
+        while True:
+            try:
+                value, end = decode(buf, pos)
+            except RecursionError:
+                raise fail("nested too deeply", line) from None
+            except json.JSONDecodeError as exc:
+                maybe_cut = exc.pos >= len(buf) - 16 or exc.msg.startswith("Unterminated string")
+                if maybe_cut and not eof:
+                    have = len(buf) - pos
+                    if have > MAX_RECORD:
+                        raise too_large() from None
+                    fill(min(max(2 * have, have + CHUNK), MAX_RECORD + 1))
+                    continue
+                raise fail(exc.msg, line + buf.count("\n", pos, exc.pos)) from None
+            if end >= len(buf) and not eof and more():
+                continue  # a bare number may go on in the next chunk
+            if end - pos > MAX_RECORD:
+                raise too_large()
+            return value, end
+
+    def too_large() -> BadFileError:
+        return BadFileError(f"no complete JSON value within the reader's limit of {MAX_RECORD:,} characters "
+                            "(a record that large, or an unterminated string) starts here", path=path, line=line)
 
     try:
-        if not more():
+        if not fill(CHUNK):
             return
         skip_ws()
         if array:
@@ -393,72 +563,81 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
                 if skip_ws():
                     raise fail("extra data after the top-level array", line)
                 return
-        n = 0
-        while True:
-            if not array and not skip_ws():
-                return
-            while True:  # parse one value, reading more if it is cut by the buffer's end
-                try:
-                    value, end = decode(buf, pos)
-                except RecursionError:
-                    raise fail("nested too deeply", line) from None
-                except json.JSONDecodeError as exc:
-                    maybe_cut = exc.pos >= len(buf) - 16 or exc.msg.startswith("Unterminated string")
-                    if maybe_cut and not eof and len(buf) - pos < MAX_RECORD_CHARS:
-                        for _ in range(max(1, want // CHUNK)):
-                            more()
-                        want *= 2
-                        continue
-                    raise fail(exc.msg, line + buf.count("\n", pos, exc.pos)) from None
-                if end >= len(buf) and not eof and more():
-                    continue  # a bare number may go on in the next chunk
-                break
-            want = CHUNK
+        elif not skip_ws():
+            return
+        n, prev_line = 0, 0
+        while True:  # the cursor is at the start of an element
+            start = line
+            value, end = parse()
             n += 1
-            yield RawRecord(value, file, line)
             line += buf.count("\n", pos, end)
             pos = end
-            if not array:
-                continue
-            if not skip_ws():
-                raise fail("unexpected end of file inside the top-level array (truncated?)", line)
-            sep = buf[pos]
-            pos += 1
-            if sep == "]":
-                if skip_ws():
-                    raise fail("extra data after the top-level array", line)
+            # Find where the next element starts (if any) before handing this one on, to know whether
+            # the two share a line.
+            done = False
+            if array:
+                if not skip_ws():
+                    raise fail("unexpected end of file inside the top-level array (truncated?)", line)
+                sep = buf[pos]
+                pos += 1
+                if sep == "]":
+                    if skip_ws():
+                        raise fail("extra data after the top-level array", line)
+                    done = True
+                elif sep != ",":
+                    raise fail(f"expected ',' or ']' after element {n}, found {sep!r}", line)
+                elif not skip_ws():
+                    raise fail("unexpected end of file inside the top-level array (truncated?)", line)
+            else:
+                done = not skip_ws()
+            shared = start == prev_line or (not done and start == line)
+            yield RawRecord(value, file, start, n if shared else 0)
+            if done:
                 return
-            if sep != ",":
-                raise fail(f"expected ',' or ']' after element {n}, found {sep!r}", line)
-            if not skip_ws():
-                raise fail("unexpected end of file inside the top-level array (truncated?)", line)
+            prev_line = start
     except UnicodeDecodeError as exc:
-        raise UserError(f"not UTF-8 text: {exc.reason}", path=path, line=line) from None
+        raise BadFileError(f"not UTF-8 text: {exc.reason}", path=path, line=line) from None
     except _STREAM_ERRORS as exc:
         raise _stream_error(path, exc, line) from None
 
 
 # -- columnar files ---------------------------------------------------------------------------------------
 
-def _read_parquet(path: Path) -> Iterator[RawRecord]:
+def _columns(path: Path, names: list[str], columns: tuple[str, ...] | None,
+             optional: tuple[str, ...]) -> list[str] | None:
+    """The columns to read: `columns` (each must exist) plus the `optional` ones present; None for all."""
+    if columns is None:
+        return None
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise BadFileError(f"no column {missing[0]!r} (columns: {', '.join(sorted(names))})", path=path)
+    return list(columns) + [c for c in optional if c in names and c not in columns]
+
+
+def _read_parquet(path: Path, columns: tuple[str, ...] | None = None,
+                  optional: tuple[str, ...] = ()) -> Iterator[RawRecord]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise BadFileError("file not found", path=path) from None
     except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"not a readable parquet file: {exc}", path=path) from None
+        raise BadFileError(f"not a readable parquet file: {exc}", path=path) from None
+    cols = _columns(path, pf.schema_arrow.names, columns, optional)
     file, row = str(path), 0
     try:
-        for batch in pf.iter_batches(batch_size=1024):
+        for batch in pf.iter_batches(batch_size=TABLE_BATCH, columns=cols):
             for data in batch.to_pylist():
                 row += 1
                 yield RawRecord(data, file, row)
     except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"corrupt parquet data after row {row}: {exc}", path=path) from None
+        raise BadFileError(f"corrupt parquet data after row {row}: {exc}", path=path) from None
 
 
-def _read_arrow(path: Path) -> Iterator[RawRecord]:
+def _read_arrow(path: Path, columns: tuple[str, ...] | None = None,
+                optional: tuple[str, ...] = ()) -> Iterator[RawRecord]:
     """An Arrow IPC file or stream (``datasets`` cache files are streams); memory-mapped, batch by batch."""
     import pyarrow as pa
 
@@ -467,16 +646,21 @@ def _read_arrow(path: Path) -> Iterator[RawRecord]:
         source = pa.memory_map(str(path), "r")
         try:
             reader = pa.ipc.open_file(source)
+            schema = reader.schema
             batches: Any = (reader.get_batch(i) for i in range(reader.num_record_batches))
         except pa.ArrowInvalid:
             source.seek(0)
             batches = pa.ipc.open_stream(source)
+            schema = batches.schema
+        cols = _columns(path, schema.names, columns, optional)
         for batch in batches:
-            for data in batch.to_pylist():
+            for data in (batch.select(cols) if cols is not None else batch).to_pylist():
                 row += 1
                 yield RawRecord(data, file, row)
+    except FileNotFoundError:
+        raise BadFileError("file not found", path=path) from None
     except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"not a readable Arrow file: {exc}", path=path) from None
+        raise BadFileError(f"not a readable Arrow file: {exc}", path=path) from None
 
 
 def _saved_files(folder: Path, split: str) -> list[Path]:
@@ -503,23 +687,49 @@ def _saved_files(folder: Path, split: str) -> list[Path]:
 
 # -- hub datasets -----------------------------------------------------------------------------------------
 
-def _read_hub(name: str, split: str, data_files: str | Sequence[str] | None) -> Iterator[RawRecord]:
-    """A hub dataset in streaming mode; provenance is ``name[split]`` and the 1-based row."""
+def _hub_error(label: str, exc: BaseException, row: int = 0) -> UserError:
+    where = f" after row {row}" if row else ""
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return UserError(f"cannot read hub dataset{where}: {msg}", path=label)
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
     import datasets
 
-    file = f"{name}[{split}]"
+    return (OSError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError)
+
+
+def load_hub(name: str, split: str = "train", data_files: str | Sequence[str] | None = None) -> Any:
+    """A hub dataset opened in streaming mode (an ``IterableDataset``); failures are a `UserError`."""
+    import datasets
+
     kwargs: dict[str, Any] = {"split": split, "streaming": True}
     if data_files:
         kwargs["data_files"] = data_files
+    try:
+        return datasets.load_dataset(name, **kwargs)
+    except _hub_errors() as exc:
+        raise _hub_error(f"{name}[{split}]", exc) from None
+
+
+def hub_shard_count(name: str, split: str = "train") -> int:
+    """How many streaming shards a hub dataset has (pretraining reads one shard per task)."""
+    return int(load_hub(name, split).num_shards)
+
+
+def read_hub(name: str, split: str = "train", data_files: str | Sequence[str] | None = None,
+             shard: tuple[int, int] | None = None) -> Iterator[RawRecord]:
+    """A hub dataset's rows (or those of shard ``(index, count)``); provenance ``name[split]``, 1-based row."""
+    file = f"{name}[{split}]"
+    ds = load_hub(name, split, data_files)
     row = 0
     try:
-        ds = datasets.load_dataset(name, **kwargs)
+        if shard is not None:
+            ds = ds.shard(num_shards=shard[1], index=shard[0])
         for data in ds:
             row += 1
             yield RawRecord(dict(data), file, row)
     except UserError:
         raise
-    except (OSError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as exc:
-        where = f" after row {row}" if row else ""
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot read hub dataset{where}: {msg}", path=file) from None
+    except _hub_errors() as exc:
+        raise _hub_error(file, exc, row) from None

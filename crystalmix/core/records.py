@@ -327,11 +327,22 @@ def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: 
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """One record as read from disk or the hub, with where it came from (line/row is 1-based)."""
+    """One record as read from disk or the hub, with where it came from (line/row is 1-based).
+
+    `item` is 0 when the line tells this record apart from its neighbours (always, for JSON Lines and
+    tables); when several elements of a JSON array start on one line (an array dumped on a single line),
+    each of them gets its 1-based position in the array, so ``line#item`` still names exactly one record.
+    """
 
     data: Any
     file: str
     line: int
+    item: int = 0
+
+    @property
+    def ref(self) -> int | str:
+        """Where the record is, as ids spell it: the line, or ``line#item`` when the line is shared."""
+        return self.line if not self.item else f"{self.line}#{self.item}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,8 +473,11 @@ def json_line(obj: Any) -> bytes:
 class UnparsedRecord:
     """The `data` of a `RawRecord` whose line was not valid JSON (a bad record inside a good JSONL file).
 
-    Readers hand it on instead of raising so that the adapter's runner rejects it as ``invalid_json``.
+    Readers hand it on instead of raising so that the adapter's runner rejects it. `reason` is
+    ``invalid_json``, ``not_utf8``, or ``too_large`` (a line over the reader's size cap; `text` then holds
+    only its beginning).
     """
 
     text: str
     error: str
+    reason: str = "invalid_json"

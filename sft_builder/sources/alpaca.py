@@ -79,6 +79,8 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
         else:
             roles, contents = USER_ASSISTANT, [user, output]
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
+        if record.item:  # one of several records starting on this line (a one-line JSON array)
+            meta["item"] = record.item
         orig = data.get(k_id)
         if orig is not None and not isinstance(orig, (dict, list)):
             meta["orig_id"] = str(orig)
@@ -88,9 +90,9 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             extra = None
         prefix = self._ids.known.get(record.file)
         if prefix is not None and extra is None:  # not the first kept record of its file: one call
-            return (build_conversation(f"{prefix}{record.line}", self.source, roles, contents, meta),)
+            return (build_conversation(f"{prefix}{record.ref}", self.source, roles, contents, meta),)
         messages = make_messages(zip(roles, contents, strict=True))  # a bad message is reported first
         if extra is not None:
             raise InvalidRecordError("bad_field", f"{k_meta!r} must be an object")
-        cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
+        cid = f"{self._ids.prefix(record.file)}{record.ref}"  # = record_id(source, label, record.ref)
         return (make_conversation(cid, self.source, messages, meta),)

@@ -137,9 +137,10 @@ class Adapter(Generic[O]):
                         getattr(exc, "duplicate_of", None))
 
     def reject_unparsed(self, rec: RawRecord) -> Rejected:
-        """The reject for a line that was not JSON: the original text is kept as the record."""
+        """The reject for a line that could not be parsed (not JSON, not UTF-8, over the reader's size
+        limit): the original text (its beginning, if too large) is kept as the record."""
         bad: UnparsedRecord = rec.data
-        return Rejected(self.source, "adapter", "invalid_json", rec.file, rec.line, bad.text, bad.error)
+        return Rejected(self.source, "adapter", bad.reason, rec.file, rec.line, bad.text, bad.error)
 
 
 class _ReadOnce:

@@ -52,9 +52,12 @@ class FileLabels:
         return label
 
 
-def record_id(source: str, file_label: str, line: int) -> str:
-    """A deterministic id from provenance, unique within one run whatever the records contain."""
-    return f"{source}/{file_label}:{line}"
+def record_id(source: str, file_label: str, ref: int | str) -> str:
+    """A deterministic id from provenance, unique within one run whatever the records contain.
+
+    `ref` is `RawRecord.ref`: the line, or ``line#item`` for one of several records starting on one line.
+    """
+    return f"{source}/{file_label}:{ref}"
 
 
 class RecordIds:
@@ -66,7 +69,7 @@ class RecordIds:
         self.known: dict[str, str] = {}  # the prefixes computed so far, by file (reading it labels nothing)
 
     def prefix(self, file: str) -> str:
-        """The id of a record of `file` is this prefix followed by its line (as `record_id` makes it).
+        """The id of a record of `file` is this prefix followed by its `RawRecord.ref` (as `record_id` makes it).
 
         The first call for a file gives it its label, so call it where `record_id` would be called.
         """

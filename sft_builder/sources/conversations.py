@@ -41,6 +41,8 @@ class ConversationsAdapter(Adapter[ConversationsOptions]):
         conv = Conversation.from_dict({**data, "messages": [m.to_dict() for m in repaired.messages]})
         if "file" not in conv.meta:  # provenance for rejects downstream; a record's own provenance wins
             conv = conv.with_meta(file=record.file, line=record.line)
+            if record.item:
+                conv = conv.with_meta(item=record.item)
         if not self.options.keep_source and conv.source != self.source:
             meta = {**conv.meta, "orig_source": conv.source}
             conv = Conversation(conv.id, self.source, conv.messages, meta)

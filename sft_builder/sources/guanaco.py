@@ -51,7 +51,9 @@ class GuanacoAdapter(Adapter[GuanacoOptions]):
         turns = split_turns(text_field(data, self.options.text_key))
         messages, fixes = normalize_turns(turns, trim_trailing_user=self.options.trim_trailing_user)
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
-        conv = Conversation(record_id(self.source, self.labels(record.file), record.line), self.source, messages, meta)
+        if record.item:  # one of several records starting on this line (a one-line JSON array)
+            meta["item"] = record.item
+        conv = Conversation(record_id(self.source, self.labels(record.file), record.ref), self.source, messages, meta)
         if fixes:
             self.stats.fixes.update(fixes)
         return (conv,)

@@ -85,6 +85,8 @@ class RosettaAdapter(Adapter[RosettaOptions]):
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
         data = record.data
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
+        if record.item:  # one of several records starting on this line (a one-line JSON array)
+            meta["item"] = record.item
         if type(data) is SolutionFile:  # a solution file from the folder layout
             language, title = data["language"], data["task"].replace("-", " ").replace("_", " ")
             self._check_language(language)
@@ -107,7 +109,7 @@ class RosettaAdapter(Adapter[RosettaOptions]):
                 raise InvalidRecordError("missing_language", "empty 'input' (the language name)")
             self._check_language(language)
             meta["language"] = language
-            cid = record_id(self.source, self.labels(record.file), record.line)
+            cid = record_id(self.source, self.labels(record.file), record.ref)
         text = to_text(description) if self.options.convert_markup else normalize_spaces(description).strip()
         if not text.strip():
             raise InvalidRecordError("empty_content", "empty task description")

@@ -91,7 +91,7 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
                 contents.insert(0, system)
             if roles in SCHEMA_ORDERS:
                 try:
-                    return (build_conversation(f"{prefix}{record.line}", self.source, roles, contents,
+                    return (build_conversation(f"{prefix}{record.ref}", self.source, roles, contents,
                                                self._meta(record, data)),)
                 except InvalidRecordError:
                     pass
@@ -107,7 +107,7 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
             turns.insert(0, ("system", system))
         messages, fixes = normalize_turns(turns, trim_trailing_user=options.trim_trailing_user)
         meta = self._meta(record, data)
-        cid = f"{self._ids.prefix(record.file)}{record.line}"  # = record_id(source, label, line)
+        cid = f"{self._ids.prefix(record.file)}{record.ref}"  # = record_id(source, label, record.ref)
         conv = make_conversation(cid, self.source, messages, meta)
         if fixes:
             self.stats.fixes.update(fixes)
@@ -116,6 +116,8 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
     def _meta(self, record: RawRecord, data: Mapping[str, Any]) -> dict[str, Any]:
         """Provenance: file and line, the record's own id, and the group of ``_N`` chunks."""
         meta: dict[str, Any] = {"file": record.file, "line": record.line}
+        if record.item:  # one of several records starting on this line (a one-line JSON array)
+            meta["item"] = record.item
         orig = None
         for key in self.id_keys:
             if key in data:

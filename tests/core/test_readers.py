@@ -18,7 +18,7 @@ from crystalmix.core.errors import UserError
 from crystalmix.core.readers import iter_records
 from sft_builder.sources.base import UnparsedRecord
 
-FIX = Path(__file__).parent / "fixtures" / "sources" / "readers"
+FIX = Path(__file__).parents[1] / "fixtures" / "sources" / "readers"
 ROWS = [{"a": i, "text": f"row {i} caf\u00e9"} for i in range(7)]
 
 
@@ -231,3 +231,149 @@ def test_jsonl_of_arrays_is_read_line_by_line(tmp_path: Path) -> None:
     path = tmp_path / "arrays.jsonl"
     path.write_text("[1, 2]\n[3]\n")
     assert _data(path) == [[1, 2], [3]]
+
+
+# -- records that share a line, and the size cap ---------------------------------------------------------
+
+def test_elements_sharing_a_line_get_their_position_in_the_array(tmp_path: Path) -> None:
+    """Lines tell records apart where they can (ids unchanged); elsewhere the element's position does."""
+    path = tmp_path / "mixed.json"
+    path.write_text('[{"a": 1}, {"a": 2},\n {"a": 3},\n {"a": 4}, {"a": 5}]')
+    recs = list(iter_records([str(path)]))
+    assert [(r.data["a"], r.line, r.item, r.ref) for r in recs] == [
+        (1, 1, 1, "1#1"), (2, 1, 2, "1#2"), (3, 2, 0, 2), (4, 3, 4, "3#4"), (5, 3, 5, "3#5")]
+    path.write_text(json.dumps(ROWS))  # one line
+    assert [r.ref for r in iter_records([str(path)])] == [f"1#{i}" for i in range(1, 8)]
+    path.write_text(json.dumps(ROWS, indent=2))  # pretty-printed: lines only
+    assert {r.item for r in iter_records([str(path)])} == {0}
+    path.write_text('{"a": 1} {"a": 2}\n{"a": 3}')  # objects one after another, two on a line
+    assert [r.ref for r in iter_records([str(path)])] == ["1#1", "1#2", 2]
+
+
+def test_a_huge_array_element_is_refused_naming_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readers, "CHUNK", 64)
+    monkeypatch.setattr(readers, "MAX_RECORD", 1000)
+    path = tmp_path / "big.json"
+    path.write_text('[\n{"a": 1},\n{"text": "' + "x" * 999 + '"},\n{"a": 3}\n]')
+    recs = iter_records([str(path)])
+    assert next(recs).data == {"a": 1}
+    with pytest.raises(readers.BadFileError, match=r"big\.json:3: no complete JSON value within the reader's "
+                                                   r"limit of 1,000 characters"):
+        next(recs)
+    path.write_text('[\n{"a": 1},\n{"text": "' + "x" * 900 + '"},\n{"a": 3}\n]')  # under the limit: fine
+    assert [r.line for r in iter_records([str(path)])] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_a_huge_jsonl_line_is_a_too_large_record_and_reading_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    monkeypatch.setattr(readers, "MAX_RECORD", 500)
+    monkeypatch.setattr(readers, "TOO_LARGE_KEPT", 100)
+    blob = ('{"a": 1}\n{"text": "' + "y" * 5000 + '"}\n{"a": 3}\n').encode()
+    path = tmp_path / f"big{suffix}"
+    path.write_bytes(gzip.compress(blob) if suffix.endswith(".gz") else blob)
+    recs = list(iter_records([str(path)]))
+    assert [r.line for r in recs] == [1, 2, 3] and recs[2].data == {"a": 3}
+    bad = recs[1].data
+    assert isinstance(bad, UnparsedRecord) and bad.reason == "too_large"
+    assert "5,013 bytes is over the reader's limit of 500 bytes (its first 100 bytes" in bad.error
+    assert bad.text == '{"text": "' + "y" * 90
+
+
+def test_a_not_utf8_line_is_its_own_reason(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
+    bad = list(iter_records([str(path)]))[1].data
+    assert isinstance(bad, UnparsedRecord) and bad.reason == "not_utf8"
+
+
+# -- truncated and corrupt compression, in every reading path ---------------------------------------------
+
+@pytest.mark.parametrize("name", ["cut.json.gz", "cut.json.zst", "cut.txt.gz", "cut.jsonl.zst", "one.json.gz"])
+def test_every_truncated_stream_is_a_bad_file_naming_it(tmp_path: Path, name: str) -> None:
+    rows = [{"a": i, "pad": "x" * 50} for i in range(3000)]
+    blob = (json.dumps(rows) if name.startswith("one") else json.dumps(rows, indent=1)).encode()
+    packed = gzip.compress(blob) if name.endswith(".gz") else zstandard.ZstdCompressor().compress(blob)
+    path = tmp_path / name
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(readers.BadFileError, match=rf"{name}: truncated or corrupt compressed file"):
+        list(iter_records([str(path)], text_files=True))
+
+
+def test_corrupt_gzip_and_an_empty_zstd_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(b"\x1f\x8b" + b"not gzip at all" * 10)
+    with pytest.raises(readers.BadFileError, match=r"bad\.jsonl\.gz: truncated or corrupt compressed file"):
+        list(iter_records([str(path)]))
+    empty = tmp_path / "empty.jsonl.zst"
+    empty.write_bytes(b"")
+    assert _data(empty) == []
+
+
+# -- text files, single files with columns, file lists ---------------------------------------------------
+
+def test_text_files_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "docs.txt.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"first doc\r\n\n   \nsecond \xff doc\nthird"))
+    with pytest.raises(UserError, match="unknown file type"):
+        iter_records([str(path)])
+    recs = list(iter_records([str(path)], text_files=True))
+    assert [r.line for r in recs] == [1, 4, 5]
+    assert recs[0].data == "first doc" and recs[2].data == "third"
+    assert isinstance(recs[1].data, UnparsedRecord) and recs[1].data.reason == "not_utf8"
+    (tmp_path / "rows.jsonl").write_text('{"a": 1}\n')
+    assert _data(tmp_path) == [{"a": 1}]  # a folder lists .txt files only with text_files
+    assert len(_data(tmp_path, text_files=True)) == 4
+
+
+def test_read_file_reads_only_the_columns_asked(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(ROWS), path)
+    assert [r.data for r in readers.read_file(path, columns=["text"], optional_columns=["a", "zz"])] == ROWS
+    assert [r.data for r in readers.read_file(path, columns=["text"])][0] == {"text": ROWS[0]["text"]}
+    with pytest.raises(readers.BadFileError, match=r"t\.parquet: no column 'content' \(columns: a, text\)"):
+        list(readers.read_file(path, columns=["content"]))
+    arrow = tmp_path / "t.arrow"
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, pa.Table.from_pylist(ROWS).schema) as w:
+        w.write_table(pa.Table.from_pylist(ROWS))
+    assert [r.data for r in readers.read_file(arrow, columns=["a"])] == [{"a": r["a"]} for r in ROWS]
+    with pytest.raises(readers.BadFileError, match=r"missing\.parquet: file not found"):
+        list(readers.read_file(tmp_path / "missing.parquet"))
+
+
+def test_list_files_unions_globs_files_and_folders(tmp_path: Path) -> None:
+    for name in ("b.jsonl", "a.jsonl", "c.txt", ".hidden.jsonl", "notes.md"):
+        (tmp_path / name).write_text("{}\n")
+    got = readers.list_files([str(tmp_path / "*.jsonl"), str(tmp_path), str(tmp_path / "nothing*")],
+                             text_files=True)
+    assert [Path(p).name for p in got] == ["a.jsonl", "b.jsonl", "c.txt"]
+    assert [Path(p).name for p in readers.list_files([str(tmp_path)])] == ["a.jsonl", "b.jsonl"]
+
+
+def test_a_folder_inside_a_hidden_folder_is_still_read(tmp_path: Path) -> None:
+    """Only hidden names *inside* the folder are left out, not hidden parents of it (e.g. ~/.cache)."""
+    folder = tmp_path / ".cache" / "data"
+    folder.mkdir(parents=True)
+    _write_jsonl(folder / "a.jsonl", ROWS)
+    assert _data(folder) == ROWS
+
+
+def test_hub_shards_stream_through_the_one_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    class Fake:
+        num_shards = 3
+
+        def __init__(self, rows: list[dict]) -> None:
+            self.rows = rows
+
+        def shard(self, num_shards: int, index: int) -> Fake:
+            return Fake(self.rows[index::num_shards])
+
+        def __iter__(self):  # noqa: ANN204
+            return iter(self.rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, **kw: Fake([{"x": i} for i in range(7)]))
+    assert readers.hub_shard_count("o/n", "train") == 3
+    recs = list(readers.read_hub("o/n", "train", shard=(1, 3)))
+    assert [(r.data, r.file, r.line) for r in recs] == [({"x": 1}, "o/n[train]", 1), ({"x": 4}, "o/n[train]", 2)]
