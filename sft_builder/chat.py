@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from crystalmix.core.errors import UserError
-from crystalmix.core.records import Conversation, InvalidRecordError
+from crystalmix.core.records import Conversation, InvalidRecordError, Rejected
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TOKENIZER_TEMPLATE = "tokenizer"  # template name meaning "the tokenizer's own chat_template"
@@ -82,13 +82,7 @@ class Encoded:
     turn_starts: np.ndarray  # int64
 
 
-@dataclass(frozen=True, slots=True)
-class Dropped:
-    """A conversation that yields no training example, with the counted reason."""
-
-    id: str
-    source: str
-    reason: str
+STEP = "tokenize"  # the step named in the rejects of conversations that yield no training example
 
 
 class ChatEncoder:
@@ -166,9 +160,10 @@ class ChatEncoder:
         return self._placeholder_re.sub(lambda mt: self._from_placeholder[mt.group(0)], text)
 
     # -- encoding ------------------------------------------------------------------------------------
-    def encode(self, convs: Sequence[Conversation]) -> list[Encoded | Dropped]:
-        """Encode a batch; the result for each conversation does not depend on the rest of the batch."""
-        results: list[Encoded | Dropped | None] = [None] * len(convs)
+    def encode(self, convs: Sequence[Conversation]) -> list[Encoded | Rejected]:
+        """Encode a batch: one result per conversation, in order, either its `Encoded` or its `Rejected` (a
+        conversation that yields no training example). A result does not depend on the rest of the batch."""
+        results: list[Encoded | Rejected | None] = [None] * len(convs)
         ok: list[int] = []
         chats: list[list[dict[str, str]]] = []
         escaped: list[bool] = []
@@ -176,7 +171,7 @@ class ChatEncoder:
             try:
                 msgs, esc = self._messages(c)
             except InvalidRecordError as exc:
-                results[i] = Dropped(c.id, c.source, exc.reason)
+                results[i] = Rejected.of(c, STEP, exc.reason, exc.detail)
                 continue
             ok.append(i)
             chats.append(msgs)
@@ -234,7 +229,7 @@ class ChatEncoder:
         return out
 
     def _finish(self, conv: Conversation, ids: np.ndarray, offsets: np.ndarray,
-                spans: list[tuple[int, int]]) -> Encoded | Dropped:
+                spans: list[tuple[int, int]]) -> Encoded | Rejected:
         if self.bos_id is not None and len(ids) >= 2 and ids[0] == self.bos_id and ids[1] == self.bos_id:
             raise UserError("double BOS: the template writes bos_token and the text already starts with it; "
                             "remove one of them")
@@ -242,7 +237,7 @@ class ChatEncoder:
         span_arr = span_arr[span_arr[:, 1] > span_arr[:, 0]]
         trained = _overlap_mask(offsets, span_arr)
         if not trained.any():
-            return Dropped(conv.id, conv.source, "no_trained_tokens")
+            return Rejected.of(conv, STEP, "no_trained_tokens", "the template marks no token of it as trained")
         last_trained = int(np.flatnonzero(trained)[-1])
         if int(ids[last_trained]) not in self.special_set:
             raise UserError("the template's last trained token is not a stop token (EOS or end-of-turn), so "

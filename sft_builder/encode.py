@@ -1,16 +1,22 @@
-"""The build's last stage: conversations to packed training files (HDF5 or Megatron JSONL) + metadata.json.
+"""Conversations to token ids and loss masks: the build's last stage and `crystalmix encode`.
 
-Encoding runs in worker processes over fixed-size batches, and results are consumed in input order, so the
-output never depends on the number of workers. Packed rows are spilled to a raw file, then written out in a
-seeded order; the spill and each finished data file survive an interruption, so a rerun resumes.
+The stage (`run_tokenize`) writes packed training files (HDF5 or Megatron JSONL), ``metadata.json`` and the
+rejects of conversations that give no training example. Encoding runs in worker processes over fixed-size
+batches, and results are consumed in input order, so the output never depends on the number of workers.
+Packed rows are spilled to a raw file, then written out in a seeded order; the spill and each finished data
+file survive an interruption, so a rerun resumes.
+
+`encode_file` is `crystalmix encode`: one interchange file to one ``{id, input_ids, loss_mask}`` line per
+conversation, with the same contract as `convert`: a bad record is a reject with a reason, never the end
+of the run, and ``read == kept + rejected``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ from crystalmix.core import hdf5
 from crystalmix.core.atomic import atomic_open, atomic_path, sweep_temporaries, write_json
 from crystalmix.core.config import Inline, at_least, between, build, non_empty, one_of, spec
 from crystalmix.core.errors import UserError
-from crystalmix.core.records import Conversation
+from crystalmix.core.records import Conversation, Rejected, RejectWriter, rejects_path_for
 from crystalmix.core.tokenizer import (
     DEMO,
     demo_tokenizer_dir,
@@ -29,10 +35,11 @@ from crystalmix.core.tokenizer import (
     resolve_tokenizer,
     special_token_ids,
 )
-from sft_builder.chat import TOKENIZER_TEMPLATE, ChatEncoder, Dropped, Encoded, load_template
+from sft_builder.chat import TOKENIZER_TEMPLATE, ChatEncoder, Encoded, load_template
 from sft_builder.pack import PACKINGS, PackStats, pack
 
 OUTPUTS = ("hdf5", "megatron-jsonl")
+REJECTS_NAME = "rejects.jsonl"  # beside the training files: conversations that give no training example
 BATCH = 256  # conversations per encoding task; fixed so batching never shows in the output
 
 
@@ -103,7 +110,7 @@ def _init_worker(cfg: TokenizeConfig) -> None:
     _WORKER = make_encoder(cfg)
 
 
-def _encode_task(batch: list[Conversation]) -> list[Encoded | Dropped]:
+def _encode_task(batch: list[Conversation]) -> list[Encoded | Rejected]:
     assert _WORKER is not None
     return _WORKER.encode(batch)
 
@@ -120,8 +127,9 @@ def batches(items: Iterable[Conversation], size: int) -> Iterator[list[Conversat
 
 
 def encode_stream(conversations: Iterable[Conversation], cfg: TokenizeConfig,
-                  encoder: ChatEncoder | None = None) -> Iterator[Encoded | Dropped]:
-    """Encode a stream in input order; memory holds at most a few batches per worker."""
+                  encoder: ChatEncoder | None = None) -> Iterator[Encoded | Rejected]:
+    """Encode a stream in input order, one result per conversation; memory holds at most a few batches per
+    worker."""
     workers = cfg.n_workers()
     if workers <= 1:
         enc = encoder or make_encoder(cfg)
@@ -151,16 +159,18 @@ class _SourceStats:
 
 def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out_dir: Path, *, seed: int,
                  fingerprint: str) -> dict[str, Any]:
-    """Write the packed training files and ``metadata.json`` into `out_dir`; returns the report's stats.
+    """Write the packed training files, ``rejects.jsonl`` and ``metadata.json`` into `out_dir`; returns the
+    report's stats.
 
     A folder whose metadata already carries `fingerprint` is complete and left alone (``skipped: true``);
     otherwise finished pieces of an interrupted run with the same fingerprint are reused.
     """
     out_dir = Path(out_dir)
     meta_path = out_dir / hdf5.METADATA_NAME
+    rejects = out_dir / REJECTS_NAME
     if meta_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        complete = all((out_dir / f["name"]).exists() for f in meta.get("files", []))
+        complete = rejects.exists() and all((out_dir / f["name"]).exists() for f in meta.get("files", []))
         if meta.get("fingerprint") == fingerprint and complete:
             return {**meta.get("report", {}), "skipped": True}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +179,8 @@ def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out
     for stale in [*out_dir.glob(".rows-*"), meta_path]:  # leftovers of another configuration
         if stale not in (spill, spill_meta):
             stale.unlink(missing_ok=True)
+    if spill_meta.exists() and not rejects.exists():  # the encoding pass is incomplete without its rejects
+        spill_meta.unlink()
     if not spill_meta.exists():
         for old in _data_files(out_dir):
             old.unlink()
@@ -177,7 +189,7 @@ def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out
     if spill_meta.exists():
         report = json.loads(spill_meta.read_text(encoding="utf-8"))
     else:
-        report = _encode_and_pack(conversations, cfg, tok, specials, spill)
+        report = _encode_and_pack(conversations, cfg, tok, specials, spill, rejects)
         write_json(spill_meta, report)
     n_rows = int(report["rows"])
     order = np.arange(n_rows)
@@ -206,15 +218,15 @@ def _data_files(out_dir: Path) -> list[Path]:
 
 
 def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig, tok: Any,
-                     specials: dict[str, int], spill: Path) -> dict[str, Any]:
+                     specials: dict[str, int], spill: Path, rejects_path: Path) -> dict[str, Any]:
     per_source: dict[str, _SourceStats] = defaultdict(_SourceStats)
-    dropped: Counter[str] = Counter()
     encoder = make_encoder(cfg, tok) if cfg.n_workers() <= 1 else None
+    rejects = RejectWriter(rejects_path)
 
     def kept() -> Iterator[Encoded]:
         for item in encode_stream(conversations, cfg, encoder):
-            if isinstance(item, Dropped):
-                dropped[item.reason] += 1
+            if isinstance(item, Rejected):
+                rejects.write(item)
                 continue
             s = per_source[item.source]
             s.conversations += 1
@@ -223,7 +235,7 @@ def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig,
             yield item
 
     stats = PackStats()
-    with atomic_path(spill) as tmp, open(tmp, "wb") as fh:
+    with rejects, atomic_path(spill) as tmp, open(tmp, "wb") as fh:
         block: list[np.ndarray] = []
         rows = pack(kept(), cfg.packing, cfg.seq_len, specials["pad"], stats, cfg.pack_buffer)  # type: ignore[arg-type]
         for row in rows:
@@ -237,7 +249,7 @@ def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig,
         stats.counts["no_rows"] = 1
     return {
         "conversations": sum(s.conversations for s in per_source.values()),
-        "dropped": dict(sorted(dropped.items())),
+        "dropped": dict(sorted(rejects.counts.items())),
         "packing": cfg.packing,
         "packing_stats": stats.as_dict(),
         "packing_efficiency": round(stats.efficiency, 6),
@@ -294,3 +306,56 @@ def _write_jsonl(path: Path, rows: np.ndarray, idx: np.ndarray) -> None:
             for r in block:
                 fh.write(json.dumps({"token_ids": r[0].tolist(), "label_ids": r[2].tolist(),
                                      "loss_mask": r[1].tolist()}) + "\n")
+
+
+# -- `crystalmix encode`: one interchange file, one line per conversation -----------------------------------
+def encode_file(input_path: str | Path, out: str | Path, cfg: TokenizeConfig, *, rejects: str | Path | None = None,
+                on_encoded: Callable[[Encoded], None] | None = None) -> dict[str, Any]:
+    """Encode the interchange conversations of `input_path` into `out` (``{id, input_ids, loss_mask}`` per
+    line) and their rejects into `rejects` (default ``OUT.rejects.jsonl``), both written atomically.
+
+    Records are read by the ``conversations`` adapter, as `convert` and `build` read them, so a bad line or
+    an invalid conversation (an empty final answer, a lone surrogate) is a reject with its file, line and
+    reason, and the run goes on; so is a conversation the template gives no trained token. Rejects are
+    written in input order whatever ``cfg.workers``. `on_encoded` sees each kept conversation (``--show``).
+    Returns the report: ``read == kept + rejected``, and the reasons.
+    """
+    from sft_builder.sources.base import make_adapter  # the adapters are the build's; import them on use
+
+    out = Path(out)
+    rejects_path = Path(rejects) if rejects is not None else rejects_path_for(out)
+    if out.resolve() == rejects_path.resolve():
+        raise UserError("--out and --rejects must be different files", path=out)
+    adapter = make_adapter("conversations", {})
+    encoder = make_encoder(cfg) if cfg.n_workers() <= 1 else None
+    # The adapter's rejects wait here, in input order, with a marker for each conversation sent to encoding:
+    # results come back one per conversation, in order, so rejects and results are written interleaved as read.
+    queue: deque[Rejected | None] = deque()
+    kept = 0
+
+    def conversations() -> Iterator[Conversation]:
+        for item in adapter.stream([str(input_path)]):
+            if isinstance(item, Rejected):
+                queue.append(item)
+            else:
+                queue.append(None)
+                yield item
+
+    with atomic_open(out) as fh, RejectWriter(rejects_path) as rej_out:
+        for result in encode_stream(conversations(), cfg, encoder):
+            while (waiting := queue.popleft()) is not None:
+                rej_out.write(waiting)
+            if isinstance(result, Rejected):
+                rej_out.write(result)
+                continue
+            fh.write(json.dumps({"id": result.id, "input_ids": result.input_ids.tolist(),
+                                 "loss_mask": result.loss_mask.tolist()}) + "\n")
+            kept += 1
+            if on_encoded is not None:
+                on_encoded(result)
+        rej_out.write_all(q for q in queue if q is not None)  # rejects after the last conversation
+    read = adapter.stats.candidates
+    if read != kept + rej_out.total:  # a bug, not a user error: crash loudly
+        raise RuntimeError(f"encode lost count: read {read} != kept {kept} + rejected {rej_out.total}")
+    return {"input": str(input_path), "read": read, "kept": kept, "rejected": rej_out.total,
+            "reasons": dict(sorted(rej_out.counts.items())), "out": str(out), "rejects": str(rejects_path)}

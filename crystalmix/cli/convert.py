@@ -21,7 +21,7 @@ from rich.table import Table
 
 from crystalmix.core.atomic import atomic_open, write_json
 from crystalmix.core.errors import UserError
-from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
+from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter, rejects_path_for
 from sft_builder.sources.base import Adapter, adapter_names, get_adapter_class, make_adapter
 
 PROGRESS_EVERY = 4096  # outputs between progress-bar updates; per-record updates would cost more than parsing
@@ -39,16 +39,11 @@ def parse_option_args(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def default_rejects_path(out: Path) -> Path:
-    name = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-    return out.with_name(f"{name}.rejects.jsonl")
-
-
 def convert_source(adapter: Adapter[Any], inputs: Sequence[str], out: Path, rejects: Path | None = None, *,
                    split: str = "train", data_files: Sequence[str] | None = None,
                    progress: bool = False) -> dict[str, Any]:
     """Convert `inputs` with `adapter` into `out` (+ rejects file); return the report dict."""
-    rejects = rejects or default_rejects_path(out)
+    rejects = rejects or rejects_path_for(out)
     if Path(out).resolve() == Path(rejects).resolve():
         raise UserError("--out and --rejects must be different files", path=out)
     stream = adapter.stream(list(inputs), split=split, data_files=list(data_files) if data_files else None)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import re
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,44 +13,21 @@ from rich.text import Text
 from crystalmix.core.errors import UserError
 
 console = Console()
-_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-
-
-def _read_conversations(path: Path) -> Iterator[Any]:
-    """Interchange JSONL records as `Conversation`s; a bad line stops with its line number."""
-    from crystalmix.core.records import Conversation, InvalidRecordError
-
-    if not path.is_file():
-        raise UserError("no such file", path=path)
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield Conversation.from_dict(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"not JSON ({exc.msg})", path=path, line=n) from None
-            except InvalidRecordError as exc:
-                raise UserError(f"not an interchange conversation: {exc}", path=path, line=n) from None
-
-
-def token_text(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """Printable text of each token (word markers as spaces, byte pieces as their character)."""
-    out = []
-    for t in tokenizer.convert_ids_to_tokens([int(i) for i in ids]):
-        t = t or ""
-        t = _BYTE.sub(lambda m: bytes([int(m.group(1), 16)]).decode("latin-1"), t)
-        out.append(t.replace("▁", " ").replace("Ġ", " ").replace("Ċ", "\n"))
-    return out
 
 
 def show_tokens(tokenizer: Any, ids: Sequence[int], mask: Sequence[int], title: str,
                 segments: Sequence[int] | None = None) -> None:
-    """Print one sequence with trained tokens highlighted and packed-document boundaries marked."""
+    """Print one sequence with trained tokens highlighted and packed-document boundaries marked.
+
+    Token texts come from `token_pieces`: a character spread over several byte tokens is decoded whole and
+    shown on the token that completes it (styled by that token's mask).
+    """
+    from crystalmix.core.tokenizer import token_pieces
+
     text = Text()
     prev_seg = None
     special = {i for i, t in tokenizer.backend_tokenizer.get_added_tokens_decoder().items() if t.special}
-    for k, (piece, m) in enumerate(zip(token_text(tokenizer, ids), mask, strict=True)):
+    for k, (piece, m) in enumerate(zip(token_pieces(tokenizer, ids), mask, strict=True)):
         if segments is not None:
             seg = int(segments[k])
             if seg != prev_seg:
@@ -80,32 +54,35 @@ def register(app: typer.Typer) -> None:
         train_on_prompt: Annotated[bool, typer.Option(help="Also train on system and user turns.")] = False,
         show: Annotated[bool, typer.Option("--show", help="Print with trained tokens highlighted.")] = False,
         show_limit: Annotated[int, typer.Option(help="With --show, how many conversations to print.")] = 20,
+        rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects JSONL [OUT.rejects.jsonl].")]
+        = None,
     ) -> None:
-        """Tokenize conversations with a chat template: input_ids BOS..EOS, loss_mask[k]=1 on targets."""
-        from crystalmix.core.atomic import atomic_open
-        from sft_builder.chat import Dropped
-        from sft_builder.encode import BATCH, TokenizeConfig, batches, make_encoder
+        """Tokenize conversations with a chat template: input_ids BOS..EOS, loss_mask[k]=1 on targets.
+
+        A bad record (not JSON, not a valid conversation, nothing to train on) goes to the rejects file with
+        its line and reason, and the run goes on.
+        """
+        from sft_builder.encode import TokenizeConfig, encode_file
 
         cfg = TokenizeConfig.from_mapping({"tokenizer": tokenizer, "template": template, "train_on": train_on,
-                                           "train_on_prompt": train_on_prompt}, where="encode")
-        encoder = make_encoder(cfg)
-        tok = encoder.tokenizer
-        dropped: Counter[str] = Counter()
-        written = shown = 0
-        with atomic_open(out) as fh:
-            for batch in batches(_read_conversations(input_path), BATCH):
-                for item in encoder.encode(batch):
-                    if isinstance(item, Dropped):
-                        dropped[item.reason] += 1
-                        continue
-                    fh.write(json.dumps({"id": item.id, "input_ids": item.input_ids.tolist(),
-                                         "loss_mask": item.loss_mask.tolist()}) + "\n")
-                    written += 1
-                    if show and shown < show_limit:
-                        show_tokens(tok, item.input_ids, item.loss_mask, f"{item.id} ({item.source})")
-                        shown += 1
-        extra = f", dropped {dict(dropped)}" if dropped else ""
-        typer.echo(f"encoded {written} conversations into {out}{extra}", err=True)
+                                           "train_on_prompt": train_on_prompt, "workers": 1}, where="encode")
+        shown = 0
+
+        def show_one(item: Any) -> None:
+            nonlocal shown
+            if shown < show_limit:
+                show_tokens(tok, item.input_ids, item.loss_mask, f"{item.id} ({item.source})")
+                shown += 1
+
+        tok = None
+        if show:
+            from crystalmix.core.tokenizer import resolve_tokenizer
+
+            tok = resolve_tokenizer(cfg.tokenizer)
+        report = encode_file(input_path, out, cfg, rejects=rejects, on_encoded=show_one if show else None)
+        reasons = ", ".join(f"{r} {n}" for r, n in report["reasons"].items())
+        typer.echo(f"encoded {report['kept']} of {report['read']} conversations into {out}; rejected "
+                   f"{report['rejected']}{f' ({reasons})' if reasons else ''} -> {report['rejects']}", err=True)
 
     tok_app = typer.Typer(help="Tokenizer utilities.", no_args_is_help=True)
 

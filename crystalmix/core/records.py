@@ -444,6 +444,13 @@ class RejectWriter:
             self._cm.__exit__(exc_type, exc, tb)
 
 
+def rejects_path_for(out: str | Path) -> Path:
+    """Where a command that writes `out` puts its rejects by default: ``OUT.rejects.jsonl`` beside it."""
+    out = Path(out)
+    name = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(f"{name}.rejects.jsonl")
+
+
 def read_rejects(path: str | Path) -> Iterator[dict[str, Any]]:
     """The records of a rejects file, as dicts (for tests, reports and tools)."""
     with open(path, "rb") as fh:

@@ -216,3 +216,76 @@ def demo_tokenizer_dir(cache_dir: str | Path | None = None) -> Path:
 def resolve_tokenizer(spec: str | Path) -> Any:
     """`load_tokenizer`, with ``demo`` meaning the cached demo tokenizer (see `demo_tokenizer_dir`)."""
     return load_tokenizer(demo_tokenizer_dir() if str(spec) == DEMO else spec)
+
+
+# -- showing tokens as text ------------------------------------------------------------------------------
+def _byte_level_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's byte-to-printable-character table used by byte-level BPE vocabularies."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def _decoder_types(tokenizer: Any) -> set[str]:
+    spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
+    found, todo = set(), [spec]
+    while todo:
+        d = todo.pop()
+        found.add(d.get("type"))
+        todo.extend(d.get("decoders") or [])
+    return found
+
+
+def token_pieces(tokenizer: Any, ids: Iterable[int]) -> list[str]:
+    """The text of each token, such that the pieces joined read as the tokenizer's decoder reads the ids.
+
+    A character that takes several tokens (SentencePiece byte-fallback pieces ``<0xE2><0x80><0x93>`` for
+    ``–``, or byte-level BPE pieces) is decoded from the bytes of the run and shown on the token that
+    completes it; the tokens before it show nothing, so the text is never mojibake (``â\\x80\\x93``) and every
+    token keeps its own place (and its own mask). Added tokens show as written; bytes that never complete a
+    character show as U+FFFD, as the decoder does. The decoder's trimming of the very first space is not
+    applied: each token shows its own leading space.
+    """
+    import codecs
+
+    ids = [int(i) for i in ids]
+    types = _decoder_types(tokenizer)
+    byte_level = "ByteLevel" in types
+    table = _byte_level_decoder() if byte_level else {}
+    added = {i for i in tokenizer.backend_tokenizer.get_added_tokens_decoder()}
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    out: list[str] = []
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = -1  # index of the last token whose bytes the decoder may still hold
+
+    def flush() -> None:
+        nonlocal pending
+        if pending >= 0:
+            out[pending] += decoder.decode(b"", final=True)
+            pending = -1
+
+    for tid, piece in zip(ids, pieces, strict=True):
+        piece = piece or ""
+        if tid in added:
+            flush()
+            out.append(piece)
+            continue
+        if byte_level:
+            data = bytes(table[c] for c in piece) if all(c in table for c in piece) else piece.encode("utf-8")
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            try:
+                data = bytes([int(piece[3:5], 16)])
+            except ValueError:
+                data = piece.encode("utf-8")
+        else:
+            data = piece.replace("▁", " ").encode("utf-8")
+        out.append(decoder.decode(data))
+        pending = len(out) - 1
+    flush()
+    return out

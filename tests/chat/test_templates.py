@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crystalmix.core.errors import UserError
-from crystalmix.core.records import Conversation, Message
+from crystalmix.core.records import Conversation, Message, Rejected
 from crystalmix.core.tokenizer import load_tokenizer
-from sft_builder.chat import ChatEncoder, Dropped, Encoded, load_template
+from sft_builder.chat import ChatEncoder, Encoded, load_template
 
 DEFAULT_SYSTEM = ("You are CrystalCoder, a helpful and intelligent assistant. Follow the instructions and "
                   "answer the questions as accurately as possible.")
@@ -155,13 +155,14 @@ def test_all_zero_mask_is_dropped_not_emitted(demo_tokenizer) -> None:  # noqa: 
         "{%- if loop.last -%}{{- eos_token -}}{%- endif -%}",
         "{%- if loop.last and message['content'] != 'SKIP' -%}{{- eos_token -}}{%- endif -%}")
     out = ChatEncoder(demo_tokenizer, tpl).encode([conv("q", "SKIP", cid="skip"), conv("q", "a", cid="ok")])
-    assert isinstance(out[0], Dropped) and out[0].reason == "no_trained_tokens"
+    assert isinstance(out[0], Rejected) and (out[0].step, out[0].reason) == ("tokenize", "no_trained_tokens")
+    assert out[0].record["id"] == "skip"  # the whole conversation is kept in the reject
     assert isinstance(out[1], Encoded) and out[1].loss_mask.sum() == 1
 
 
 def test_reserved_placeholder_character_is_dropped(crystal: ChatEncoder) -> None:
     out = crystal.encode([conv("bad \U0010fffd char", "a", cid="x"), conv("fine", "a", cid="y")])
-    assert isinstance(out[0], Dropped) and out[0].reason == "reserved_character"
+    assert isinstance(out[0], Rejected) and out[0].reason == "reserved_character"
     assert isinstance(out[1], Encoded)
 
 

@@ -169,10 +169,9 @@ def test_encode_inspect_and_tokenizer_demo_cli(demo_tokenizer_dir: Path, tmp_pat
     assert all(len(x["input_ids"]) == len(x["loss_mask"]) and x["loss_mask"][-1] == 1 for x in lines)
     assert "c4 (" in res.output and "<|im_start|>" in res.output
 
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "x", "source": "s", "messages": []}\n')
-    res = runner.invoke(app, ["encode", "--tokenizer", str(demo_tokenizer_dir), str(bad), "--out", str(out)])
-    assert res.exit_code != 0 and isinstance(res.exception, UserError) and "bad.jsonl:1" in str(res.exception)
+    res = runner.invoke(app, ["encode", "--tokenizer", str(demo_tokenizer_dir), str(tmp_path / "missing.jsonl"),
+                              "--out", str(out)])
+    assert res.exit_code != 0 and isinstance(res.exception, UserError) and "missing.jsonl" in str(res.exception)
 
     folder = tmp_path / "h5"
     run_tokenize(conversations(50), cfg(demo_tokenizer_dir), folder, seed=0, fingerprint="f")

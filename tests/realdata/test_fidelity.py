@@ -28,14 +28,14 @@ def _rows(realdata: Path) -> list[dict]:
     return [json.loads(line) for line in (realdata / SAMPLE).read_text().splitlines()]
 
 
-def _complete_conversations(rows: list[dict]) -> tuple[list[tuple[list[int], list[int]]], int, int]:
+def _complete_conversations(rows: list[dict]) -> tuple[list[tuple[list[int], list[int]]], int, list[list[int]]]:
     """(ids, per-token mask) of every chat conversation <s><|sys_start|>..</s> inside one row.
 
     Token k's mask is loss_mask[k-1]. Also returns how many complete plain-text documents (``<s> text</s>``,
-    no chat markers, all trained) and how many conversations with an empty turn were left out: the first
-    are not conversations, the second our schema rejects by design.
+    no chat markers, all trained) and the ids of the conversations with an empty turn, left out of the
+    comparison: the first are not conversations, the second our schema rejects by design.
     """
-    out, plain, empty = [], 0, 0
+    out, plain, empty = [], 0, []
     for r in rows:
         t, m = r["token_ids"], r["loss_mask"]
         pos = 0
@@ -51,22 +51,23 @@ def _complete_conversations(rows: list[dict]) -> tuple[list[tuple[list[int], lis
                 plain += 1
             elif any(  # a marker straight after a marker: an empty turn
                 a in ROLE_AFTER and b in (IM_START, IM_END, EOS) for a, b in zip(ids, ids[1:], strict=False)):
-                empty += 1
+                empty.append(ids)
             else:
                 out.append((ids, mask))
     return out, plain, empty
 
 
 def _to_record(tok, ids: list[int], k: int) -> dict:
-    """Decode the text pieces between control tokens back into an interchange conversation."""
+    """Decode the text pieces between control tokens back into an interchange conversation (an empty turn
+    stays an empty message)."""
     messages, role, piece = [], None, []
     for x in [*ids[1:], None]:
         if x in ROLE_AFTER or x in (SYS_END, EOS, None):
-            if piece:
+            if role is not None:  # a turn was open: it ends here, empty or not
                 messages.append({"role": role, "content": tok.backend_tokenizer.decode(piece,
                                                                                        skip_special_tokens=False)})
                 piece = []
-            role = ROLE_AFTER.get(x, role)
+            role = ROLE_AFTER.get(x)
         else:
             piece.append(x)
     return {"id": f"llm360-{k}", "source": "llm360", "messages": messages, "meta": {}}
@@ -78,14 +79,24 @@ def test_encode_matches_llm360_ids_and_masks(realdata: Path, tmp_path: Path) -> 
     tok_dir = realdata / "tokenizers" / "crystalcoder"
     tok = load_tokenizer(tok_dir)
     convs, plain, empty = _complete_conversations(_rows(realdata))
-    assert len(convs) >= 100 and empty <= 2, (len(convs), plain, empty)
+    assert len(convs) >= 100 and 1 <= len(empty) <= 2, (len(convs), plain, len(empty))
     assert any(ids.count(IM_START) > 1 for ids, _ in convs), "multi-turn conversations must be covered"
+    # LLM360's own conversation with an empty final answer goes in the middle of the file: encode rejects it
+    # with its line and reason and goes on (issue 10, point 8), it does not abort the file.
+    records = [_to_record(tok, ids, k) for k, (ids, _) in enumerate(convs)]
+    bad = [_to_record(tok, ids, 1000 + k) for k, ids in enumerate(empty)]
+    assert all(r["messages"][-1] == {"role": "assistant", "content": ""} for r in bad)
+    records[50:50] = bad
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(_to_record(tok, ids, k)) + "\n" for k, (ids, _) in enumerate(convs)))
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "out.jsonl"
     res = CliRunner().invoke(app, ["encode", "--tokenizer", str(tok_dir), "--template", "crystalchat",
                                    str(src), "--out", str(out)])
     assert res.exit_code == 0, res.output
+    rejects = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"], r["record"]["id"]) for r in rejects] == [
+        (51 + k, "empty_content", f"llm360-{1000 + k}") for k in range(len(bad))]
+    assert f"encoded {len(convs)} of {len(records)} conversations" in res.output
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(got) == len(convs)
     for k, ((ids, mask), g) in enumerate(zip(convs, got, strict=True)):
