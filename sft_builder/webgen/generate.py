@@ -21,6 +21,7 @@ from typing import Any
 
 from crystalmix.core.atomic import fingerprint, write_json
 from crystalmix.core.errors import UserError
+from crystalmix.core.records import Rejected
 from sft_builder.webgen.backends import Backend, Completion
 from sft_builder.webgen.filters import FilterConfig, first_rejection
 from sft_builder.webgen.parse import Candidate, parse_answer
@@ -165,11 +166,11 @@ def load_state(cfg: RunConfig) -> tuple[RunState, list[dict[str, Any]]]:
     records = _read_jsonl(cfg.out, state.out_bytes)
     rejects = _read_jsonl(cfg.rejects_path, state.rejects_bytes)
     for r in records + rejects:
-        if r.get("meta", r).get("config") != fp:
+        if _meta(r).get("config") != fp:
             raise UserError("this output was made with other settings; use a new --out", path=cfg.out)
     state.kept = len(records)
     if records or rejects:
-        state.next_batch = max(r.get("meta", r)["batch"] for r in records + rejects) + 1
+        state.next_batch = max(_meta(r)["batch"] for r in records + rejects) + 1
     state.prompts = state.next_batch * cfg.batch_size
     state.rejected = Counter(r["reason"] for r in rejects)
     state.candidates = state.kept + sum(state.rejected.values())
@@ -264,7 +265,7 @@ class Generator:
         cfg, state = self.cfg, self.state
         fp = state.fingerprint
         first_prompt = batch * cfg.batch_size
-        rejects: list[dict[str, Any]] = []
+        rejects: list[Rejected] = []
         survivors: list[tuple[int, Candidate]] = []
         for i, (seeds, comp) in enumerate(zip(shown, completions, strict=True)):
             for cand in parse_answer(comp.text, len(seeds) + 1, comp.finish_reason == "length"):
@@ -302,11 +303,9 @@ class Generator:
             }
             kept_lines.append(json.dumps(record, ensure_ascii=False, sort_keys=True))
         state.out_bytes += _append(cfg.out, kept_lines)
-        state.rejects_bytes += _append(
-            cfg.rejects_path, [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rejects]
-        )
+        state.rejects_bytes += _append_bytes(cfg.rejects_path, b"".join(r.to_json_bytes() for r in rejects))
         state.kept += len(kept_lines)
-        state.rejected.update(r["reason"] for r in rejects)
+        state.rejected.update(r.reason for r in rejects)
         state.candidates += len(kept_lines) + len(rejects)
         state.prompts += len(completions)
         state.next_batch = batch + 1
@@ -315,30 +314,34 @@ class Generator:
 
 def _reject(
     c: Candidate, reason: str, batch: int, prompt: int, fp: str, score: float | None = None
-) -> dict[str, Any]:
-    r: dict[str, Any] = {
-        "reason": reason,
-        "batch": batch,
-        "prompt": prompt,
-        "item": c.number,
-        "config": fp,
-        "instruction": c.instruction,
-        "input": c.input,
-        "output": c.output,
-    }
+) -> Rejected:
+    """A rejected candidate as the one reject type: the record is the candidate in the output's own shape
+    (``instruction``, ``input``, ``output``, ``meta`` with batch, prompt, item and the config fingerprint)."""
+    meta: dict[str, Any] = {"source": "webgen", "batch": batch, "prompt": prompt, "item": c.number, "config": fp}
     if score is not None:
-        r["max_similarity"] = score
-    return r
+        meta["max_similarity"] = score
+    record = {"instruction": c.instruction, "input": c.input, "output": c.output, "meta": meta}
+    detail = f"prompt {prompt}, item {c.number}" + ("" if score is None else f", max ROUGE-L {score:.3f}")
+    return Rejected("webgen", "webgen", reason, "", 0, record, detail)
+
+
+def _meta(line: dict[str, Any]) -> dict[str, Any]:
+    """The meta of an output line or of a rejects line (whose record is a candidate; older rejects lines were flat)."""
+    return line["record"]["meta"] if "record" in line else line.get("meta", line)
 
 
 def _append(path: Path, lines: list[str]) -> int:
     """Append lines durably; returns the bytes written."""
-    if not lines:
+    return _append_bytes(path, ("\n".join(lines) + "\n").encode("utf-8") if lines else b"")
+
+
+def _append_bytes(path: Path, data: bytes) -> int:
+    """Append `data` durably (creating the file even when empty); returns the bytes written."""
+    if not data:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
         return 0
-    data = ("\n".join(lines) + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as fh:
         fh.write(data)

@@ -173,7 +173,9 @@ def test_cut_off_malformed_and_filtered_items_are_counted_by_reason(tmp_path, se
         "cut_off": 1,
     }
     assert state.candidates == 8
-    reasons = {r["item"]: r["reason"] for r in lines(cfg.rejects_path)}
+    rejects = lines(cfg.rejects_path)
+    assert {(r["source"], r["step"]) for r in rejects} == {("webgen", "webgen")}  # the one reject type
+    reasons = {r["record"]["meta"]["item"]: r["reason"] for r in rejects}
     assert reasons == {
         5: "missing_markup",
         7: "text_model_cannot_do",
