@@ -40,7 +40,7 @@ from sft_builder.steps.dedup import NearDedup
 from sft_builder.steps.language import Language
 from sft_builder.steps.table import STEPS, stage_order
 
-CODE_VERSION = "build-4"  # bump when a change of code changes outputs, so old stages are not reused
+CODE_VERSION = "build-5"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Callable[[str, int], None]  # (task description, items done) -> None
 
 
@@ -222,6 +222,7 @@ def run_ingest(
         "kept": kept,
         "dropped": dict(sorted(drops.get(src.name, Counter()).items())),
         "changes": _changes(steps),
+        "rewrite_samples": {n: list(s.samples) for n, s in steps if getattr(s, "samples", None)},
         "fixes": dict(sorted(Counter(adapter.stats.fixes).items())),
         "languages": dict(sorted(lang.items())),
         "timings": times,

@@ -51,6 +51,7 @@ def make_report(
             "languages": ing["languages"],
             "adapter_fixes": ing["fixes"],
             "changes": ing["changes"],
+            "rewrite_samples": ing.get("rewrite_samples", {}),
             "mixing": {"weight": s.weight, "epochs": s.epochs, "max_samples": s.max_samples},
         }
     steps: dict[str, Any] = {}
@@ -152,8 +153,29 @@ def markdown(report: dict[str, Any]) -> str:
             totals.update({f"adapter:{k}": n for k, n in v.get("adapter_fixes", {}).items()})  # repairs
         totals.update(report["changes"])
         lines += [f"- `{k}`: {n}" for k, n in sorted(totals.items())]
+    lines += _rewrite_samples_markdown(report["sources"])
     lines.append("")
     return "\n".join(lines)
+
+
+def _rewrite_samples_markdown(sources: dict[str, Any]) -> list[str]:
+    """The first large rewrites of each source (a step removed over a quarter of a turn's text)."""
+    rows = [(name, step, smp) for name, v in sources.items()
+            for step, samples in v.get("rewrite_samples", {}).items() for smp in samples]
+    if not rows:
+        return []
+    lines = ["", "## Large rewrites (samples)", "",
+             "Turns a step rewrote, removing more than a quarter of their letters and digits (a turn left "
+             "empty goes with its partner turn); the first few of each source, to check.", ""]
+    for name, step, smp in rows:
+        lines.append(f"- **{name}** `{step}` `{smp['id']}` ({smp['file']}:{smp['line']}) turn {smp['turn']} "
+                     f"({smp['role']}), {smp['removed_share']:.0%} removed: \"{_preview(smp['before'])}\" -> "
+                     f"\"{_preview(smp['after'])}\"")
+    return lines
+
+
+def _preview(text: str, n: int = 80) -> str:
+    return " ".join(text.split())[:n].replace("|", "\\|").replace("`", "'")
 
 
 def _top(dropped: dict[str, int], k: int = 3) -> str:

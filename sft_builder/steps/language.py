@@ -129,17 +129,8 @@ def bounded_sample(text: str, limit: int) -> str:
     return " ".join((text[:third], text[mid : mid + third], text[-third:]))
 
 
-def prose(text: str, strip_code: bool = True) -> str:
-    """The natural-language part of a turn: no code (fenced, inline or code-looking lines), URLs or markup.
-
-    A turn that is mostly code-looking lines (an unfenced program or HTML page) has no prose at all: the
-    comments and strings inside code are not what the conversation is written in.
-    """
-    if strip_code:
-        text = _INLINE_CODE_RE.sub(" ", _FENCE_RE.sub("\n", text))
-    text = _ENTITY_RE.sub(" ", _URL_RE.sub(" ", text))
-    if not strip_code:
-        return text
+def _lines(text: str) -> tuple[list[str], int, int]:
+    """The prose lines of `text`, and how many characters are in code-looking lines and in prose lines."""
     keep: list[str] = []
     code = kept = 0
     for line in text.splitlines():
@@ -152,6 +143,27 @@ def prose(text: str, strip_code: bool = True) -> str:
             keep.append(stripped)
             kept += len(stripped)
         # else: numbers and symbols, a formula: not a language and not code either
+    return keep, code, kept
+
+
+def looks_like_code(text: str) -> bool:
+    """True when, outside fenced code, code-looking lines (a program, a stylesheet, markup) outweigh prose."""
+    _, code, kept = _lines(_FENCE_RE.sub("\n", text))
+    return code > kept
+
+
+def prose(text: str, strip_code: bool = True) -> str:
+    """The natural-language part of a turn: no code (fenced, inline or code-looking lines), URLs or markup.
+
+    A turn that is mostly code-looking lines (an unfenced program or HTML page) has no prose at all: the
+    comments and strings inside code are not what the conversation is written in.
+    """
+    if strip_code:
+        text = _INLINE_CODE_RE.sub(" ", _FENCE_RE.sub("\n", text))
+    text = _ENTITY_RE.sub(" ", _URL_RE.sub(" ", text))
+    if not strip_code:
+        return text
+    keep, code, kept = _lines(text)
     if code > kept:
         # mostly code: its Latin-script comments and strings do not tell the conversation's language, but
         # a line in another script (a Chinese request above the code it quotes) still does
