@@ -5,6 +5,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from crystalmix.core import hdf5
 
@@ -54,3 +55,32 @@ def test_validate_finds_problems(tmp_path: Path) -> None:
     (tmp_path / "trunc.h5").write_bytes(data[: len(data) // 2])
     _, problems = hdf5.validate_file(tmp_path / "trunc.h5")
     assert problems and "trunc.h5" in problems[0]
+
+
+def test_attention_row_is_optional_and_validated(tmp_path: Path) -> None:
+    """The 4th row (Cerebras' attention mask) only when asked for; the 3-row files stay byte-identical."""
+    rows = _rows(20, 8)
+    plain = hdf5.ShardedWriter(tmp_path / "plain", seq_len=8, samples_per_file=50)
+    for r in rows:
+        plain.write(r)
+    [f3] = plain.close()
+    hdf5.write_file(tmp_path / "direct.h5", rows)
+    assert f3.read_bytes() == (tmp_path / "direct.h5").read_bytes()
+    padding = np.zeros((20, 8), dtype=bool)
+    padding[:, 6:] = True
+    four = np.concatenate([rows, hdf5.attention_row(padding)[:, None, :]], axis=1)
+    w = hdf5.ShardedWriter(tmp_path / "four", seq_len=8, samples_per_file=50, attention_mask=True)
+    for r in four:
+        w.write(r)
+    [f4] = w.close()
+    with h5py.File(f4) as fh:
+        assert fh["data"].shape == (20, 4, 8) and fh["data"].chunks == (1, 4, 8)
+    np.testing.assert_array_equal(hdf5.read_rows(f4)[:, 3], padding.astype(np.int32))
+    assert hdf5.validate_file(f4, vocab_size=100) == (20, [])
+    with pytest.raises(ValueError, match="4 x L"):
+        w.write(rows[0])  # a 3-row row never goes into a 4-row file
+    bad = four.copy()
+    bad[2, 3, 1] = 2
+    hdf5.write_file(tmp_path / "bad4.h5", bad)
+    _, problems = hdf5.validate_file(tmp_path / "bad4.h5", vocab_size=100)
+    assert any("attention mask (row 3)" in p for p in problems)

@@ -2,9 +2,11 @@
 
 Each file holds one dataset ``data`` of shape ``(n, 3, L)``, int32, chunks ``(1, 3, L)``, gzip, with the
 file attribute ``n_examples``. Row 0 is ``input_ids``, row 1 the loss mask (``input_mask``: 1 where the
-label counts), row 2 ``labels`` (input shifted left by one). Optionally a ``segment_ids`` dataset
-``(n, L)`` marks the packed document each position belongs to (0 = padding), for trainers that block
-attention across packed samples. Files are named ``data-00000.h5`` ... and written atomically; bytes
+label counts), row 2 ``labels`` (input shifted left by one). Optionally a 4th row (shape ``(n, 4, L)``),
+the attention mask of current Cerebras Model Zoo SFT files: 1 on positions no token may attend to
+(padding), 0 elsewhere. Optionally a ``segment_ids`` dataset ``(n, L)`` marks the packed document each
+position belongs to (0 = padding), for trainers that block attention across packed samples (Cerebras'
+readers ignore it). Files are named ``data-00000.h5`` ... and written atomically; bytes
 are reproducible (no timestamps, fixed creation order, fixed write batches).
 """
 
@@ -23,7 +25,8 @@ from crystalmix.core.atomic import atomic_path, write_json
 
 DATASET = "data"
 SEGMENTS = "segment_ids"
-ROW_INPUT, ROW_MASK, ROW_LABELS = 0, 1, 2
+ROW_INPUT, ROW_MASK, ROW_LABELS, ROW_ATTENTION = 0, 1, 2, 3
+ROW_COUNTS = (3, 4)  # input, loss mask, labels; plus the attention mask when asked for
 WRITE_BATCH = 256  # fixed, so the on-disk layout never depends on how rows arrive
 METADATA_NAME = "metadata.json"
 
@@ -34,24 +37,34 @@ def file_name(index: int) -> str:
 
 def write_file(path: str | Path, rows: np.ndarray, segment_ids: np.ndarray | None = None,
                attrs: dict[str, Any] | None = None) -> None:
-    """Atomically write one complete HDF5 file from an in-memory block of rows ``(n, 3, L)``."""
+    """Atomically write one complete HDF5 file from an in-memory block of rows ``(n, 3, L)`` or ``(n, 4, L)``."""
     rows = np.ascontiguousarray(rows, dtype=np.int32)
-    if rows.ndim != 3 or rows.shape[1] != 3:
-        raise ValueError(f"rows must have shape (n, 3, L), got {rows.shape}")
-    with _open_new(path, rows.shape[2], segment_ids is not None, attrs) as w:
+    if rows.ndim != 3 or rows.shape[1] not in ROW_COUNTS:
+        raise ValueError(f"rows must have shape (n, 3, L) or (n, 4, L), got {rows.shape}")
+    with _open_new(path, rows.shape[2], segment_ids is not None, attrs, rows.shape[1]) as w:
         w.append(rows, segment_ids)
+
+
+def attention_row(padding: np.ndarray) -> np.ndarray:
+    """The 4th row from a boolean "is padding" array: 1 where no token may attend, as Cerebras writes it.
+
+    Cerebras' finetuning generator stores ``attention_mask == 0``: 1 on padding, 0 on real tokens. It is a
+    per-position key mask, so it hides padding only; it cannot keep packed samples from attending to
+    each other (that needs `segment_ids` or variable-sequence-length features).
+    """
+    return np.asarray(padding, dtype=bool).astype(np.int32)
 
 
 class _FileWriter:
     """Appends rows to a resizable ``data`` dataset in fixed-size batches."""
 
-    def __init__(self, fh: h5py.File, seq_len: int, with_segments: bool) -> None:
+    def __init__(self, fh: h5py.File, seq_len: int, with_segments: bool, n_rows: int = 3) -> None:
         self.fh = fh
         self.seq_len = seq_len
         self.n = 0
         kw: dict[str, Any] = {"compression": "gzip", "track_times": False}
-        self.data = fh.create_dataset(DATASET, shape=(0, 3, seq_len), maxshape=(None, 3, seq_len),
-                                      dtype=np.int32, chunks=(1, 3, seq_len), **kw)
+        self.data = fh.create_dataset(DATASET, shape=(0, n_rows, seq_len), maxshape=(None, n_rows, seq_len),
+                                      dtype=np.int32, chunks=(1, n_rows, seq_len), **kw)
         self.segments = None
         if with_segments:
             self.segments = fh.create_dataset(SEGMENTS, shape=(0, seq_len), maxshape=(None, seq_len),
@@ -75,8 +88,8 @@ class _open_new:
     """Context manager: a new HDF5 file at a temp path, renamed into place on success."""
 
     def __init__(self, path: str | Path, seq_len: int, with_segments: bool,
-                 attrs: dict[str, Any] | None) -> None:
-        self.path, self.seq_len = Path(path), seq_len
+                 attrs: dict[str, Any] | None, n_rows: int = 3) -> None:
+        self.path, self.seq_len, self.n_rows = Path(path), seq_len, n_rows
         self.with_segments, self.attrs = with_segments, attrs or {}
 
     def __enter__(self) -> _FileWriter:
@@ -84,7 +97,7 @@ class _open_new:
         tmp = self._ctx.__enter__()
         # track_order off and libver fixed: the file's bytes depend only on what is written.
         self._fh = h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False)
-        self._w = _FileWriter(self._fh, self.seq_len, self.with_segments)
+        self._w = _FileWriter(self._fh, self.seq_len, self.with_segments, self.n_rows)
         return self._w
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
@@ -104,6 +117,7 @@ class ShardedWriter:
     """Streams rows into ``data-00000.h5``, ``data-00001.h5``, ... of `samples_per_file` rows each.
 
     Memory is bounded by `WRITE_BATCH` rows; each file appears under its final name only when complete.
+    With `attention_mask`, every row is ``(4, L)``: the 4th is the attention mask (see `attention_row`).
     """
 
     out_dir: Path
@@ -111,6 +125,7 @@ class ShardedWriter:
     samples_per_file: int = 50_000
     with_segments: bool = False
     first_index: int = 0
+    attention_mask: bool = False
     files: list[Path] = field(default_factory=list)
     n_rows: int = 0
 
@@ -123,7 +138,9 @@ class ShardedWriter:
         self._w: _FileWriter | None = None
 
     def write(self, row: np.ndarray, segment_ids: np.ndarray | None = None) -> None:
-        """Add one row ``(3, L)`` (and its segment ids ``(L,)`` when the writer stores them)."""
+        """Add one row ``(3, L)`` or ``(4, L)`` (and its segment ids ``(L,)`` when the writer stores them)."""
+        if len(row) != self.width:
+            raise ValueError(f"this writer stores rows of {self.width} x L, got {len(row)} x L")
         self._buf.append(row)
         if self.with_segments:
             if segment_ids is None:
@@ -131,6 +148,10 @@ class ShardedWriter:
             self._seg.append(segment_ids)
         if len(self._buf) >= WRITE_BATCH:
             self._flush()
+
+    @property
+    def width(self) -> int:
+        return 4 if self.attention_mask else 3
 
     def write_many(self, rows: Iterable[np.ndarray]) -> None:
         for r in rows:
@@ -140,7 +161,7 @@ class ShardedWriter:
         while self._buf:
             if self._w is None:
                 path = self.out_dir / file_name(self.first_index + len(self.files))
-                self._cur = _open_new(path, self.seq_len, self.with_segments, None)
+                self._cur = _open_new(path, self.seq_len, self.with_segments, None, self.width)
                 self._w = self._cur.__enter__()
                 self.files.append(path)
             room = self.samples_per_file - self._w.n
@@ -173,7 +194,7 @@ class ShardedWriter:
 
 
 def read_rows(path: str | Path) -> np.ndarray:
-    """All rows of one file as ``(n, 3, L)`` int32 (for tests, inspect and validation of small files)."""
+    """All rows of one file as ``(n, 3, L)`` (or ``(n, 4, L)``) int32, for tests, inspect and small files."""
     with h5py.File(path, "r") as fh:
         return np.asarray(fh[DATASET][...])
 
@@ -216,8 +237,9 @@ def validate_file(path: str | Path, *, vocab_size: int | None = None, pad_id: in
                   check_shift: bool = True) -> tuple[int, list[str]]:
     """Check one file; returns (rows, problems). Problems are one-line strings naming the file.
 
-    Checks: opens as HDF5, ``data`` exists with shape (n, 3, L), int32, chunks (1, 3, L), the
-    ``n_examples`` attribute matches, ids lie in ``[0, vocab_size)``, the mask is 0/1 and 0 on padding,
+    Checks: opens as HDF5, ``data`` exists with shape (n, 3, L) or (n, 4, L), int32, chunks (1, rows, L), the
+    ``n_examples`` attribute matches, ids lie in ``[0, vocab_size)``, the masks are 0/1, the loss mask 0 on
+    padding,
     and labels equal the input shifted by one inside each packed document (when segment ids are stored,
     across segment boundaries only within one segment; otherwise wherever the next input is not padding).
     """
@@ -238,13 +260,13 @@ def _validate(path: str | Path, *, vocab_size: int | None, pad_id: int | None, c
         if DATASET not in fh:
             return 0, [f"{name}: no '{DATASET}' dataset"], stats
         ds = fh[DATASET]
-        if ds.ndim != 3 or ds.shape[1] != 3:
-            return 0, [f"{name}: '{DATASET}' has shape {ds.shape}, expected (n, 3, L)"], stats
-        n, _, seq_len = ds.shape
+        if ds.ndim != 3 or ds.shape[1] not in ROW_COUNTS:
+            return 0, [f"{name}: '{DATASET}' has shape {ds.shape}, expected (n, 3, L) or (n, 4, L)"], stats
+        n, width, seq_len = ds.shape
         if ds.dtype != np.int32:
             problems.append(f"{name}: dtype {ds.dtype}, expected int32")
-        if ds.chunks != (1, 3, seq_len):
-            problems.append(f"{name}: chunks {ds.chunks}, expected (1, 3, {seq_len})")
+        if ds.chunks != (1, width, seq_len):
+            problems.append(f"{name}: chunks {ds.chunks}, expected (1, {width}, {seq_len})")
         n_attr = fh.attrs.get("n_examples")
         if n_attr is None or int(n_attr) != n:
             problems.append(f"{name}: attribute n_examples={n_attr}, but the file holds {n} rows")
@@ -279,6 +301,8 @@ def _check_block(name: str, start: int, block: np.ndarray, seg: np.ndarray | Non
                            f"outside vocabulary 0..{vocab_size - 1}")
     if not np.isin(mask, (0, 1)).all():
         out.append(f"{name}: loss mask has values other than 0 and 1")
+    if block.shape[1] > ROW_ATTENTION and not np.isin(block[:, ROW_ATTENTION, :], (0, 1)).all():
+        out.append(f"{name}: attention mask (row 3) has values other than 0 and 1")
     if pad_id is not None and (seg is not None or (eos_id is not None and pad_id != eos_id)):
         # Without segment ids, padding is recognisable only when the pad id differs from EOS.
         padded = seg == 0 if seg is not None else inputs == pad_id
