@@ -18,6 +18,7 @@ import yaml
 from crystalmix.core.atomic import atomic_open, write_json
 from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import add_stats, build_metadata, file_name, write_metadata
+from pretrain.split import file_parity_order
 from pretrain.stages import STATE_DIR, ShardTask
 
 INDEX_NAME = "index.json"
@@ -46,11 +47,16 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
             f_agg[k] = f_agg.get(k, 0) + n
         bad_files += m.get("bad_files", [])
         for folder, o in m["outputs"].items():
-            entry = folders.setdefault(folder, {"files": [], "stats": {}, "documents": 0, "task": task})
-            entry["stats"] = add_stats(entry["stats"], o["stats"])
-            entry["documents"] += o["documents"]
-            for rel, n in zip(o["files"], o["rows"], strict=True):
-                entry["files"].append((rel, n, task.name, m["input"]))
+            entry = folders.setdefault(folder, {"files": [], "blocks": [], "task": task})
+            for rel, n, block in zip(o["files"], o["rows"], o["blocks"], strict=True):
+                entry["files"].append((rel, n, task.name, block["input"]))
+                entry["blocks"].append(block)
+    for entry in folders.values():
+        _select_half(entry, cfg, out)
+        entry["stats"], entry["documents"] = {}, 0
+        for block in entry["blocks"]:
+            entry["stats"] = add_stats(entry["stats"], block["stats"])
+            entry["documents"] += block["documents"]
     written = []
     for folder, entry in sorted(folders.items(), key=lambda kv: _folder_order(kv[1]["task"], kv[0])):
         if not entry["files"]:
@@ -83,6 +89,24 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
                "mixture": mixture, "config": _portable_config(tasks)}
     write_json(out / SUMMARY_NAME, summary)
     return summary
+
+
+def _select_half(entry: dict[str, Any], cfg: Any, out: Path) -> None:
+    """With ``split: file_parity``, keep the packed files of this source's half, numbered plan-independently.
+
+    The other half's staged files are deleted (the build packs both: packing runs on across documents of
+    both halves, as it did for LLM360, who packed everything and then split by file number).
+    """
+    src = entry["task"].source
+    if cfg.split_method != "file_parity" or src.half is None:
+        return
+    keys = [(b["input"], b["index"], n) for (_, n, _, _), b in zip(entry["files"], entry["blocks"], strict=True)]
+    order = file_parity_order(keys, cfg.samples_per_file, cfg.split_seed)
+    keep = order[src.half::2]
+    for i in set(range(len(keys))) - set(keep):
+        (out / entry["files"][i][0]).unlink(missing_ok=True)
+    entry["files"] = [entry["files"][i] for i in keep]
+    entry["blocks"] = [entry["blocks"][i] for i in keep]
 
 
 def _portable_config(tasks: list[ShardTask]) -> dict[str, Any]:

@@ -20,10 +20,12 @@ class Packer:
         self.seq_len, self.pad_id, self.tail = seq_len, pad_id, tail
         self._buf: list[np.ndarray] = []
         self._have = 0
+        self.position = 0  # tokens added so far: a token's index in the stream; row r holds labels rL+1..rL+L
 
     def add(self, ids: np.ndarray) -> list[Chunk]:
         """Add one document's ids; returns the chunks it completed (each ``(L+1 ids, L+1)``)."""
         width = self.seq_len + 1
+        self.position += len(ids)
         self._buf.append(ids)
         self._have += len(ids)
         if self._have < width:

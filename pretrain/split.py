@@ -1,7 +1,8 @@
-"""Deterministic document selection: the two SlimPajama halves and seeded subsets.
+"""Deterministic selection: the two SlimPajama halves (by document hash or by packed file) and seeded subsets.
 
-A document's fate depends only on its text and the split seed, never on file order or worker count, so
-stage 1 and stage 2 manifests sharing a split seed take complementary halves of the same corpus.
+A document's fate depends only on its text and the split seed, a packed file's only on its input and place
+in that input's stream, never on file grouping or worker count, so stage 1 and stage 2 manifests sharing a
+split seed take complementary halves of the same corpus.
 """
 
 from __future__ import annotations
@@ -31,9 +32,22 @@ def keep_document(text: str, seed: int, half: int | None, fraction: float) -> tu
     return True, ""
 
 
-def keep_row_by_file_parity(row_index: int, samples_per_file: int, half: int) -> bool:
-    """LLM360's split: packed file number even -> stage 1 (half 0), odd -> stage 2 (half 1).
+def file_parity_order(files: list[tuple[str, int, int]], samples_per_file: int, seed: int) -> list[int]:
+    """LLM360's split, made independent of the shard plan: the order in which a subset's packed files are
+    numbered; number ``n`` goes to half ``n % 2`` (even -> stage 1, odd -> stage 2).
 
-    The file number is counted within each shard's packed stream, which is how a per-shard packer sees it.
+    `files` holds ``(input label, file index within that input's stream, rows)`` per packed file, in any
+    order; the result lists indices into `files`. LLM360 shuffled each subset's packed files globally before
+    taking even and odd ones, so both halves got about half of every subset. Here the full files come first
+    in a seeded shuffle (a hash of label and index, so no file's place depends on which shard made it),
+    then the partial ones (each input's last file) by decreasing size, so the alternation also balances
+    rows: the two halves differ by at most about two files' worth of rows.
     """
-    return (row_index // samples_per_file) % 2 == half
+    def key(i: int) -> int:
+        label, index, _ = files[i]
+        return xxhash.xxh64_intdigest(f"{label}\x00{index}".encode("utf-8", "surrogatepass"), seed=seed)
+
+    full = sorted((i for i, f in enumerate(files) if f[2] >= samples_per_file), key=lambda i: (key(i), files[i]))
+    partial = sorted((i for i, f in enumerate(files) if f[2] < samples_per_file),
+                     key=lambda i: (-files[i][2], key(i), files[i]))
+    return full + partial

@@ -28,7 +28,7 @@ from pretrain.config import SourceConfig, StageConfig
 from pretrain.fim import ContextFim, DocumentFim, FimTokens
 from pretrain.pack import Packer, to_row
 from pretrain.sources import BadFileError, Record, Skipped, expand_paths, read_file, read_hub_shard
-from pretrain.split import keep_document, keep_row_by_file_parity
+from pretrain.split import keep_document
 from pretrain.tokenize import cached_encoder, normalize_text
 
 STATE_DIR = ".state"
@@ -60,7 +60,11 @@ class ShardTask:
     file_index: int
     paths: tuple[str, ...] = ()
     hub_shards: int = 0
-    label: str = ""
+    labels: tuple[str, ...] = ()  # one per path (a hub shard: its one label)
+
+    @property
+    def label(self) -> str:
+        return ",".join(self.labels)
 
     @property
     def source(self) -> SourceConfig:
@@ -106,13 +110,13 @@ def make_plan(ctx: StageContext, files: list[tuple[int, list[str], int]]) -> lis
         for epoch in range(ctx.cfg.sources[i].epochs):
             if n_hub:
                 hub = ctx.cfg.sources[i].hub
-                tasks += [ShardTask(ctx, i, epoch, k, (), n_hub, f"{hub}#{k}") for k in range(n_hub)]
+                tasks += [ShardTask(ctx, i, epoch, k, (), n_hub, (f"{hub}#{k}",)) for k in range(n_hub)]
                 continue
             labels = input_labels(paths)
             step = ctx.cfg.sources[i].files_per_shard
             for k, start in enumerate(range(0, len(paths), step)):
                 group = tuple(paths[start:start + step])
-                tasks.append(ShardTask(ctx, i, epoch, k, group, 0, ",".join(labels[start:start + step])))
+                tasks.append(ShardTask(ctx, i, epoch, k, group, 0, tuple(labels[start:start + step])))
     return tasks
 
 
@@ -140,27 +144,63 @@ def read_marker(task: ShardTask) -> dict[str, Any] | None:
 
 @dataclass
 class _Output:
-    """One output folder's packer, FIM pass, writer and counters inside a shard."""
+    """One output folder's packer, FIM pass, writer and counters inside one packing stream."""
 
     packer: Packer
     writer: ShardedWriter
     fim: ContextFim | None
     pad_id: int
+    samples_per_file: int
     stats: dict[str, int] = field(default_factory=dict)
-    documents: int = 0
-    rows_seen: int = 0
+    file_stats: list[dict[str, int]] = field(default_factory=list)
+    rows: int = 0
+    doc_rows: list[int] = field(default_factory=list)  # per document: the row holding its EOS label
+
+    def add(self, ids: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """Pack one document; remembers which row its last label (its EOS) falls in."""
+        end = self.packer.position + len(ids) - 1  # stream index of the EOS
+        self.doc_rows.append(max(end - 1, 0) // self.packer.seq_len)
+        return self.packer.add(ids)
+
+    def write(self, row: np.ndarray) -> None:
+        part = row_stats(row[None], self.pad_id)
+        self.stats = add_stats(self.stats, part)
+        k = self.rows // self.samples_per_file
+        if k == len(self.file_stats):
+            self.file_stats.append({})
+        self.file_stats[k] = add_stats(self.file_stats[k], part)
+        self.writer.write(row)
+        self.rows += 1
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """Per written file: its rows' statistics and the documents whose EOS label it holds.
+
+        A document whose end fell in a dropped tail is in no file, so it is counted nowhere.
+        """
+        rows = np.asarray(self.doc_rows, dtype=np.int64)
+        files = len(self.file_stats)
+        docs = np.bincount(rows[rows < self.rows] // self.samples_per_file, minlength=files)
+        return [{"documents": int(docs[i]), "stats": self.file_stats[i]} for i in range(files)]
 
 
-def _records(task: ShardTask, exclude: frozenset[str] = frozenset()) -> Iterator[Record]:
+def _streams(task: ShardTask, exclude: frozenset[str], per_file: bool) -> Iterator[tuple[str, Iterator[Record]]]:
+    """(input label, records) of each packing stream: the whole shard, or each input file on its own.
+
+    Per-file streams make every packed row independent of how inputs are grouped into shards, which the
+    file-parity halves need (a row's half must not depend on `files_per_shard`).
+    """
     src = task.source
     if not task.paths:
         assert src.hub is not None
-        yield from read_hub_shard(src.hub, src.hub_split, task.file_index, task.hub_shards,
-                                  src.text_field, src.subset_field)
+        yield task.label, read_hub_shard(src.hub, src.hub_split, task.file_index, task.hub_shards,
+                                         src.text_field, src.subset_field)
         return
-    for path in task.paths:
-        if path not in exclude:
-            yield from read_file(path, src.text_field, src.subset_field)
+    paths = [(p, lab) for p, lab in zip(task.paths, task.labels, strict=True) if p not in exclude]
+    if per_file:
+        for path, lab in paths:
+            yield lab, read_file(path, src.text_field, src.subset_field)
+        return
+    yield task.label, (rec for path, _ in paths for rec in read_file(path, src.text_field, src.subset_field))
 
 
 def run_shard(task: ShardTask) -> dict[str, Any]:
@@ -224,7 +264,7 @@ def batched(items: Iterable[tuple[str, str]], max_docs: int = BATCH_DOCS, max_ch
 
 
 class _Counted:
-    """Counts the records passing through (documents read, good or bad)."""
+    """Counts the records passing through (documents read, good or bad), over successive streams."""
 
     def __init__(self, records: Iterable[Record]) -> None:
         self.records, self.n = records, 0
@@ -240,59 +280,60 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
     enc = cached_encoder(task.ctx.tokenizer_path, sp["eos"], cfg.max_doc_chars)
     fim_tokens = FimTokens.from_specials(sp) if src.fim.rate > 0 else None
     context_fim = fim_tokens is not None and src.fim.mode == "context"
-    rng = shard_rng(cfg.seed, task)
-    outs = {sub.name: _Output(Packer(cfg.seq_len, sp["pad"], cfg.tail),
-                              ShardedWriter(task.staging / sub.name, cfg.seq_len, cfg.samples_per_file),
-                              ContextFim(enc, src.fim, fim_tokens) if context_fim else None, sp["pad"])
-            for sub in src.outputs()}
     doc_fim = DocumentFim(enc, src.fim, fim_tokens) if fim_tokens and not context_fim else None
-    parity = src.half if cfg.split_method == "file_parity" else None
+    fims: list[ContextFim | DocumentFim] = [doc_fim] if doc_fim else []
+    rng = shard_rng(cfg.seed, task)
+    per_file = cfg.split_method == "file_parity"
     skipped: Counter[str] = Counter()
-    records = _Counted(_records(task, exclude))
-    try:
-        for batch in batched(select_documents(records, src, cfg, skipped)):
-            texts = [t for _, t in batch]
-            encoded = doc_fim.encode(texts, rng) if doc_fim else iter(enc.encode_docs(texts))
-            for (name, _), ids in zip(batch, encoded, strict=True):
-                if len(ids) - 1 < cfg.min_sequence_len:
-                    skipped["too_short"] += 1
-                    continue
-                outs[name].documents += 1
-                _emit(outs[name], outs[name].packer.add(ids), parity, cfg.samples_per_file, rng)
-        outputs = {}
-        for name, out in sorted(outs.items()):
-            _emit(out, out.packer.finish(), parity, cfg.samples_per_file, rng)
-            files = out.writer.close()
-            outputs[output_folder(name, task.epoch)] = {
-                "files": [str(f.relative_to(Path(task.ctx.out_dir))) for f in files],
-                "rows": [min(cfg.samples_per_file, out.writer.n_rows - i * cfg.samples_per_file)
-                         for i in range(len(files))],
-                "stats": out.stats, "documents": out.documents,
-            }
-    except BaseException:
-        for out in outs.values():
-            out.writer.abort()
-        raise
+    counted = _Counted(())
+    outputs: dict[str, dict[str, Any]] = {
+        output_folder(sub.name, task.epoch): {"files": [], "rows": [], "blocks": [], "stats": {}, "documents": 0}
+        for sub in src.outputs()}
+    for k, (label, records) in enumerate(_streams(task, exclude, per_file)):
+        outs = {sub.name: _Output(Packer(cfg.seq_len, sp["pad"], cfg.tail),
+                                  ShardedWriter(task.staging / sub.name / (f"{k:05d}" if per_file else ""),
+                                                cfg.seq_len, cfg.samples_per_file),
+                                  ContextFim(enc, src.fim, fim_tokens) if context_fim else None, sp["pad"],
+                                  cfg.samples_per_file)
+                for sub in src.outputs()}
+        fims += [o.fim for o in outs.values() if o.fim]
+        counted.records = records
+        try:
+            for batch in batched(select_documents(counted, src, cfg, skipped)):
+                texts = [t for _, t in batch]
+                encoded = doc_fim.encode(texts, rng) if doc_fim else iter(enc.encode_docs(texts))
+                for (name, _), ids in zip(batch, encoded, strict=True):
+                    if len(ids) - 1 < cfg.min_sequence_len:
+                        skipped["too_short"] += 1
+                        continue
+                    _emit(outs[name], outs[name].add(ids), rng)
+            for name, out in sorted(outs.items()):
+                _emit(out, out.packer.finish(), rng)
+                files = out.writer.close()
+                blocks = out.blocks()
+                entry = outputs[output_folder(name, task.epoch)]
+                entry["files"] += [str(f.relative_to(Path(task.ctx.out_dir))) for f in files]
+                entry["rows"] += [b["stats"]["num_sequences"] for b in blocks]
+                entry["blocks"] += [{"input": label, "index": i, **b} for i, b in enumerate(blocks)]
+                entry["stats"] = add_stats(entry["stats"], out.stats)
+                entry["documents"] += sum(b["documents"] for b in blocks)
+        except BaseException:
+            for out in outs.values():
+                out.writer.abort()
+            raise
     fim_stats: dict[str, int] = {}
-    for f in [o.fim for o in outs.values() if o.fim] + ([doc_fim] if doc_fim else []):
-        fim_stats = {k: fim_stats.get(k, 0) + v for k, v in f.stats.as_dict().items()}
-    return {"outputs": outputs, "skipped": dict(sorted(skipped.items())), "documents": records.n,
+    for f in fims:
+        fim_stats = {key: fim_stats.get(key, 0) + v for key, v in f.stats.as_dict().items()}
+    return {"outputs": outputs, "skipped": dict(sorted(skipped.items())), "documents": counted.n,
             "fim": fim_stats}
 
 
-def _emit(out: _Output, chunks: list[tuple[np.ndarray, int]], parity: int | None, per_file: int,
-          rng: np.random.Generator) -> None:
-    """Chunks -> (file-parity selection) -> FIM -> rows -> the shard's writer."""
+def _emit(out: _Output, chunks: list[tuple[np.ndarray, int]], rng: np.random.Generator) -> None:
+    """Chunks -> FIM -> rows -> the stream's writer."""
     for chunk, valid in chunks:
-        index = out.rows_seen
-        out.rows_seen += 1
-        if parity is not None and not keep_row_by_file_parity(index, per_file, parity):
-            continue
         if out.fim is not None:
             chunk, valid = out.fim.apply(chunk, valid, rng)
-        row = to_row(chunk, valid)
-        out.writer.write(row)
-        out.stats = add_stats(out.stats, row_stats(row[None], out.pad_id))
+        out.write(to_row(chunk, valid))
 
 
 def set_worker_env() -> None:

@@ -19,7 +19,8 @@ PY = str(DEMO / "starcoder" / "python" / "*.parquet")
 
 
 def _rows(folder: Path) -> np.ndarray:
-    return np.concatenate([hdf5.read_rows(f) for f in sorted(folder.glob("data-*.h5"))])
+    files = sorted(folder.glob("data-*.h5"))
+    return np.concatenate([hdf5.read_rows(f) for f in files]) if files else np.zeros((0, 3, 0), dtype=np.int32)
 
 
 def _build(tmp: Path, name: str, sources: list[dict], **changes: object) -> Path:
@@ -30,15 +31,42 @@ def _build(tmp: Path, name: str, sources: list[dict], **changes: object) -> Path
     return folder / "out"
 
 
-def test_file_parity_halves_interleave_to_the_whole(tmp_path: Path) -> None:
-    src = {"name": "py", "paths": [PY], "text_field": "content"}
-    common = {"split": {"method": "file_parity", "seed": 1}, "samples_per_file": 16}
-    whole = _rows(_build(tmp_path, "all", [src], **common) / "py" / "epoch-0")
-    even = _rows(_build(tmp_path, "h0", [{**src, "half": 0}], **common) / "py" / "epoch-0")
-    odd = _rows(_build(tmp_path, "h1", [{**src, "half": 1}], **common) / "py" / "epoch-0")
-    blocks = [whole[i:i + 16] for i in range(0, len(whole), 16)]
-    assert np.array_equal(even, np.concatenate(blocks[0::2]))
-    assert np.array_equal(odd, np.concatenate(blocks[1::2]))
+SP = str(DEMO / "slimpajama" / "*.jsonl.zst")
+SETS = {"RedPajamaC4": {"name": "c4", "weight": 0.27}, "RedPajamaWikipedia": {"name": "wikipedia", "weight": 0.03},
+        "RedPajamaGithub": {"name": "github", "weight": 0.04}}
+
+
+def _halves(tmp: Path, per_file: int, files_per_shard: int, halves: tuple[int | None, ...] = (0, 1)
+            ) -> dict[int | None, dict[str, np.ndarray]]:
+    """File-parity halves (None: the whole) of the demo SlimPajama, per subset."""
+    out: dict[int | None, dict[str, np.ndarray]] = {}
+    for half in halves:
+        src = {"name": "sp", "paths": [SP], "subset_field": "meta.redpajama_set_name", "subsets": SETS,
+               "files_per_shard": files_per_shard, **({} if half is None else {"half": half})}
+        built = _build(tmp, f"p{per_file}-g{files_per_shard}-h{half}", [src],
+                       split={"method": "file_parity", "seed": 360}, samples_per_file=per_file)
+        out[half] = {sub["name"]: _rows(built / sub["name"] / "epoch-0") for sub in SETS.values()}
+    return out
+
+
+def test_file_parity_halves_do_not_depend_on_the_shard_plan(tmp_path: Path) -> None:
+    """Packed files are numbered per subset whatever `files_per_shard` is; both halves get ~50% of each subset."""
+    alone, grouped = _halves(tmp_path, 50, 1, (0, 1, None)), _halves(tmp_path, 50, 2)
+    for name in ("c4", "wikipedia", "github"):
+        for half in (0, 1):
+            assert np.array_equal(alone[half][name], grouped[half][name])
+        n0, n1 = len(alone[0][name]), len(alone[1][name])
+        assert n0 + n1 > 100 and abs(n0 / (n0 + n1) - 0.5) <= 0.1, (name, n0, n1)
+        # The halves split the whole: same rows, each once.
+        whole = sorted(r.tobytes() for r in alone[None][name])
+        assert sorted(r.tobytes() for r in np.concatenate([alone[0][name], alone[1][name]])) == whole
+
+
+def test_file_parity_with_big_files_still_fills_both_halves(tmp_path: Path) -> None:
+    """At LLM360's 50,000 rows per file every packed file is partial: half 1 must not come out empty."""
+    big = _halves(tmp_path, 50_000, 2)
+    for name in ("c4", "wikipedia", "github"):
+        assert len(big[0][name]) > 0 and len(big[1][name]) > 0, name
 
 
 def test_document_mode_fim_builds_valid_rows(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pretrain.split import keep_document, keep_row_by_file_parity
+from pretrain.split import file_parity_order, keep_document
 
 TEXTS = [f"document number {i} with some text" for i in range(4000)]
 
@@ -24,6 +24,15 @@ def test_subset_fraction_and_reason() -> None:
     assert reasons == {"", "other_half", "not_in_subset"}
 
 
-def test_file_parity_alternates_blocks() -> None:
-    kept = [i for i in range(20) if keep_row_by_file_parity(i, 5, 0)]
-    assert kept == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+def test_file_parity_order_is_a_seeded_shuffle_of_full_files_then_partials_by_size() -> None:
+    files = [(f"in{i % 7}", i // 7, 100) for i in range(40)] + [(f"in{i}", 9, 10 + 7 * i) for i in range(7)]
+    order = file_parity_order(files, 100, seed=360)
+    assert sorted(order) == list(range(len(files)))
+    assert order[:40] != list(range(40)) and set(order[:40]) == set(range(40))  # shuffled full files
+    assert [files[i][2] for i in order[40:]] == sorted((f[2] for f in files[40:]), reverse=True)
+    # Independent of the order the files arrive in (shards finish in any order).
+    shuffled = files[::-1]
+    assert [shuffled[i] for i in file_parity_order(shuffled, 100, seed=360)] == [files[i] for i in order]
+    assert file_parity_order(files, 100, seed=361)[:40] != order[:40]  # the seed matters
+    rows = [sum(files[i][2] for i in order[h::2]) for h in (0, 1)]
+    assert abs(rows[0] - rows[1]) <= 100 + 52  # within a full file plus the largest partial one
