@@ -81,7 +81,7 @@ class OASST1Adapter(Adapter[OASST1Options]):
         stats = self.stats
         group: list[RawRecord] = []
         group_key: str | None = None
-        finished: dict[str, bytes] = {}  # flat trees already flushed, by key: a digest of their rows
+        finished: set[str] = set()  # keys of the flat trees flushed so far
         for rec in records:
             data = rec.data
             if type(data) is UnparsedRecord or not isinstance(data, dict):
@@ -109,19 +109,18 @@ class OASST1Adapter(Adapter[OASST1Options]):
         yield from self._flush(group, group_key, finished)
 
     # -- flat rows -------------------------------------------------------------------------------------
-    def _flush(self, rows: list[RawRecord], key: str | None, finished: dict[str, bytes]) -> Iterator[Output]:
+    def _flush(self, rows: list[RawRecord], key: str | None, finished: set[str]) -> Iterator[Output]:
         if not rows or key is None:
             return
-        digest = _digest([r.data for r in rows])
-        if finished.setdefault(key, digest) != digest and all(r.data.get("parent_id") is not None for r in rows):
+        if key in finished and all(r.data.get("parent_id") is not None for r in rows):
             # more rows of a tree read before: it is not contiguous. (Rows with a root of their own are
-            # another copy of the tree: a same copy is ``duplicate_tree``, another version keeps its new
-            # paths, both decided in `_tree_outputs`.)
+            # another copy of the tree: `_tree_outputs` tells a repeat from a later version.)
             for r in rows:
                 self.stats.candidates += 1
                 yield Rejected(self.source, "adapter", "tree_not_contiguous", r.file, r.line, r.data,
                                f"rows of tree {key} are not next to each other; sort by message_tree_id")
             return
+        finished.add(key)
         nodes: dict[str, _Node] = {}
         order: list[tuple[RawRecord, _Node]] = []
         for r in rows:
@@ -159,7 +158,7 @@ class OASST1Adapter(Adapter[OASST1Options]):
             self.stats.candidates += 1
             yield tree
             return
-        digest = _digest(tree.record)
+        digest = _digest(tree.root)
         first = self._trees.get(tree.tree_id)
         if first is not None and first.digest == digest:  # the same tree again (concatenated exports)
             self.stats.candidates += 1
@@ -301,10 +300,25 @@ def _build(msg: dict[str, Any], line: int, depth: int) -> _Node:
     return node
 
 
-def _digest(record: Any) -> bytes:
-    """A digest of a tree's record, to tell a repeated tree from another version of it."""
-    text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=repr, separators=(",", ":"))
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def _digest(root: _Node) -> bytes:
+    """A digest of what a tree's conversations are made of (each message's id, parent, role, text and the
+    fields the filters and ranking read), so one tree exported as flat rows, as a nested message or as a
+    tree export digests the same, and a later version with more replies or edits does not."""
+    h = hashlib.blake2b(digest_size=16)
+    stack: list[tuple[_Node, Any]] = [(root, None)]
+    parts = []
+    while stack:
+        node, parent = stack.pop()
+        m = node.msg
+        parts.append(json.dumps([m.get(k) for k in _DIGEST_KEYS] + [parent], ensure_ascii=False, default=repr))
+        stack.extend((c, m.get("message_id")) for c in node.children)
+    for part in sorted(parts):  # reply order does not make another tree
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.digest()
+
+
+_DIGEST_KEYS = ("message_id", "role", "text", "rank", "lang", "deleted", "review_result", "synthetic")
 
 
 def _plain(path: list[_Node]) -> list[dict[str, Any]]:

@@ -166,7 +166,8 @@ def _explain(i: int, role: Any, content: Any) -> None:
     if not isinstance(content, str):
         got = "nothing" if content is None else type(content).__name__
         raise InvalidRecordError("bad_content", f"turn {i} content must be a string, got {got}")
-    raise InvalidRecordError("unknown_role", f"turn {i} has role {role!r}")
+    raise InvalidRecordError("unknown_role", f"turn {i} has role {role!r}; the role_map option can map it "
+                                             "(role_map=<name>:<user|assistant|system>)")
 
 
 def chunk_base(orig_id: str) -> str | None:

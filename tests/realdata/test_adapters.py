@@ -58,7 +58,8 @@ def test_glaive_tool_roles_are_rejected_not_dropped(realdata: Path) -> None:
     convs, rejects = _run("sharegpt", [path])
     assert len(rejects) == len(with_tools) == 153 and len(convs) == len(raw) - len(with_tools)
     assert {r.reason for r in rejects} == {"unknown_role"}
-    assert {r.detail.split("role ")[-1] for r in rejects} == {"'function_call'"}  # the first unknown turn
+    assert {r.detail.split("role ")[1].split(";")[0] for r in rejects} == {"'function_call'"}  # the first one
+    assert all("role_map" in r.detail for r in rejects)  # the detail says how to keep them
     assert [r.record for r in rejects] == with_tools
     mapped, rejects = _run("sharegpt", [path], role_map="function_call:assistant,observation:user")
     assert not rejects and len(mapped) == len(raw)
