@@ -98,7 +98,7 @@ class Adapter(Generic[O]):
         """`run` for record-by-record adapters; with `count_records`, also counts `stats.records`."""
         stats = self.stats
         convert = self.convert_record
-        last_file, last_line, done = "", 0, set()  # `_ReadOnce`, inlined: this is the hot loop
+        last_file, last_line, last_item, done = "", 0, 0, set()  # `_ReadOnce`, inlined: the hot loop
         for rec in records:
             if count_records:
                 stats.records += 1
@@ -108,9 +108,9 @@ class Adapter(Generic[O]):
                     raise _read_twice(file)
                 done.add(last_file)
                 last_file = file
-            elif rec.line < last_line:
+            elif rec.line <= last_line and (rec.line < last_line or rec.item <= last_item):
                 raise _read_twice(file)
-            last_line = rec.line
+            last_line, last_item = rec.line, rec.item
             if type(rec.data) is UnparsedRecord:
                 stats.candidates += 1
                 yield self.reject_unparsed(rec)
@@ -146,25 +146,26 @@ class Adapter(Generic[O]):
 class _ReadOnce:
     """Stops a run that reads one file twice (listed twice in the inputs, or matched by two of them).
 
-    Ids are built from file and line, so a second pass would give every record an id already used. A
-    reader yields a file's records in one go, in line order, so a file is read again when it comes back
-    after another one, or when its line numbers go back.
+    Ids are built from file and place (`RawRecord.ref`: line, and array position on a shared line), so a
+    second pass would give every record an id already used. A reader yields a file's records in one go, in
+    order, so a file is read again when it comes back after another one, or when its places go back.
     """
 
-    __slots__ = ("done", "file", "line")
+    __slots__ = ("done", "file", "item", "line")
 
     def __init__(self) -> None:
-        self.file, self.line, self.done = "", 0, set[str]()
+        self.file, self.line, self.item, self.done = "", 0, 0, set[str]()
 
     def check(self, rec: RawRecord) -> None:
+        line, item = rec.line, rec.item
         if rec.file != self.file:
             if rec.file in self.done:
                 raise _read_twice(rec.file)
             self.done.add(self.file)
             self.file = rec.file
-        elif rec.line < self.line:
+        elif line <= self.line and (line < self.line or item <= self.item):
             raise _read_twice(rec.file)
-        self.line = rec.line
+        self.line, self.item = line, item
 
 
 def _read_twice(file: str) -> UserError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from crystalmix.core.errors import UserError
@@ -38,3 +40,14 @@ def test_sharegpt_records_sharing_an_id_field_get_distinct_ids(run_adapter, tmp_
     outs = list(make_adapter("sharegpt", {}).stream([str(tmp_path / "same.jsonl")]))
     assert [o.id for o in outs] == ["sharegpt/same.jsonl:1", "sharegpt/same.jsonl:2", "sharegpt/same.jsonl:3"]
     assert {o.meta["orig_id"] for o in outs} == {"x"}
+
+
+def test_a_one_line_array_read_twice_back_to_back_is_caught(tmp_path) -> None:
+    """Records sharing a line are told apart by their array position: a second pass repeats those too."""
+    row = {"instruction": "q", "output": "a"}
+    path = tmp_path / "one_line.json"
+    path.write_text(json.dumps([row, row, row]))
+    outs = list(make_adapter("alpaca", {}).stream([str(path)]))
+    assert len({o.id for o in outs}) == 3
+    with pytest.raises(UserError, match="read twice"):
+        list(make_adapter("alpaca", {}).stream([str(path), str(path)]))
