@@ -15,7 +15,7 @@ The *_cpu keys divide by CPU seconds instead of wall time: on a machine shared w
 show what the code costs, whatever share of the CPU it got. scaling_cpu_bound = 2 x (tokens per
 CPU-second with 2 workers) / (with 1): the wall-clock scaling two free cores would allow.
 Input: the bundled demo corpora (real web text and code), repeated to the size asked; the real
-CrystalCoder tokenizer when ../shared/realdata is present, else the bundled demo tokenizer.
+CrystalCoder tokenizer when ../shared/realdata is present, else the demo tokenizer shipped in the package.
 Usage: .venv/bin/python bench/pretrain.py [--mb 40] [--repeat 3]
 """
 
@@ -38,6 +38,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "manifests" / "pretrain" / "demo_data"
 REAL_TOK = ROOT.parent / "shared" / "realdata" / "tokenizers" / "crystalcoder"
+DEMO_TOK = ROOT / "crystalmix" / "core" / "demo_tokenizer"  # what `tokenizer: demo` loads
 STAGE2_PLAIN, STAGE2_FIM = 345e9, 582e9
 CLUSTERS = [(1, 32), (4, 32), (16, 64), (64, 64)]
 
@@ -145,7 +146,7 @@ def main() -> None:
         pipeline_run(Path(args.child[0]), Path(args.child[1]), 2)
         print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
         return
-    tokenizer = REAL_TOK if (REAL_TOK / "tokenizer.json").exists() else DEMO / "tokenizer"
+    tokenizer = REAL_TOK if (REAL_TOK / "tokenizer.json").exists() else DEMO_TOK
     texts = corpus_texts()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)

@@ -15,7 +15,7 @@ import xxhash
 
 from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
 from crystalmix.core.errors import UserError
-from crystalmix.core.tokenizer import load_tokenizer, special_token_ids
+from crystalmix.core.tokenizer import load_tokenizer, special_token_ids, tokenizer_json
 from pretrain.config import StageConfig
 from pretrain.executors import Marker, OnDone, Progress
 from pretrain.outputs import finalize
@@ -29,23 +29,22 @@ class Executor(Protocol):
     def run(self, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]: ...
 
 
-def resolve_tokenizer(spec: str) -> tuple[str, dict[str, int], int]:
-    """(tokenizer.json text, special token ids, vocabulary size) of a folder, file or hub id."""
-    from pretrain.tokenize import tokenizer_json_of
+def tokenizer_parts(spec: str) -> tuple[str, dict[str, int], int]:
+    """(tokenizer.json text, special token ids, vocabulary size) of what `load_tokenizer` resolves.
 
-    if "$" in spec:
-        raise UserError(f"tokenizer {spec!r}: set that environment variable or pass --tokenizer")
+    The text is saved beside the outputs; workers load it with `tokenizers` alone (no transformers).
+    """
     tok = load_tokenizer(spec)
     if not getattr(tok, "is_fast", False):
         raise UserError(f"tokenizer {spec!r} has no fast (Rust) version; pretraining needs one")
-    return tokenizer_json_of(tok), special_token_ids(tok), len(tok)
+    return tokenizer_json(tok), special_token_ids(tok), len(tok)
 
 
 def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False,
             skip_bad_files: bool = False) -> tuple[list[ShardTask], int]:
     """Check the output folder, save the tokenizer, and make the shard plan; returns (plan, vocab size)."""
     out = Path(out_dir).resolve()
-    tok_json, specials, vocab_size = resolve_tokenizer(cfg.tokenizer)
+    tok_json, specials, vocab_size = tokenizer_parts(cfg.tokenizer)
     files = plan_files(cfg)
     fp = stage_fingerprint(cfg, tok_json, files)
     state = out / STATE_DIR / STAGE_STATE

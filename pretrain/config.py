@@ -26,6 +26,7 @@ from crystalmix.core.config import (
     spec,
 )
 from crystalmix.core.errors import UserError
+from crystalmix.core.tokenizer import DEMO
 
 FimMode = Literal["context", "document"]
 SplitMethod = Literal["hash", "file_parity"]
@@ -186,7 +187,7 @@ def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
     tok = os.path.expandvars(tok) if isinstance(tok, str) else tok
     fixed = {"split_method": split.method, "split_seed": split.seed, "offline_mix": mixture.offline,
              "shuffle_buffer": mixture.shuffle_buffer, "tokenizer_name": tok if isinstance(tok, str) else ""}
-    if isinstance(tok, str) and not Path(tok).is_absolute() and (doc.base / tok).exists():
+    if isinstance(tok, str) and tok != DEMO and not Path(tok).is_absolute() and (doc.base / tok).exists():
         top["tokenizer"] = str(doc.base / tok)  # a local tokenizer beside the manifest; else a name or hub id
     elif isinstance(tok, str):
         top["tokenizer"] = tok

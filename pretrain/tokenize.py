@@ -2,8 +2,8 @@
 
 Workers never import transformers: the stage resolves the tokenizer once, saves its ``tokenizer.json``
 beside the outputs, and every worker loads that file directly. Special-token strings inside documents
-are encoded as plain text (``encode_special_tokens``), so a file containing ``<|fim_prefix|>`` cannot
-inject a sentinel id into the data.
+are encoded as plain text (`crystalmix.core.tokenizer.private_tokenizer` with ``literal=True``), so a file
+containing ``<|fim_prefix|>`` cannot inject a sentinel id into the data.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Tokenizer
+
+from crystalmix.core.tokenizer import private_tokenizer
 
 WORD_MARK = "▁"
 
@@ -54,12 +55,8 @@ class Encoder:
 
     def __init__(self, tokenizer_json: str, eos_id: int, max_doc_chars: int = 200_000) -> None:
         piece_spec = _strip_prepend(json.loads(tokenizer_json))
-        self.doc = Tokenizer.from_str(tokenizer_json)
-        self.piece = Tokenizer.from_str(json.dumps(piece_spec))
-        for tok in (self.doc, self.piece):
-            tok.encode_special_tokens = True
-            tok.no_truncation()
-            tok.no_padding()
+        self.doc = private_tokenizer(tokenizer_json, literal=True)
+        self.piece = private_tokenizer(json.dumps(piece_spec), literal=True)
         self.eos_id = eos_id
         self.max_doc_chars = max_doc_chars
         self._bytes = _piece_bytes(piece_spec)
@@ -181,9 +178,3 @@ def cached_encoder(tokenizer_path: str, eos_id: int, max_doc_chars: int) -> Enco
 def normalize_text(text: str) -> str:
     """Unicode NFC, so the same characters always give the same tokens (composed vs decomposed accents)."""
     return unicodedata.normalize("NFC", text)
-
-
-def tokenizer_json_of(tok: Any) -> str:
-    """The ``tokenizer.json`` text of a transformers fast tokenizer (or a `tokenizers.Tokenizer`)."""
-    backend = getattr(tok, "backend_tokenizer", tok)
-    return backend.to_str()

@@ -1,4 +1,4 @@
-"""Conversations to token ids and loss masks, through Jinja chat templates in ``templates/``.
+"""Conversations to token ids and loss masks, through Jinja chat templates (the ``crystalmix.templates`` package).
 
 Templates are rendered by transformers' chat-template machinery (`render_jinja_template`, what
 ``apply_chat_template`` runs) and mark trained spans with ``{% generation %}`` blocks, so masks come from
@@ -8,7 +8,7 @@ the template, not from per-model code. For speed a whole batch is rendered, then
 Control tokens written inside message text (a user pasting ``<|im_end|>``) must stay plain text: before
 rendering they are swapped for same-length private-use placeholders, so the template's own control tokens
 are the only ones matched; conversations that had any are encoded piece by piece with a tokenizer that
-reads special-token text literally.
+reads special-token text literally (`crystalmix.core.tokenizer.private_tokenizer`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +25,9 @@ import numpy as np
 
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected
+from crystalmix.core.tokenizer import private_tokenizer
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_PACKAGE = "crystalmix.templates"  # the repository's templates/, installed as package data
 TOKENIZER_TEMPLATE = "tokenizer"  # template name meaning "the tokenizer's own chat_template"
 _GENERATION_RE = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _MARK = "\U0010fffd"  # starts every placeholder; a message containing it is rejected
@@ -37,7 +39,8 @@ Rendered = tuple[list[str], list[list[tuple[int, int]]], list[bool]]
 
 def template_names() -> list[str]:
     """Bundled template names, plus ``tokenizer``."""
-    return sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja")) + [TOKENIZER_TEMPLATE]
+    bundled = (f.name for f in files(TEMPLATES_PACKAGE).iterdir() if f.is_file())
+    return sorted(name.removesuffix(".jinja") for name in bundled if name.endswith(".jinja")) + [TOKENIZER_TEMPLATE]
 
 
 def load_template(spec: str, tokenizer: Any = None) -> str:
@@ -54,13 +57,16 @@ def load_template(spec: str, tokenizer: Any = None) -> str:
         name = "the tokenizer's chat_template"
     else:
         path = Path(spec)
-        if path.suffix != ".jinja":
-            path = TEMPLATES_DIR / f"{spec}.jinja"
-        if not path.is_file():
+        if path.suffix == ".jinja":
+            if not path.is_file():
+                raise UserError("chat template file not found", path=path)
+            source, name = path.read_text(encoding="utf-8"), str(path)
+        elif spec in template_names()[:-1]:
+            source = files(TEMPLATES_PACKAGE).joinpath(f"{spec}.jinja").read_text(encoding="utf-8")
+            name = f"template {spec!r}"
+        else:
             raise UserError(f"unknown chat template {spec!r}; use one of {', '.join(template_names())} "
                             "or a path to a .jinja file")
-        source = path.read_text(encoding="utf-8")
-        name = str(path)
     if not _GENERATION_RE.search(source):
         raise UserError(f"{name} marks no {{% generation %}} block, so no token would be trained; wrap "
                         "each assistant answer and its stop token in {% generation %}...{% endgeneration %}")
@@ -97,18 +103,15 @@ class ChatEncoder:
 
     def __init__(self, tokenizer: Any, template: str, *, train_on: TrainOn = "all",
                  train_on_prompt: bool = False) -> None:
-        from tokenizers import Tokenizer
-
         self.tokenizer = tokenizer
         self.template = template
         self.train_on = train_on
         self.train_on_prompt = train_on_prompt
-        # Private copies: transformers flips `encode_special_tokens` on the shared backend for
-        # split_special_tokens calls, which must not leak into our encoding.
-        self.control = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        self.control.encode_special_tokens = False
-        self.plain = Tokenizer.from_str(self.control.to_str())
-        self.plain.encode_special_tokens = True  # special-token text is read as ordinary text
+        # Private copies: the template's control tokens are matched by `control`; `plain` reads
+        # special-token text as ordinary text (content that was escaped).
+        spec = tokenizer.backend_tokenizer.to_str()
+        self.control = private_tokenizer(spec, literal=False)
+        self.plain = private_tokenizer(spec, literal=True)
         specials = {i: t.content for i, t in self.control.get_added_tokens_decoder().items() if t.special}
         self.special_set = frozenset(specials)
         self.special_by_text = {text: i for i, text in specials.items()}

@@ -30,9 +30,9 @@ from crystalmix.core.errors import UserError
 from crystalmix.core.records import Conversation, Rejected, RejectWriter, rejects_path_for
 from crystalmix.core.tokenizer import (
     DEMO,
-    demo_tokenizer_dir,
+    demo_tokenizer_id,
+    load_tokenizer,
     local_tokenizer_problem,
-    resolve_tokenizer,
     special_token_ids,
 )
 from sft_builder.chat import TOKENIZER_TEMPLATE, ChatEncoder, Encoded, load_template
@@ -96,7 +96,7 @@ _WORKER: ChatEncoder | None = None
 
 
 def make_encoder(cfg: TokenizeConfig, tokenizer: Any | None = None) -> ChatEncoder:
-    tok = tokenizer if tokenizer is not None else resolve_tokenizer(cfg.tokenizer)
+    tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.tokenizer)
     enc = ChatEncoder(tok, load_template(cfg.template, tok), train_on=cfg.train_on,  # type: ignore[arg-type]
                       train_on_prompt=cfg.train_on_prompt)
     if cfg.system_prompt is not None:
@@ -184,7 +184,7 @@ def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out
     if not spill_meta.exists():
         for old in _data_files(out_dir):
             old.unlink()
-    tok = resolve_tokenizer(cfg.tokenizer)
+    tok = load_tokenizer(cfg.tokenizer)
     specials = special_token_ids(tok)
     if spill_meta.exists():
         report = json.loads(spill_meta.read_text(encoding="utf-8"))
@@ -203,8 +203,8 @@ def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out
         seq_len=cfg.seq_len, vocab_size=len(tok), special_tokens=specials, files=files, stats=totals,
         fingerprint=fingerprint, tokenizer=cfg.tokenizer, template=cfg.template, packing=cfg.packing,
         output=cfg.output, seed=seed, config=cfg.identity(), per_source=report["per_source"], report=report,
-        # which demo tokenizer (by corpus hash), not where it is cached: metadata bytes stay machine-independent
-        demo_tokenizer=demo_tokenizer_dir().name if cfg.tokenizer == DEMO else None,
+        # which bundled demo tokenizer (by content hash), so `inspect` can tell a file from another release
+        demo_tokenizer=demo_tokenizer_id() if cfg.tokenizer == DEMO else None,
     )
     hdf5.write_metadata(out_dir, meta)  # written last: its presence marks the folder complete
     del rows

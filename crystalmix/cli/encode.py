@@ -76,9 +76,9 @@ def register(app: typer.Typer) -> None:
 
         tok = None
         if show:
-            from crystalmix.core.tokenizer import resolve_tokenizer
+            from crystalmix.core.tokenizer import load_tokenizer
 
-            tok = resolve_tokenizer(cfg.tokenizer)
+            tok = load_tokenizer(cfg.tokenizer)
         report = encode_file(input_path, out, cfg, rejects=rejects, on_encoded=show_one if show else None)
         reasons = ", ".join(f"{r} {n}" for r, n in report["reasons"].items())
         typer.echo(f"encoded {report['kept']} of {report['read']} conversations into {out}; rejected "
@@ -89,12 +89,11 @@ def register(app: typer.Typer) -> None:
     @tok_app.command("demo")
     def tokenizer_demo(
         out: Annotated[Path, typer.Option("--out", help="Folder to write the tokenizer into.")],
-        vocab_size: Annotated[int, typer.Option(help="Learned vocabulary size.")] = 4000,
     ) -> None:
-        """Train the small offline demo tokenizer (CrystalCoder special tokens included) on the demo data."""
-        from crystalmix.core.tokenizer import demo_corpus, train_demo_tokenizer
+        """Write the bundled demo tokenizer (what 'demo' names; CrystalCoder special tokens) into a folder."""
+        from crystalmix.core.tokenizer import save_demo_tokenizer
 
-        path = train_demo_tokenizer(demo_corpus(), out, vocab_size=vocab_size)
+        path = save_demo_tokenizer(out)
         typer.echo(f"demo tokenizer written to {path}")
 
     app.add_typer(tok_app, name="tokenizer")
@@ -135,7 +134,7 @@ def register(app: typer.Typer) -> None:
         import h5py
 
         from crystalmix.core import hdf5
-        from crystalmix.core.tokenizer import DEMO, demo_tokenizer_dir, resolve_tokenizer
+        from crystalmix.core.tokenizer import DEMO, demo_tokenizer_id, load_tokenizer
 
         try:
             with h5py.File(file, "r") as fh:
@@ -154,9 +153,9 @@ def register(app: typer.Typer) -> None:
             except (OSError, KeyError, ValueError):
                 raise UserError("no metadata.json with a tokenizer beside the file; pass --tokenizer",
                                 path=file) from None
-        tok = resolve_tokenizer(spec)
-        if tokenizer is None and spec == DEMO and meta.get("demo_tokenizer") not in (None, demo_tokenizer_dir().name):
-            console.print("[yellow]warning:[/] the demo corpus changed since this file was written; "
+        tok = load_tokenizer(spec)
+        if tokenizer is None and spec == DEMO and meta.get("demo_tokenizer") not in (None, demo_tokenizer_id()):
+            console.print("[yellow]warning:[/] this file was written by another release's demo tokenizer; "
                           "the decoded text may be wrong")
         # Show the mask on the token it trains: label k is input k+1 (plus the row's final label).
         ids = [*[int(x) for x in data[0]], int(data[2, -1])]

@@ -1,15 +1,19 @@
-"""Tokenizer loading, the CrystalCoder special tokens, and a small trainable demo tokenizer.
+"""The one tokenizer resolver, the CrystalCoder special tokens, and the bundled demo tokenizer.
 
-The demo tokenizer mimics the CrystalCoder/LLaMA layout (SentencePiece-style ``▁`` word marker, byte
-fallback, ``<unk>``=0, ``<s>``=1, ``</s>``=2, then the learned vocabulary, then the 22 CrystalCoder
-special tokens in their real order) so the demo and the tests run offline with the same token *names*
-as the real model; only the ids differ.
+`load_tokenizer` understands ``demo``, a folder, a ``tokenizer.json`` file and a hub id, for both wings.
+The demo tokenizer ships inside this package (``demo_tokenizer/``, read through importlib.resources;
+trained once by ``manifests/demo_data/make_demo_tokenizer.py``). It mimics the CrystalCoder/LLaMA layout
+(SentencePiece-style ``▁`` word marker, byte fallback, ``<unk>``=0, ``<s>``=1, ``</s>``=2, the learned
+vocabulary, then the 22 CrystalCoder special tokens in their real order) so the demo and the tests run
+offline with the same token *names* as the real model; only the ids differ.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +31,53 @@ CRYSTAL_SPECIAL_TOKENS: tuple[str, ...] = FIM_TOKENS + STARCODER_TOKENS + CHAT_T
 BASE_SPECIAL = ("<unk>", "<s>", "</s>")
 
 
+DEMO = "demo"
+DEMO_FILES = ("tokenizer.json", "tokenizer_config.json")
+_DEMO_RESOURCE = "demo_tokenizer"  # a folder of package data beside this module
+# what a plain fast tokenizer takes from a tokenizer_config.json
+_CONFIG_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "clean_up_tokenization_spaces")
+
+
+def demo_tokenizer_file(name: str = "tokenizer.json") -> str:
+    """Text of one file of the bundled demo tokenizer (`DEMO_FILES`), from the installed package."""
+    return files(__package__).joinpath(_DEMO_RESOURCE, name).read_text(encoding="utf-8")
+
+
+def demo_tokenizer_id() -> str:
+    """``demo-`` and a content hash of the bundled ``tokenizer.json``: which demo tokenizer wrote a file."""
+    return "demo-" + hashlib.sha256(demo_tokenizer_file().encode("utf-8")).hexdigest()[:16]
+
+
+def save_demo_tokenizer(out_dir: str | Path) -> Path:
+    """Write the bundled demo tokenizer into `out_dir` (loadable by `load_tokenizer` and AutoTokenizer)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in DEMO_FILES:
+        (out / name).write_text(demo_tokenizer_file(name), encoding="utf-8")
+    return out
+
+
 def load_tokenizer(spec: str | Path) -> Any:
-    """Load a tokenizer from a local folder, a ``tokenizer.json`` file, or a hub id (through transformers).
+    """Load a transformers fast tokenizer: ``demo``, a local folder, a ``tokenizer.json`` file, or a hub id.
 
     Folders whose config names a custom class (CrystalCoder's ``CrystalCoderTokenizer``, which needs
     remote code) fall back to a plain fast tokenizer built from their ``tokenizer.json`` and config.
+    Raises `UserError` when nothing loads, naming the spec.
     """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer
 
+    if "$" in str(spec):
+        raise UserError(f"tokenizer {str(spec)!r}: an environment variable in it is not set")
+    if str(spec) == DEMO:
+        return _fast_from_text(demo_tokenizer_file(), json.loads(demo_tokenizer_file("tokenizer_config.json")))
     path = Path(spec)
     if path.is_file() and path.suffix == ".json":
         why = local_tokenizer_problem(path)
         if why:
             raise UserError(why, path=path)
         try:
-            return PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<s>", eos_token="</s>",
-                                           unk_token="<unk>")
+            return _fast_from_text(path.read_text(encoding="utf-8"),
+                                   {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
         except Exception as exc:  # the Rust parser raises a bare Exception for a file it cannot read
             raise UserError(f"not a tokenizer.json the tokenizers library can load: {exc}", path=path) from None
     if path.is_dir():
@@ -51,12 +86,7 @@ def load_tokenizer(spec: str | Path) -> Any:
         cfg: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
         custom = cfg.get("auto_map") or cfg.get("tokenizer_class", "").startswith("CrystalCoder")
         if tj.exists() and custom:
-            names = ("bos_token", "eos_token", "unk_token", "pad_token")
-            kw = {k: cfg[k] for k in names if isinstance(cfg.get(k), str)}
-            tok = PreTrainedTokenizerFast(tokenizer_file=str(tj), **kw)
-            if cfg.get("chat_template"):
-                tok.chat_template = cfg["chat_template"]
-            return tok
+            return _fast_from_text(tj.read_text(encoding="utf-8"), cfg)
         try:
             return AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError) as exc:
@@ -66,7 +96,46 @@ def load_tokenizer(spec: str | Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(spec))
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load tokenizer {str(spec)!r} (not a local path; hub lookup failed: {exc})") from None
+        raise UserError(f"cannot load tokenizer {str(spec)!r} (not 'demo' nor a local path; hub lookup "
+                        f"failed: {exc})") from None
+
+
+def _fast_from_text(tokenizer_json: str, cfg: dict[str, Any]) -> Any:
+    """A plain fast tokenizer from ``tokenizer.json`` text and the token names (and template) of a config."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    kw = {k: cfg[k] for k in _CONFIG_KEYS if isinstance(cfg.get(k), str | bool)}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json), **kw)
+    extra = cfg.get("additional_special_tokens") or cfg.get("extra_special_tokens")  # transformers 4 / 5 name
+    if isinstance(extra, list) and all(isinstance(t, str) for t in extra):
+        tok.add_special_tokens({"additional_special_tokens": extra})  # already in the vocabulary: no new ids
+    if cfg.get("chat_template"):
+        tok.chat_template = cfg["chat_template"]
+    return tok
+
+
+def tokenizer_json(tok: Any) -> str:
+    """The ``tokenizer.json`` text of a transformers fast tokenizer (or a `tokenizers.Tokenizer`)."""
+    backend = getattr(tok, "backend_tokenizer", tok)
+    return str(backend.to_str())
+
+
+def private_tokenizer(tokenizer_json: str, *, literal: bool) -> Any:
+    """A private Rust `tokenizers.Tokenizer` (no truncation, no padding) from ``tokenizer.json`` text.
+
+    ``literal=True`` reads special-token text as plain text: a document or message holding
+    ``<|im_end|>`` or ``<|fim_prefix|>`` gets the ids of those characters, never the control id. This is
+    the one place both wings get that behaviour. A private copy, because transformers flips
+    ``encode_special_tokens`` on its shared backend during ``split_special_tokens`` calls.
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    tok.encode_special_tokens = literal
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -99,7 +168,6 @@ def train_demo_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: 
     Returns the folder, loadable with `load_tokenizer`. Like CrystalCoder's, it adds no BOS/EOS itself.
     """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
@@ -119,9 +187,11 @@ def train_demo_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: 
         if piece not in vocab:
             vocab[piece] = len(vocab)
     spec["model"]["vocab"] = vocab
+    specials = [*BASE_SPECIAL, *CRYSTAL_SPECIAL_TOKENS]
+    ids = [*range(len(BASE_SPECIAL)), *range(len(vocab), len(vocab) + len(CRYSTAL_SPECIAL_TOKENS))]
     spec["added_tokens"] = [
         {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
-         "special": True} for i, t in enumerate(BASE_SPECIAL)
+         "special": True} for i, t in zip(ids, specials, strict=True)
     ]
     spec["decoder"] = {
         "type": "Sequence",
@@ -133,13 +203,15 @@ def train_demo_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: 
         ],
     }
     spec["post_processor"] = None
-    tok = Tokenizer.from_str(json.dumps(spec))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   clean_up_tokenization_spaces=False)
-    fast.add_special_tokens({"additional_special_tokens": list(CRYSTAL_SPECIAL_TOKENS)})
+    # A config every transformers version reads (4.x and 5.x alike), written by hand rather than by
+    # save_pretrained, whose class name and keys change between versions.
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+              "unk_token": "<unk>", "clean_up_tokenization_spaces": False,
+              "additional_special_tokens": list(CRYSTAL_SPECIAL_TOKENS)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(out))
+    (out / "tokenizer.json").write_text(Tokenizer.from_str(json.dumps(spec)).to_str(pretty=True), encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -159,63 +231,6 @@ def special_token_ids(tokenizer: Any) -> dict[str, int]:
             ids[key] = int(tid)
     ids["pad"] = ids.get("fim_pad", ids["eos"])
     return ids
-
-
-# -- the bundled demo tokenizer ------------------------------------------------------------------------
-DEMO = "demo"
-_REPO = Path(__file__).resolve().parents[2]
-DEMO_DATA = _REPO / "manifests" / "demo_data"
-DEMO_VOCAB = 4000
-
-
-def demo_corpus() -> list[str]:
-    """The texts the demo tokenizer learns from: the bundled demo data, else the repository's own text.
-
-    Sorted by path so the trained vocabulary depends only on the files' contents.
-    """
-    files = sorted(p for p in DEMO_DATA.rglob("*") if p.is_file()) if DEMO_DATA.is_dir() else []
-    if not files:
-        files = sorted(p for d in ("sft_builder", "templates", "docs") for p in (_REPO / d).rglob("*")
-                       if p.is_file() and p.suffix in (".py", ".md", ".jinja"))
-    return [p.read_text(encoding="utf-8", errors="replace") for p in files if p.stat().st_size < 20_000_000]
-
-
-def demo_tokenizer_dir(cache_dir: str | Path | None = None) -> Path:
-    """Folder of the demo tokenizer, trained once per corpus content and cached (offline, deterministic).
-
-    The cache lives in `cache_dir`, else ``$CRYSTALMIX_CACHE``, else ``~/.cache/crystalmix``; its name holds a
-    hash of the corpus, so a changed demo corpus trains a new tokenizer instead of reusing a stale one.
-    """
-    import hashlib
-    import os
-    import shutil
-    import tempfile
-
-    texts = demo_corpus()
-    digest = hashlib.sha256()
-    for t in texts:
-        digest.update(hashlib.sha256(t.encode("utf-8")).digest())
-    base = Path(cache_dir or os.environ.get("CRYSTALMIX_CACHE") or Path.home() / ".cache" / "crystalmix")
-    final = base / f"demo-tokenizer-{digest.hexdigest()[:16]}"
-    if (final / "tokenizer.json").exists():
-        return final
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-tokenizer-", dir=base))
-    try:
-        train_demo_tokenizer(texts, tmp, vocab_size=DEMO_VOCAB)
-        try:
-            os.replace(tmp, final)  # atomic; a concurrent winner is fine, both trained the same tokenizer
-        except OSError:
-            if not (final / "tokenizer.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def resolve_tokenizer(spec: str | Path) -> Any:
-    """`load_tokenizer`, with ``demo`` meaning the cached demo tokenizer (see `demo_tokenizer_dir`)."""
-    return load_tokenizer(demo_tokenizer_dir() if str(spec) == DEMO else spec)
 
 
 # -- showing tokens as text ------------------------------------------------------------------------------

@@ -3,29 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from crystalmix.core.errors import UserError
-from sft_builder.webgen.seeds import TEMPLATES, SeedTask
+from sft_builder.webgen.seeds import SeedTask, bundled
 
-DEFAULT_PROMPT = TEMPLATES / "prompt.txt"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+DEFAULT_PROMPT = bundled("prompt.txt")
 
 
 class PromptTemplate:
     """A loaded prompt template. Variables: `seeds` (instruction/input/output each), `num_tasks`."""
 
-    def __init__(self, path: str | Path = DEFAULT_PROMPT, num_tasks: int = 20) -> None:
-        p = Path(path)
+    def __init__(self, path: str | Path | Traversable = DEFAULT_PROMPT, num_tasks: int = 20) -> None:
+        p = Path(path) if isinstance(path, str) else path
         if not p.is_file():
-            raise UserError("prompt template not found", path=p)
+            raise UserError("prompt template not found", path=str(p))
         self.source = p.read_text(encoding="utf-8")
         self.num_tasks = num_tasks
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
         try:
             self._template = env.from_string(self.source)
         except jinja2.TemplateSyntaxError as exc:
-            raise UserError(f"prompt template: {exc.message}", path=p, line=exc.lineno) from None
+            raise UserError(f"prompt template: {exc.message}", path=str(p), line=exc.lineno) from None
         self.path = p
 
     def render(self, seeds: tuple[SeedTask, ...]) -> str:
@@ -33,4 +37,4 @@ class PromptTemplate:
         try:
             return self._template.render(seeds=seeds, num_tasks=self.num_tasks)
         except jinja2.TemplateError as exc:
-            raise UserError(f"prompt template: {exc}", path=self.path) from None
+            raise UserError(f"prompt template: {exc}", path=str(self.path)) from None

@@ -5,14 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crystalmix.core.errors import UserError
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "webgen"
-DEFAULT_SEEDS = TEMPLATES / "seed_tasks.jsonl"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+
+def bundled(name: str) -> Traversable:
+    """A file of the bundled webgen templates (``templates/webgen`` in the repository), from the package."""
+    return files("crystalmix.templates").joinpath("webgen").joinpath(name)
+
+
+DEFAULT_SEEDS = bundled("seed_tasks.jsonl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +33,9 @@ class SeedTask:
     output: str
 
 
-def _task(record: object, path: Path, line: int) -> SeedTask:
+def _task(record: object, path: Path | Traversable, line: int) -> SeedTask:
     if not isinstance(record, dict):
-        raise UserError("a seed task must be a JSON object", path=path, line=line)
+        raise UserError("a seed task must be a JSON object", path=str(path), line=line)
     inst = record.get("instruction")
     # Alpaca's seed file keeps input/output in `instances`; ours has them flat.
     inner = (
@@ -35,34 +45,34 @@ def _task(record: object, path: Path, line: int) -> SeedTask:
     )
     inp, out = inner.get("input", ""), inner.get("output")
     if not isinstance(inst, str) or not inst.strip():
-        raise UserError("seed task has no instruction", path=path, line=line)
+        raise UserError("seed task has no instruction", path=str(path), line=line)
     if not isinstance(out, str) or not out.strip():
-        raise UserError("seed task has no output", path=path, line=line)
+        raise UserError("seed task has no output", path=str(path), line=line)
     if not isinstance(inp, str):
-        raise UserError("seed task input must be a string", path=path, line=line)
+        raise UserError("seed task input must be a string", path=str(path), line=line)
     return SeedTask(str(record.get("id") or f"line_{line}"), inst.strip(), inp.strip(), out.strip())
 
 
-def load_seeds(path: str | Path = DEFAULT_SEEDS) -> tuple[SeedTask, ...]:
-    """Read a JSONL of seed tasks; a bad line stops with its line number."""
-    p = Path(path)
+def load_seeds(path: str | Path | Traversable = DEFAULT_SEEDS) -> tuple[SeedTask, ...]:
+    """Read a JSONL of seed tasks (a file, or the bundled ones); a bad line stops with its line number."""
+    p = Path(path) if isinstance(path, str) else path
     if not p.is_file():
-        raise UserError("seed task file not found", path=p)
+        raise UserError("seed task file not found", path=str(p))
     tasks: list[SeedTask] = []
-    with open(p, encoding="utf-8") as fh:
+    with p.open(encoding="utf-8") as fh:
         for n, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
             try:
                 record = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise UserError(f"not JSON: {exc.msg}", path=p, line=n) from None
+                raise UserError(f"not JSON: {exc.msg}", path=str(p), line=n) from None
             tasks.append(_task(record, p, n))
     if not tasks:
-        raise UserError("seed task file is empty", path=p)
+        raise UserError("seed task file is empty", path=str(p))
     ids = [t.id for t in tasks]
     if len(set(ids)) != len(ids):
-        raise UserError("seed task ids must be unique", path=p)
+        raise UserError("seed task ids must be unique", path=str(p))
     return tuple(tasks)
 
 

@@ -179,9 +179,13 @@ def test_encode_inspect_and_tokenizer_demo_cli(demo_tokenizer_dir: Path, tmp_pat
     assert res.exit_code == 0, res.output
     assert "row 1:" in res.output and "doc 1" in res.output
 
-    res = runner.invoke(app, ["tokenizer", "demo", "--out", str(tmp_path / "tok"), "--vocab-size", "500"])
+    res = runner.invoke(app, ["tokenizer", "demo", "--out", str(tmp_path / "tok")])
     assert res.exit_code == 0, res.output
+    from transformers import AutoTokenizer
+
     from crystalmix.core.tokenizer import load_tokenizer, special_token_ids
 
-    ids = special_token_ids(load_tokenizer(tmp_path / "tok"))
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))  # a plain folder any transformers user loads
+    ids = special_token_ids(saved)
     assert {"im_start", "im_end", "sys_start", "sys_end", "fim_prefix", "fim_pad"} <= set(ids)
+    assert ids == special_token_ids(load_tokenizer("demo"))

@@ -15,7 +15,7 @@ DEMO = ROOT / "manifests" / "pretrain" / "demo_data"
 def stage_manifest(folder: Path, **changes: object) -> Path:
     """A stage-2-like manifest over the demo data: SlimPajama half by hash, StarCoder 2 epochs of FIM."""
     raw = {
-        "stage": "test", "tokenizer": str(DEMO / "tokenizer"), "seq_len": 256, "seed": 7,
+        "stage": "test", "tokenizer": "demo", "seq_len": 256, "seed": 7,
         "samples_per_file": 64, "normalize": True, "min_sequence_len": 4,
         "split": {"method": "hash", "seed": 360},
         "mixture": {"offline": True, "shuffle_buffer": 32},

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from crystalmix.core.tokenizer import special_token_ids
-from pretrain.tokenize import Encoder, normalize_text, split_long, tokenizer_json_of
+from crystalmix.core.tokenizer import special_token_ids, tokenizer_json
+from pretrain.tokenize import Encoder, normalize_text, split_long
 
 
 def _encoder(tok, max_chars: int = 200_000) -> Encoder:  # noqa: ANN001
-    return Encoder(tokenizer_json_of(tok), special_token_ids(tok)["eos"], max_chars)
+    return Encoder(tokenizer_json(tok), special_token_ids(tok)["eos"], max_chars)
 
 
 def test_split_long_prefers_line_breaks() -> None:

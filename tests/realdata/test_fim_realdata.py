@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crystalmix.core.tokenizer import special_token_ids
+from crystalmix.core.tokenizer import special_token_ids, tokenizer_json
 from pretrain.config import FimConfig
 from pretrain.fim import ContextFim, DocumentFim, FimTokens
 from pretrain.pack import pack_chunks
-from pretrain.tokenize import Encoder, tokenizer_json_of
+from pretrain.tokenize import Encoder
 
 SEQ_LEN = 1024
 
@@ -34,7 +34,7 @@ def code_texts(realdata: Path) -> list[str]:
 def codec(request: pytest.FixtureRequest) -> tuple[Encoder, FimTokens, object]:
     tok = request.getfixturevalue("demo_tokenizer" if request.param == "demo" else "crystal_tokenizer")
     sp = special_token_ids(tok)
-    return Encoder(tokenizer_json_of(tok), sp["eos"]), FimTokens.from_specials(sp), tok
+    return Encoder(tokenizer_json(tok), sp["eos"]), FimTokens.from_specials(sp), tok
 
 
 def _split(ids: list[int], sep: int) -> list[list[int]]:

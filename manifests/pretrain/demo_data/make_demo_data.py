@@ -2,8 +2,9 @@
 
 SlimPajama-style: jsonl.zst chunks of ``{"text", "meta": {"redpajama_set_name"}}`` mixing C4 web pages,
 Wikipedia articles and GitHub code (Flask, Rosetta Code C/Go/Java), as SlimPajama chunks mix their sets.
-StarCoder-style: one parquet per language with a ``content`` column and repo metadata. Also trains the
-small demo tokenizer. Run: ``.venv/bin/python manifests/pretrain/demo_data/make_demo_data.py``.
+StarCoder-style: one parquet per language with a ``content`` column and repo metadata. Run:
+``.venv/bin/python manifests/pretrain/demo_data/make_demo_data.py``, then
+``manifests/demo_data/make_demo_tokenizer.py`` (the demo tokenizer learns from these corpora too).
 """
 
 from __future__ import annotations
@@ -72,10 +73,6 @@ def main() -> None:
         d = HERE / "starcoder" / lang
         d.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows), d / "train-00000-of-00001.parquet", compression="zstd")
-    from sft_builder.tokenizer import train_demo_tokenizer
-
-    texts = [r["text"] for r in recs] + [r["content"] for rows in starcoder_rows().values() for r in rows]
-    train_demo_tokenizer(texts, HERE / "tokenizer", vocab_size=8000)
 
 
 if __name__ == "__main__":
