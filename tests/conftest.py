@@ -1,9 +1,14 @@
-"""Shared fixtures: paths to the project's fixtures and to ../shared/realdata, and a demo tokenizer."""
+"""Shared fixtures: paths to the project's fixtures and to ../shared/realdata, and a demo tokenizer.
+
+Also the session's private Hugging Face cache (`pytest_configure`): tests never read or write the user's.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +18,34 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Every variable that points a Hugging Face library at a folder; all go to the session's own.
+CACHE_VARS = {"HF_HOME": "hf", "HF_DATASETS_CACHE": "hf/datasets", "HF_HUB_CACHE": "hf/hub",
+              "HUGGINGFACE_HUB_CACHE": "hf/hub", "TRANSFORMERS_CACHE": "hf/hub", "HF_MODULES_CACHE": "hf/modules"}
+_HF_MODULES = ("datasets", "huggingface_hub", "transformers")
+_cache_root = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point every cache at a fresh temporary folder before any test module imports `datasets`.
+
+    The libraries read these variables when first imported, so this must run first; subprocesses that
+    tests start inherit them. A warm user cache once served a stale earlier export to a test.
+    """
+    early = [m for m in _HF_MODULES if m in sys.modules]
+    if early:
+        raise pytest.UsageError(f"{', '.join(early)} imported before tests/conftest.py could isolate the "
+                                "Hugging Face cache (a plugin or sitecustomize?)")
+    root = Path(tempfile.mkdtemp(prefix="crystalmix-tests-cache-"))
+    config.stash[_cache_root] = root
+    for var, sub in CACHE_VARS.items():
+        os.environ[var] = str(root / sub)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = config.stash.get(_cache_root, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

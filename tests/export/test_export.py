@@ -68,7 +68,9 @@ def test_export_loads_with_datasets(tmp_path: Path) -> None:
     build = _fake_build(tmp_path / "build", n_train=30, n_test=5)
     out = tmp_path / "hub"
     export_build(ExportConfig(build, out, rows_per_shard=10))
-    ds = datasets.load_dataset(str(out))
+    # A cache of this test's own: datasets keys a local folder's cache by its name, so a shared cache could
+    # hand back an earlier export of another "hub" folder (it once returned 246 rows here instead of 30).
+    ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
     assert ds["train"].num_rows == 30 and ds["test"].num_rows == 5
     assert ds["train"][0]["messages"][0] == {"role": "user", "content": "q0"}
 
