@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from importlib.resources import files
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +69,16 @@ def load_tokenizer(spec: str | Path) -> Any:
     if "$" in str(spec):
         raise UserError(f"tokenizer {str(spec)!r}: an environment variable in it is not set")
     if str(spec) == DEMO:
-        return _fast_from_text(demo_tokenizer_file(), json.loads(demo_tokenizer_file("tokenizer_config.json")))
+        # as_file: a real path even from a zipped install (transformers reads tokenizer.json by path)
+        with as_file(files(__package__).joinpath(_DEMO_RESOURCE, "tokenizer.json")) as demo:
+            return _fast_from_file(demo, json.loads(demo_tokenizer_file("tokenizer_config.json")))
     path = Path(spec)
     if path.is_file() and path.suffix == ".json":
         why = local_tokenizer_problem(path)
         if why:
             raise UserError(why, path=path)
         try:
-            return _fast_from_text(path.read_text(encoding="utf-8"),
-                                   {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+            return _fast_from_file(path, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
         except Exception as exc:  # the Rust parser raises a bare Exception for a file it cannot read
             raise UserError(f"not a tokenizer.json the tokenizers library can load: {exc}", path=path) from None
     if path.is_dir():
@@ -86,7 +87,7 @@ def load_tokenizer(spec: str | Path) -> Any:
         cfg: dict[str, Any] = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
         custom = cfg.get("auto_map") or cfg.get("tokenizer_class", "").startswith("CrystalCoder")
         if tj.exists() and custom:
-            return _fast_from_text(tj.read_text(encoding="utf-8"), cfg)
+            return _fast_from_file(tj, cfg)
         try:
             return AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError) as exc:
@@ -100,16 +101,18 @@ def load_tokenizer(spec: str | Path) -> Any:
                         f"failed: {exc})") from None
 
 
-def _fast_from_text(tokenizer_json: str, cfg: dict[str, Any]) -> Any:
-    """A plain fast tokenizer from ``tokenizer.json`` text and the token names (and template) of a config."""
-    from tokenizers import Tokenizer
+def _fast_from_file(tokenizer_file: Path, cfg: dict[str, Any]) -> Any:
+    """A plain fast tokenizer from a ``tokenizer.json`` and the token names (and template) of a config.
+
+    By file, not from text: a tokenizer built from a `tokenizers.Tokenizer` object costs ~30 MB more.
+    """
     from transformers import PreTrainedTokenizerFast
 
-    kw = {k: cfg[k] for k in _CONFIG_KEYS if isinstance(cfg.get(k), str | bool)}
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json), **kw)
+    kw: dict[str, Any] = {k: cfg[k] for k in _CONFIG_KEYS if isinstance(cfg.get(k), str | bool)}
     extra = cfg.get("additional_special_tokens") or cfg.get("extra_special_tokens")  # transformers 4 / 5 name
     if isinstance(extra, list) and all(isinstance(t, str) for t in extra):
-        tok.add_special_tokens({"additional_special_tokens": extra})  # already in the vocabulary: no new ids
+        kw["additional_special_tokens"] = extra  # already in the vocabulary: no new ids
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **kw)
     if cfg.get("chat_template"):
         tok.chat_template = cfg["chat_template"]
     return tok
