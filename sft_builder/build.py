@@ -36,11 +36,11 @@ from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_h
 from sft_builder.mix import run_mix
 from sft_builder.sources.base import make_adapter
 from sft_builder.steps.base import Item, PerSource
-from sft_builder.steps.dedup import NearDedup
+from sft_builder.steps.dedup import ExactDedup, NearDedup
 from sft_builder.steps.language import Language
 from sft_builder.steps.table import STEPS, stage_order
 
-CODE_VERSION = "build-5"  # bump when a change of code changes outputs, so old stages are not reused
+CODE_VERSION = "build-6"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Callable[[str, int], None]  # (task description, items done) -> None
 
 
@@ -243,11 +243,15 @@ def run_global(
 ) -> dict[str, Any]:
     _, post = split_order(m)
     steps: list[tuple[str, Any]] = []
+    priorities = {s.name: i for i, s in enumerate(m.sources)}
     for name in post:
         spec = STEPS[name]
         if spec.scope == "global":
             off = tuple(s.name for s in m.sources if name not in s.steps)
-            steps.append((name, spec.make(m.steps[name], skip_sources=off)))
+            # dedup keeps the best member of each cluster, by source priority first (m.sources is sorted
+            # by priority), and spills the stream to the stage folder while it decides
+            steps.append((name, spec.step(m.steps[name], skip_sources=off, priorities=priorities,
+                                          spill_dir=folder)))
         else:
             per = {s.name: spec.make(s.steps[name]) for s in m.sources if name in s.steps}
             steps.append((name, PerSource(name, per)))
@@ -273,6 +277,7 @@ def run_global(
         "dropped": {k: dict(sorted(v.items())) for k, v in sorted(drops.items())},
         "changes": _changes(steps),
         "near_dedup_lsh": None if near is None else [near.index.bands, near.index.rows],
+        "dedup": {n: s.log.summary() for n, s in steps if isinstance(s, (ExactDedup, NearDedup))},
         "timings": times,
         "counts": dict(counts),
     }

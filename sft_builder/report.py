@@ -82,6 +82,7 @@ def make_report(
         "sources": sources,
         "changes": glob_stats.get("changes", {}),
         "near_dedup_lsh": glob_stats.get("near_dedup_lsh"),
+        "dedup": glob_stats.get("dedup", {}),
         "languages": dict(sorted(languages.items())),
         "totals": {
             "read": sum(v["read"] for v in sources.values()),
@@ -154,6 +155,7 @@ def markdown(report: dict[str, Any]) -> str:
         totals.update(report["changes"])
         lines += [f"- `{k}`: {n}" for k, n in sorted(totals.items())]
     lines += _rewrite_samples_markdown(report["sources"])
+    lines += _dedup_markdown(report.get("dedup", {}))
     lines.append("")
     return "\n".join(lines)
 
@@ -176,6 +178,32 @@ def _rewrite_samples_markdown(sources: dict[str, Any]) -> list[str]:
 
 def _preview(text: str, n: int = 80) -> str:
     return " ".join(text.split())[:n].replace("|", "\\|").replace("`", "'")
+
+
+def _dedup_markdown(dedup: dict[str, Any]) -> list[str]:
+    """Per dedup step: clusters, what decided them, and the sampled clusters with what was kept and why."""
+    if not any(d["clusters"] for d in dedup.values()):
+        return []
+    lines = ["", "## Duplicate clusters", "",
+             "Each cluster keeps one member: lowest source priority, then best OpenAssistant ranks, then the "
+             "longest assistant text, then the smallest id.", ""]
+    for step, d in dedup.items():
+        decided = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in d["decided_by"].items() if n) or "-"
+        lines.append(f"- **{step}**: {d['removed']} removed from {d['clusters']} clusters; decided by "
+                     f"{decided}; {d['kept_later_arrival']} kept a member that arrived after another.")
+        for smp in d["samples"]:
+            k = smp["kept"]
+            gone = "; ".join(f"{_who(m)}" for m in smp["dropped"])
+            more = smp["dropped_total"] - len(smp["dropped"])
+            lines.append(f"  - kept {_who(k)} over {smp['dropped_total']} ({smp['decided_by'].replace('_', ' ')}): "
+                         f"{gone}{f' and {more} more' if more else ''}")
+    return lines
+
+
+def _who(member: dict[str, Any]) -> str:
+    ranks = f", ranks {member['ranks']}" if member.get("ranks") is not None else ""
+    return (f"`{member['id']}` ({member['source']}{ranks}, {member['assistant_chars']:,} assistant chars, "
+            f"last answer \"{_preview(member['last_answer'], 60)}\")")
 
 
 def _top(dropped: dict[str, int], k: int = 3) -> str:

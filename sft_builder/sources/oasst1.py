@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -243,6 +244,9 @@ class OASST1Adapter(Adapter[OASST1Options]):
                     "group": f"{self.source}/{tree.tree_id}", "tree_id": tree.tree_id}
             if tree.root.msg.get("lang"):
                 meta["lang"] = tree.root.msg["lang"]
+            # the ranks among their siblings (None: unranked) of the answers along the tree path the
+            # conversation follows: dedup keeps the best-ranked of two twin branches
+            meta["ranks"] = [_rank(n.msg) for n in path[: repaired.end + 1] if n.msg.get("role") == "assistant"]
             conv = Conversation(cid, self.source, repaired.messages, meta)
         except InvalidRecordError as exc:
             return Rejected(self.source, "adapter", exc.reason, tree.file, path[-1].line, _plain(path),
@@ -323,3 +327,9 @@ _DIGEST_KEYS = ("message_id", "role", "text", "rank", "lang", "deleted", "review
 
 def _plain(path: list[_Node]) -> list[dict[str, Any]]:
     return [n.msg for n in path]
+
+
+def _rank(msg: dict[str, Any]) -> int | None:
+    r = msg.get("rank")
+    ok = isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r >= 0
+    return int(r) if ok else None

@@ -1,25 +1,40 @@
-"""Exact and near-duplicate removal across all sources, first seen wins (sources arrive in priority order).
+"""Exact and near-duplicate removal across all sources: each cluster of duplicates keeps its best member.
+
+The best member is chosen by one documented order (`KeepOrder`): the source's priority, then the
+OpenAssistant ranks of the conversation's answers (``meta["ranks"]``), then the longer assistant content,
+then the smaller id. Arrival order never decides, so a step must know a whole cluster before it keeps
+anyone: both steps read the stream once while writing it to a temporary spill file and remembering a few
+numbers per record (or per cluster), decide, then replay the spill. Rejects from earlier steps pass
+straight through.
 
 Exact dedup keys on a digest of the normalised turns. Near dedup is MinHash + LSH: signatures are computed
 for a batch of documents at once in numpy (one xxhash per word, word n-grams combined arithmetically,
 permutations as a multiply-shift family over a whole matrix), fed to datasketch's `MinHashLSH` for the
 candidate search, and each candidate is confirmed by the signatures' agreement, so the index keeps
-signatures (a few hundred bytes per document) and never texts.
+signatures (a few hundred bytes per document) and never texts. Documents go through the LSH best first
+(`NearIndex.resolve`): each is kept unless it matches an already kept, hence better, document.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import heapq
+import pickle
+import tempfile
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 from crystalmix.core.config import SEED, at_least, between, spec
-from crystalmix.core.records import Conversation
+from crystalmix.core.records import Conversation, build_conversation
 from sft_builder.sources.base import Rejected
-from sft_builder.steps.base import Drop, FilterStep, Item, reject
+from sft_builder.steps.base import Drop, Item, reject
 from sft_builder.steps.text import content_text, ngram_hashes, normalise, token_hashes
 
 
@@ -52,6 +67,283 @@ class NearDedupConfig:
             yield "bands", f"bands * rows must be <= num_perm ({self.num_perm})"
 
 
+# -- which member of a cluster is kept ---------------------------------------------------------------------
+RANK_LEVELS = 8  # OpenAssistant ranks compared along the first 8 answers of a conversation
+UNRANKED = 0xFF
+NO_RANKS = (1 << 64) - 1  # every level unranked: a conversation without ranks
+DECIDERS = ("source_priority", "oasst_rank", "assistant_chars", "id")
+Key = tuple[int, int, int, str]  # (priority, rank_key, -assistant chars, id): smaller is better
+
+
+def rank_key(meta: Mapping[str, Any]) -> int:
+    """The OpenAssistant ranks of a conversation's answers, packed so that a smaller number is better.
+
+    ``meta["ranks"]`` lists the rank of each assistant message along the conversation (0 is the best reply
+    among its siblings; None when the export did not rank it). One byte per answer, first answer in the
+    high byte, so comparing the numbers compares the rank lists element by element: two branches of one tree
+    are decided by the answer where they part. A missing or unranked answer counts as worse than any rank,
+    so a branch cut short (a path ending on an unanswered prompt) loses to the branch that goes on.
+    """
+    ranks = meta.get("ranks")
+    if not isinstance(ranks, (list, tuple)):
+        return NO_RANKS
+    key = 0
+    for level in range(RANK_LEVELS):
+        r = ranks[level] if level < len(ranks) else None
+        ok = isinstance(r, int) and not isinstance(r, bool) and r >= 0
+        key = (key << 8) | (min(int(r), UNRANKED - 1) if ok else UNRANKED)  # type: ignore[arg-type]
+    return key
+
+
+def assistant_chars(conv: Conversation) -> int:
+    return sum(len(m.content) for m in conv.messages if m.role == "assistant")
+
+
+class KeepOrder:
+    """The order in which members of a duplicate cluster are preferred; `key` is smaller for the better one.
+
+    1. `source_priority`: the source's priority (the manifest's order; lower wins);
+    2. `oasst_rank`: the OpenAssistant ranks of the answers (`rank_key`);
+    3. `assistant_chars`: more assistant text wins (a full answer over "Hi, how can I help you?");
+    4. `id`: the smaller id, a tie-break that does not depend on arrival order.
+
+    Sources missing from `priorities` rank after the given ones, in the order they are first seen.
+    """
+
+    def __init__(self, priorities: Mapping[str, int] | None = None) -> None:
+        self.priorities = dict(priorities or {})
+        self._next = max(self.priorities.values(), default=-1) + 1
+
+    def priority(self, source: str) -> int:
+        p = self.priorities.get(source)
+        if p is None:
+            p = self.priorities[source] = self._next
+            self._next += 1
+        return p
+
+    def key(self, conv: Conversation) -> Key:
+        return (self.priority(conv.source), rank_key(conv.meta), -assistant_chars(conv), conv.id)
+
+
+def decided_by(winner: Key, loser: Key) -> int:
+    """Index in `DECIDERS` of the first criterion on which `winner` beats `loser`."""
+    return next((i for i, (a, b) in enumerate(zip(winner, loser, strict=True)) if a != b), len(DECIDERS) - 1)
+
+
+class Members:
+    """Each record's key in compact columns (about 30 bytes plus the id's UTF-8), in arrival order."""
+
+    def __init__(self) -> None:
+        self.prio = array("q")
+        self.rank = array("Q")
+        self.neg_chars = array("q")
+        self.id_end = array("q")
+        self.id_bytes = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.prio)
+
+    def add(self, key: Key) -> int:
+        self.prio.append(key[0])
+        self.rank.append(key[1])
+        self.neg_chars.append(key[2])
+        self.id_bytes += key[3].encode("utf-8")
+        self.id_end.append(len(self.id_bytes))
+        return len(self.prio) - 1
+
+    def id(self, i: int) -> str:
+        start = self.id_end[i - 1] if i else 0
+        return self.id_bytes[start : self.id_end[i]].decode("utf-8")
+
+    def key(self, i: int) -> Key:
+        return (self.prio[i], self.rank[i], self.neg_chars[i], self.id(i))
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        as_np = lambda a, t: np.frombuffer(a, dtype=t) if len(a) else np.empty(0, t)  # noqa: E731
+        return as_np(self.prio, np.int64), as_np(self.rank, np.uint64), as_np(self.neg_chars, np.int64)
+
+
+def choose(labels: np.ndarray, members: Members) -> np.ndarray:
+    """For each record, the index of the member its cluster keeps (`labels`: equal label, same cluster).
+
+    Sorted by (label, priority, rank, -chars) in numpy; only clusters whose two best tie on all three read
+    their ids (in Python) for the tie-break.
+    """
+    n = len(labels)
+    if n == 0:
+        return np.empty(0, np.int64)
+    prio, rank, neg = members.columns()
+    order = np.lexsort((neg, rank, prio, labels))
+    lab = labels[order]
+    first = np.r_[True, lab[1:] != lab[:-1]]
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], n]
+    best = order[starts]
+    multi = np.flatnonzero(ends - starts > 1)
+    b, b2 = best[multi], order[starts[multi] + 1]
+    tied = multi[(prio[b] == prio[b2]) & (rank[b] == rank[b2]) & (neg[b] == neg[b2])]
+    for j in tied.tolist():
+        run = order[starts[j] : ends[j]]
+        top = best[j]
+        same = run[(prio[run] == prio[top]) & (rank[run] == rank[top]) & (neg[run] == neg[top])]
+        best[j] = min(same.tolist(), key=members.id)
+    winner = np.empty(n, np.int64)
+    winner[order] = best[np.cumsum(first) - 1]
+    return winner
+
+
+def keep_order(members: Members) -> np.ndarray:
+    """All records, best first by `KeepOrder` (ids read, in Python, only within runs that tie on the rest)."""
+    n = len(members)
+    if n == 0:
+        return np.empty(0, np.int64)
+    prio, rank, neg = members.columns()
+    order = np.lexsort((neg, rank, prio))
+    p, r, g = prio[order], rank[order], neg[order]
+    starts = np.flatnonzero(np.r_[True, (p[1:] != p[:-1]) | (r[1:] != r[:-1]) | (g[1:] != g[:-1])])
+    ends = np.r_[starts[1:], n]
+    for j in np.flatnonzero(ends - starts > 1).tolist():
+        s, e = int(starts[j]), int(ends[j])
+        order[s:e] = sorted(order[s:e].tolist(), key=members.id)
+    return order
+
+
+# -- spilling the stream while a step decides ----------------------------------------------------------------
+class Spill:
+    """Conversations written to an anonymous temporary file, each with a small tag, and read back in order.
+
+    The file lives in `folder` (the build's stage folder: a disk, not a tmpfs in RAM) and disappears when
+    closed. Conversations are stored as plain tuples, pickled: several times faster than JSON both ways.
+    """
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.fh: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by replay/close
+        self.count = 0
+
+    def write(self, tag: int, conv: Conversation) -> None:
+        roles = tuple(m.role for m in conv.messages)
+        contents = tuple(m.content for m in conv.messages)
+        pickle.dump((tag, conv.id, conv.source, roles, contents, conv.meta), self.fh, protocol=5)
+        self.count += 1
+
+    def replay(self) -> Iterator[tuple[int, Conversation]]:
+        self.fh.seek(0)
+        try:
+            for _ in range(self.count):
+                tag, cid, source, roles, contents, meta = pickle.load(self.fh)
+                yield tag, build_conversation(cid, source, roles, contents, meta)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# -- what the report shows about the clusters ---------------------------------------------------------------
+SAMPLE_CANDIDATES = 64  # clusters followed through the replay; the report shows `samples` of them
+
+
+def _sample_hash(cid: str) -> bytes:
+    return hashlib.blake2b(cid.encode("utf-8"), digest_size=8).digest()
+
+
+def _member(conv: Conversation, key: Key) -> dict[str, Any]:
+    last = next(m.content for m in reversed(conv.messages) if m.role == "assistant")
+    ranks = conv.meta.get("ranks")
+    return {
+        "id": conv.id,
+        "source": conv.source,
+        "priority": key[0],
+        "ranks": ranks if isinstance(ranks, list) else None,
+        "assistant_chars": -key[2],
+        "last_answer": last[:120],
+    }
+
+
+class ClusterLog:
+    """Counts over the clusters a dedup step resolved, and a few sampled clusters with what was kept and why.
+
+    Fed during the replay, member by member. A cluster is decided by the first criterion on which its kept
+    member beats the runner-up, which is the largest `decided_by` over its removed members (the runner-up
+    shares the longest prefix of the key with the winner). Samples are chosen by a hash of the kept id
+    (deterministic, spread over sources), one per criterion first, so each rule is shown at work.
+    """
+
+    def __init__(self, sampled: Iterable[int] = (), samples: int = 5) -> None:
+        self.sampled = set(sampled)
+        self.samples = samples
+        self.removed = 0
+        self.level: dict[int, int] = {}
+        self.later: set[int] = set()
+        self.detail: dict[int, dict[str, Any]] = {}
+
+    def kept(self, cluster: int, conv: Conversation, key: Key) -> None:
+        if cluster in self.sampled:
+            d = self.detail.setdefault(cluster, {"dropped": [], "dropped_total": 0})
+            d["kept"] = {**_member(conv, key), "first_seen": cluster not in self.later}
+
+    def lost(self, cluster: int, conv: Conversation, key: Key, winner: Key, before_winner: bool) -> int:
+        """Count a removed member; returns the index in `DECIDERS` of what decided against it."""
+        self.removed += 1
+        level = decided_by(winner, key)
+        self.level[cluster] = max(self.level.get(cluster, 0), level)
+        if before_winner:
+            self.later.add(cluster)
+        if cluster in self.sampled:
+            d = self.detail.setdefault(cluster, {"dropped": [], "dropped_total": 0})
+            d["dropped_total"] += 1
+            if len(d["dropped"]) < 3:
+                d["dropped"].append(_member(conv, key))
+        return level
+
+    def summary(self) -> dict[str, Any]:
+        decided = Counter(DECIDERS[v] for v in self.level.values())
+        ready = [c for _, c in sorted((_sample_hash(d["kept"]["id"]), c) for c, d in self.detail.items())]
+        chosen: list[int] = []
+        for name in DECIDERS:  # one cluster per criterion first, then the rest by hash
+            pick = next((c for c in ready if DECIDERS[self.level[c]] == name), None)
+            if pick is not None and len(chosen) < self.samples:
+                chosen.append(pick)
+        chosen += [c for c in ready if c not in chosen][: self.samples - len(chosen)]
+        samples = [{**self.detail[c], "decided_by": DECIDERS[self.level[c]]} for c in chosen]
+        samples.sort(key=lambda s: (DECIDERS.index(s["decided_by"]), s["kept"]["id"]))
+        return {
+            "clusters": len(self.level),
+            "removed": self.removed,
+            "decided_by": {name: decided.get(name, 0) for name in DECIDERS},
+            "kept_later_arrival": len(self.later),
+            "samples": samples,
+        }
+
+
+def _follow(winner: np.ndarray, members: Members) -> ClusterLog:
+    """A log that follows a hashed sample of the clusters (named by their kept member) through the replay."""
+    counts = np.bincount(winner, minlength=len(winner)) if len(winner) else np.zeros(0, np.int64)
+    multi = np.flatnonzero(counts > 1).tolist()
+    sampled = heapq.nsmallest(SAMPLE_CANDIDATES, multi, key=lambda w: _sample_hash(members.id(w)))
+    return ClusterLog(sampled)
+
+
+def _replay(step: Any, spill: Spill, members: Members, winner: np.ndarray, reason: str, detail: str,
+            ) -> Iterator[Item]:
+    """Second pass of a dedup step: every spilled conversation kept or rejected in favour of its winner."""
+    log: ClusterLog = step.log
+    for pos, conv in spill.replay():
+        if pos < 0:
+            yield conv
+            continue
+        w = int(winner[pos])
+        if w == pos:
+            if pos in log.sampled:
+                log.kept(w, conv, members.key(pos))
+            yield conv
+            continue
+        wkey = members.key(w)
+        level = log.lost(w, conv, members.key(pos), wkey, before_winner=pos < w)
+        why = f"{detail}; kept {wkey[3]} ({DECIDERS[level].replace('_', ' ')})"
+        yield reject(conv, step.name, Drop(reason, why, duplicate_of=wkey[3]))
+
+
 # -- exact ------------------------------------------------------------------------------------------------
 def exact_key(conv: Conversation, include_system: bool = False) -> bytes:
     """16-byte digest of the roles and normalised contents."""
@@ -60,26 +352,66 @@ def exact_key(conv: Conversation, include_system: bool = False) -> bytes:
     return hashlib.blake2b(blob.encode("utf-8"), digest_size=16).digest()
 
 
-class ExactDedup(FilterStep):
-    """Drop reason ``duplicate``; `duplicate_of` is the id of the first conversation with the same content."""
+class ExactDedup:
+    """Drop reason ``duplicate``; `duplicate_of` is the id of the member of the cluster that was kept.
+
+    Memory per record: its 16-byte digest and its `Members` key; clusters are runs of equal digests after
+    one sort.
+    """
 
     name = "exact_dedup"
 
-    def __init__(self, cfg: ExactDedupConfig, skip_sources: Iterable[str] = ()) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        cfg: ExactDedupConfig,
+        skip_sources: Iterable[str] = (),
+        *,
+        priorities: Mapping[str, int] | None = None,
+        spill_dir: str | Path | None = None,
+    ) -> None:
         self.cfg = cfg
         self.skip = frozenset(skip_sources)
-        self.seen: dict[bytes, str] = {}
+        self.order = KeepOrder(priorities)
+        self.spill_dir = spill_dir
+        self.changes: Counter[str] = Counter()
+        self.log = ClusterLog()
 
-    def apply(self, conv: Conversation) -> Conversation | Drop:
-        if conv.source in self.skip:
-            return conv
-        key = exact_key(conv, self.cfg.include_system)
-        first = self.seen.get(key)
-        if first is not None:
-            return Drop("duplicate", "same normalised content", duplicate_of=first)
-        self.seen[key] = conv.id
-        return conv
+    def run(self, items: Iterable[Item]) -> Iterator[Item]:
+        members = Members()
+        digests = bytearray()
+        spill = Spill(self.spill_dir)
+        try:
+            for item in items:
+                if isinstance(item, Rejected):
+                    yield item
+                elif item.source in self.skip:
+                    spill.write(-1, item)
+                else:
+                    digests += exact_key(item, self.cfg.include_system)
+                    spill.write(members.add(self.order.key(item)), item)
+        except BaseException:
+            spill.close()
+            raise
+        labels = _digest_labels(digests)
+        del digests
+        winner = choose(labels, members)
+        del labels
+        self.log = _follow(winner, members)
+        yield from _replay(self, spill, members, winner, "duplicate", "same normalised content")
+
+
+def _digest_labels(digests: bytearray) -> np.ndarray:
+    """A cluster label per record: records with equal digests get the same label."""
+    if not digests:
+        return np.empty(0, np.int64)
+    d = np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)
+    n = len(d)
+    order = np.lexsort((d[:, 1], d[:, 0]))
+    s = d[order]
+    new = np.r_[True, (s[1:] != s[:-1]).any(axis=1)]
+    labels = np.empty(n, np.int64)
+    labels[order] = np.cumsum(new) - 1
+    return labels
 
 
 # -- MinHash signatures -----------------------------------------------------------------------------------
@@ -169,13 +501,17 @@ def optimal_params(
 
 
 class NearIndex:
-    """MinHashLSH for candidates plus the stored signatures (and bottom-k sketches) to confirm them.
+    """Signatures (and bottom-k sketches) of every document; `resolve` finds the duplicates, best first.
 
-    A candidate is confirmed when the pooled Jaccard estimate of the signature agreement and the bottom-k
-    sketch reaches the threshold; pooling roughly halves the estimate's variance near the threshold.
-    The first inserted wins. Every document is inserted (also duplicates), so a later document matching
-    only a removed one is still caught; `rep` maps each to the kept document it stands for, which is
-    what `duplicate_of` names.
+    `resolve(order)` walks the documents from best to worst through datasketch's `MinHashLSH`, which only
+    ever holds the kept ones: a document is a duplicate when a kept document is a confirmed match, and is
+    then assigned to its most similar kept match; otherwise it is kept and inserted. A candidate is
+    confirmed when the pooled Jaccard estimate of the signature agreement and the bottom-k sketch reaches
+    the threshold; pooling roughly halves the estimate's variance near the threshold.
+
+    Walking best first makes the result independent of arrival order, and every removed document is itself
+    similar to the better document it names (no chains: a truncated branch that resembles three distinct
+    siblings removes itself, not the siblings).
     """
 
     def __init__(
@@ -186,49 +522,58 @@ class NearIndex:
         rows: int | None = None,
         sketch_k: int = 0,
     ) -> None:
-        from datasketch import MinHashLSH
-
         if bands is None or rows is None:
             # LSH only proposes candidates; the signatures confirm them, so lean towards recall.
             bands, rows = optimal_params(max(threshold - 0.1, 0.05), num_perm)
         self.bands, self.rows = bands, rows
+        self.num_perm = num_perm
         self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(bands, rows))
         self.sigs = np.empty((1024, num_perm), dtype=np.uint32)
         self.sketches = np.empty((1024, sketch_k), dtype=np.uint32)
-        self.ids: list[str] = []
-        self.rep: list[int] = []
+        self.size = 0
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.size
 
-    def add(self, doc_id: str, sig: np.ndarray, sketch: np.ndarray | None = None) -> str | None:
-        """Insert a signature; return the id of the kept document it duplicates, or None if it is new."""
-        from datasketch import LeanMinHash
-
-        # our own 32-bit signatures; the scheme label only stops an index from mixing kinds of signature
-        mh = LeanMinHash(seed=1, hashvalues=sig, scheme="affine32")
-        best, best_sim = -1, -1.0
-        cands = self.lsh.query(mh)
-        if cands:
-            keys = np.fromiter(sorted(cands), dtype=np.int64, count=len(cands))
-            sims = (self.sigs[keys] == sig).mean(axis=1)
-            if sketch is not None and self.sketches.shape[1]:
-                sims = np.array([self._pooled(s, sketch, self.sketches[k]) for s, k in zip(sims, keys, strict=True)])
-            j = int(np.argmax(sims))  # ties: the earliest, since keys are sorted
-            best, best_sim = int(keys[j]), float(sims[j])
-        key = len(self.ids)
+    def add(self, sig: np.ndarray, sketch: np.ndarray | None = None) -> int:
+        """Store a document's signature (and sketch); returns its number."""
+        key = self.size
         if key == len(self.sigs):
             self.sigs = np.concatenate([self.sigs, np.empty_like(self.sigs)])
             self.sketches = np.concatenate([self.sketches, np.empty_like(self.sketches)])
         self.sigs[key] = sig
         if sketch is not None and self.sketches.shape[1]:
             self.sketches[key] = sketch
-        self.lsh.insert(key, mh, check_duplication=False)
-        self.ids.append(doc_id)
-        dup = best_sim >= self.threshold
-        self.rep.append(self.rep[best] if dup else key)
-        return self.ids[self.rep[best]] if dup else None
+        self.size += 1
+        return key
+
+    def resolve(self, order: np.ndarray) -> np.ndarray:
+        """For each document, the document kept in its place (itself when kept), walking `order` best first."""
+        from datasketch import LeanMinHash, MinHashLSH
+
+        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, params=(self.bands, self.rows))
+        winner = np.empty(self.size, dtype=np.int64)
+        kept: list[int] = []  # LSH key -> document; keys grow with quality, so ties go to the better one
+        for i in order.tolist():
+            sig = self.sigs[i]
+            # our own 32-bit signatures; the scheme label only stops an index from mixing kinds of signature
+            mh = LeanMinHash(seed=1, hashvalues=sig, scheme="affine32")
+            cands = lsh.query(mh)
+            if cands:
+                keys = np.fromiter(sorted(cands), dtype=np.int64, count=len(cands))
+                docs = np.array([kept[k] for k in keys.tolist()], dtype=np.int64)
+                sims = (self.sigs[docs] == sig).mean(axis=1)
+                if self.sketches.shape[1]:
+                    sk = self.sketches[i]
+                    sims = np.array([self._pooled(a, sk, self.sketches[d]) for a, d in zip(sims, docs, strict=True)])
+                j = int(np.argmax(sims))  # ties: the better document, since keys are sorted
+                if sims[j] >= self.threshold:
+                    winner[i] = docs[j]
+                    continue
+            lsh.insert(len(kept), mh, check_duplication=False)
+            kept.append(i)
+            winner[i] = i
+        return winner
 
     def _pooled(self, agree: float, a: np.ndarray, b: np.ndarray) -> float:
         """Signature agreement pooled with the bottom-k estimate |U_k ∩ A ∩ B| / |U_k|, weighted by sizes."""
@@ -239,54 +584,72 @@ class NearIndex:
             return agree
         both = np.intersect1d(a, b, assume_unique=True)
         est = np.count_nonzero(both <= union[-1]) / len(union)
-        n = len(self.sigs[0])
+        n = self.num_perm
         return (agree * n + est * len(union)) / (n + len(union))
 
 
 class NearDedup:
-    """Streaming near-dedup step: buffers a batch, signs it at once, then decides in arrival order."""
+    """Near-dedup step: signs the stream a batch at a time into the index, then keeps the best of each cluster.
+
+    Memory per indexed record: its signature and sketch, its `Members` key and, while resolving, the LSH
+    bucket entries of the kept ones.
+    """
 
     name = "near_dedup"
 
-    def __init__(self, cfg: NearDedupConfig, skip_sources: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        cfg: NearDedupConfig,
+        skip_sources: Iterable[str] = (),
+        *,
+        priorities: Mapping[str, int] | None = None,
+        spill_dir: str | Path | None = None,
+    ) -> None:
         self.cfg = cfg
         self.skip = frozenset(skip_sources)
+        self.order = KeepOrder(priorities)
+        self.spill_dir = spill_dir
         self.hasher = MinHasher(cfg.num_perm, cfg.shingle_size, cfg.seed)
         self.index = NearIndex(cfg.num_perm, cfg.threshold, cfg.bands, cfg.rows, cfg.sketch_k)
+        self.members = Members()
         self.changes: dict[str, int] = {"too_short_to_compare": 0}
+        self.log = ClusterLog()
 
     def run(self, items: Iterable[Item]) -> Iterator[Item]:
-        batch: list[Item] = []
-        for item in items:
-            batch.append(item)
-            if len(batch) >= self.cfg.batch_size:
-                yield from self._flush(batch)
-                batch = []
-        if batch:
-            yield from self._flush(batch)
+        spill = Spill(self.spill_dir)
+        try:
+            batch: list[Conversation] = []
+            for item in items:
+                if isinstance(item, Rejected):
+                    yield item
+                    continue
+                batch.append(item)
+                if len(batch) >= self.cfg.batch_size:
+                    self._index(batch, spill)
+                    batch = []
+            if batch:
+                self._index(batch, spill)
+        except BaseException:
+            spill.close()
+            raise
+        winner = self.index.resolve(keep_order(self.members))
+        self.log = _follow(winner, self.members)
+        yield from _replay(self, spill, self.members, winner, "near_duplicate", f"Jaccard >= {self.cfg.threshold}")
 
-    def _flush(self, batch: list[Item]) -> Iterator[Item]:
-        todo = [
-            i for i, it in enumerate(batch) if isinstance(it, Conversation) and it.source not in self.skip
-        ]
-        texts = [content_text(batch[i], include_system=self.cfg.include_system) for i in todo]  # type: ignore[arg-type]
+    def _index(self, batch: list[Conversation], spill: Spill) -> None:
+        todo = [i for i, c in enumerate(batch) if c.source not in self.skip]
+        texts = [content_text(batch[i], include_system=self.cfg.include_system) for i in todo]
         sigs, sketches = self.hasher.sign(texts, self.cfg.sketch_k)
-        sig_of = {i: (sigs[n], sketches[n]) for n, i in enumerate(todo)}
-        for i, item in enumerate(batch):
-            if isinstance(item, Rejected) or i not in sig_of:
-                yield item
+        sig_of = {i: n for n, i in enumerate(todo)}
+        for i, conv in enumerate(batch):
+            n = sig_of.get(i)
+            if n is None:
+                spill.write(-1, conv)
                 continue
-            sig, sketch = sig_of[i]
+            sig = sigs[n]
             if sig[0] == MinHasher.EMPTY and (sig == MinHasher.EMPTY).all():
                 self.changes["too_short_to_compare"] += 1  # fewer words than a shingle: exact dedup's job
-                yield item
+                spill.write(-1, conv)
                 continue
-            dup = self.index.add(item.id, sig, sketch)
-            if dup is None:
-                yield item
-            else:
-                yield reject(
-                    item,
-                    self.name,
-                    Drop("near_duplicate", f"Jaccard >= {self.cfg.threshold}", duplicate_of=dup),
-                )
+            self.index.add(sig, sketches[n])
+            spill.write(self.members.add(self.order.key(conv)), conv)
