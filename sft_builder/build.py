@@ -36,6 +36,7 @@ from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_h
 from sft_builder.mix import run_mix
 from sft_builder.sources.base import make_adapter
 from sft_builder.steps.base import Item, PerSource
+from sft_builder.steps.decontaminate import Decontaminate
 from sft_builder.steps.dedup import ExactDedup, NearDedup
 from sft_builder.steps.language import Language
 from sft_builder.steps.table import STEPS, stage_order
@@ -216,6 +217,7 @@ def run_ingest(
     chain = _run_chain(counted(stream), steps, times, counts, "adapter")
     kept = _drain(chain, folder / "kept.jsonl", folder / "rejects.jsonl", drops, progress, src.name)
     lang = next((s.languages for n, s in steps if n == "language"), Counter())
+    decon = next((s.stats() for n, s in steps if isinstance(s, Decontaminate)), None)
     stats = {
         "source": src.name,
         "read": read["n"],
@@ -228,6 +230,8 @@ def run_ingest(
         "timings": times,
         "counts": dict(counts),
     }
+    if decon is not None:
+        stats["decontaminate"] = decon
     write_json(folder / "stats.json", stats)
     return stats
 
@@ -272,12 +276,15 @@ def run_global(
                 if isinstance(s, Language):
                     languages.update(s.languages)
     near = next((s for n, s in steps if isinstance(s, NearDedup)), None)
+    decon = {src: s.stats() for _, step in steps if isinstance(step, PerSource)
+             for src, s in step.steps.items() if isinstance(s, Decontaminate)}
     stats = {
         "kept": kept,
         "dropped": {k: dict(sorted(v.items())) for k, v in sorted(drops.items())},
         "changes": _changes(steps),
         "near_dedup_lsh": None if near is None else [near.index.bands, near.index.rows],
         "dedup": {n: s.log.summary() for n, s in steps if isinstance(s, (ExactDedup, NearDedup))},
+        "decontaminate": decon,
         "timings": times,
         "counts": dict(counts),
     }

@@ -13,6 +13,7 @@ from typing import Any
 
 from crystalmix.core.atomic import atomic_open, write_json
 from sft_builder.manifest import Manifest
+from sft_builder.steps.dedup import DECIDERS
 
 
 def make_report(
@@ -54,6 +55,7 @@ def make_report(
             "rewrite_samples": ing.get("rewrite_samples", {}),
             "mixing": {"weight": s.weight, "epochs": s.epochs, "max_samples": s.max_samples},
         }
+    decontamination = _decontamination(m, ingest, glob_stats)
     steps: dict[str, Any] = {}
     flowing = sum(v["read"] for v in sources.values())
     for step in stage_order:
@@ -83,6 +85,7 @@ def make_report(
         "changes": glob_stats.get("changes", {}),
         "near_dedup_lsh": glob_stats.get("near_dedup_lsh"),
         "dedup": glob_stats.get("dedup", {}),
+        "decontamination": decontamination,
         "languages": dict(sorted(languages.items())),
         "totals": {
             "read": sum(v["read"] for v in sources.values()),
@@ -98,6 +101,20 @@ def make_report(
     if tokenize_stats:
         report["tokenize"] = tokenize_stats
     return report
+
+
+def _decontamination(m: Manifest, ingest: dict[str, dict[str, Any]], glob_stats: dict[str, Any]) -> dict[str, Any]:
+    """Per benchmark: items, distinct prompt and solution n-grams, and records removed per source (by prompt or
+    by solution). The step runs per source, so its stats come from each source's stage."""
+    per_source = {s.name: ingest[s.name].get("decontaminate") for s in m.sources}
+    per_source.update(glob_stats.get("decontaminate") or {})
+    out: dict[str, Any] = {}
+    for source, stats in per_source.items():
+        for bench, st in (stats or {}).items():
+            b = out.setdefault(bench, {k: st[k] for k in ("items", "prompt_ngrams", "solution_ngrams", "no_ngrams")})
+            b.setdefault("removed", {})[source] = {"prompt": st["removed_by_prompt"],
+                                                    "solution": st["removed_by_solution"]}
+    return {name: out[name] for name in sorted(out)}
 
 
 def write_report(out: Path, report: dict[str, Any]) -> None:
@@ -156,6 +173,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"- `{k}`: {n}" for k, n in sorted(totals.items())]
     lines += _rewrite_samples_markdown(report["sources"])
     lines += _dedup_markdown(report.get("dedup", {}))
+    lines += _decontamination_markdown(report.get("decontamination", {}))
     lines.append("")
     return "\n".join(lines)
 
@@ -187,8 +205,9 @@ def _dedup_markdown(dedup: dict[str, Any]) -> list[str]:
     lines = ["", "## Duplicate clusters", "",
              "Each cluster keeps one member: lowest source priority, then best OpenAssistant ranks, then the "
              "longest assistant text, then the smallest id.", ""]
-    for step, d in dedup.items():
-        decided = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in d["decided_by"].items() if n) or "-"
+    for step, d in sorted(dedup.items()):  # stats read back from a finished stage come with sorted keys
+        decided = ", ".join(f"{k.replace('_', ' ')} {d['decided_by'][k]}" for k in DECIDERS
+                            if d["decided_by"].get(k)) or "-"
         lines.append(f"- **{step}**: {d['removed']} removed from {d['clusters']} clusters; decided by "
                      f"{decided}; {d['kept_later_arrival']} kept a member that arrived after another.")
         for smp in d["samples"]:
@@ -197,6 +216,19 @@ def _dedup_markdown(dedup: dict[str, Any]) -> list[str]:
             more = smp["dropped_total"] - len(smp["dropped"])
             lines.append(f"  - kept {_who(k)} over {smp['dropped_total']} ({smp['decided_by'].replace('_', ' ')}): "
                          f"{gone}{f' and {more} more' if more else ''}")
+    return lines
+
+
+def _decontamination_markdown(decon: dict[str, Any]) -> list[str]:
+    if not decon:
+        return []
+    lines = ["", "## Decontamination", "",
+             "| benchmark | items | prompt n-grams | solution n-grams | removed (source: by prompt + by solution) |",
+             "|---|---:|---:|---:|---|"]
+    for name, b in decon.items():
+        removed = ", ".join(f"{src}: {r['prompt']} + {r['solution']}" for src, r in b["removed"].items()
+                            if r["prompt"] or r["solution"]) or "-"
+        lines.append(f"| {name} | {b['items']} | {b['prompt_ngrams']} | {b['solution_ngrams']} | {removed} |")
     return lines
 
 

