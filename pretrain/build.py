@@ -45,6 +45,9 @@ def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False,
     """Check the output folder, save the tokenizer, and make the shard plan; returns (plan, vocab size)."""
     out = Path(out_dir).resolve()
     tok_json, specials, vocab_size = tokenizer_parts(cfg.tokenizer)
+    if cfg.model_vocab_size is not None and cfg.model_vocab_size < vocab_size:
+        raise UserError(f"model_vocab_size {cfg.model_vocab_size} is smaller than the tokenizer's {vocab_size} "
+                        "tokens: the model could not embed every id")
     files = plan_files(cfg)
     fp = stage_fingerprint(cfg, tok_json, files)
     state = out / STATE_DIR / STAGE_STATE

@@ -31,6 +31,9 @@ from crystalmix.core.tokenizer import DEMO
 FimMode = Literal["context", "document"]
 SplitMethod = Literal["hash", "file_parity"]
 Tail = Literal["pad", "drop"]
+# crystalmix: ``ids + [eos]`` per document. cerebras: Cerebras Model Zoo 2.0.3 as LLM360 ran it, ``[bos] +``
+# each ~2000-character piece encoded alone ``+ [eos]``, the stream's leftover dropped.
+Tokenization = Literal["crystalmix", "cerebras"]
 RATE = spec(between(0, 1))
 WEIGHT = spec(at_least(0))  # a sampling weight: relative, finite (NaN and inf are refused by the type)
 
@@ -73,6 +76,8 @@ class SourceConfig:
     fim: FimConfig = field(default_factory=FimConfig)
     # more files per shard: fewer, fuller output files for thin subsets
     files_per_shard: int = field(default=1, metadata=spec(at_least(1)))
+    # ftfy.fix_text with NFC before tokenizing, as Cerebras' StarCoder configs did (use_ftfy: True)
+    ftfy: bool = False
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if not self.paths and not self.hub:
@@ -128,6 +133,10 @@ class StageConfig:
     max_doc_chars: int = field(default=200_000, metadata=spec(at_least(1)))  # 0 or less: pieces never shrink
     offline_mix: bool = False
     shuffle_buffer: int = 4096
+    tokenization: Tokenization = "crystalmix"
+    # the model's vocabulary (embedding rows, e.g. CrystalCoder's 32032 for a 32022-token tokenizer):
+    # recorded for the trainer in metadata.json, data_params.json and mixture.yaml
+    model_vocab_size: int | None = field(default=None, metadata=spec(at_least(1)))
 
     def problems(self) -> Iterator[tuple[str, str]]:
         names = [o.name for s in self.sources for o in s.outputs()]
@@ -136,6 +145,13 @@ class StageConfig:
                               f"folder), got {names}")
         if sum(o.weight for s in self.sources for o in s.outputs()) <= 0:
             yield "sources", "the weights of the outputs sum to 0: nothing would be sampled"
+        for src in self.sources:
+            if self.tokenization == "cerebras" and src.fim.rate > 0 and src.fim.mode == "document":
+                yield "sources", (f"source {src.name!r}: fim mode 'document' encodes documents its own way; with "
+                                  "tokenization: cerebras use mode 'llm360' (LLM360's pass) or 'context'")
+        if self.tokenization == "cerebras" and self.tail == "pad":
+            yield "tail", ("tokenization: cerebras drops the leftover tokens of each stream (Cerebras never pads "
+                           "LM rows); remove 'tail: pad' or set 'tail: drop'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,6 +197,8 @@ def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
     site = _Overrides(doc, set(given))
     top = {k: v for k, v in raw.items() if k not in _SECTIONS}
     top.update(given)
+    if top.get("tokenization") == "cerebras":
+        top.setdefault("tail", "drop")
     split = build(SplitSection, raw.get("split"), doc, ("split",))
     mixture = build(MixtureSection, raw.get("mixture"), doc, ("mixture",))
     tok = top.get("tokenizer")

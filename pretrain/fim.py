@@ -26,6 +26,7 @@ class FimTokens:
     suffix: int
     pad: int
     eos: int
+    bos: int | None = None  # a segment's leading BOS (tokenization: cerebras) stays in front, untouched
 
     @classmethod
     def from_specials(cls, specials: dict[str, int]) -> FimTokens:
@@ -35,7 +36,7 @@ class FimTokens:
 
             raise UserError(f"FIM needs the tokenizer's {missing} tokens")
         return cls(specials["fim_prefix"], specials["fim_middle"], specials["fim_suffix"],
-                   specials["fim_pad"], specials["eos"])
+                   specials["fim_pad"], specials["eos"], specials.get("bos"))
 
 
 @dataclass(slots=True)
@@ -97,20 +98,21 @@ class ContextFim:
         ends = np.flatnonzero(real == self.t.eos)
         bounds = list(zip(np.r_[0, ends + 1], np.r_[ends, valid], strict=True))
         segs = [(int(s), int(e)) for s, e in bounds]
+        lead = [int(e > s and real[s] == self.t.bos) for s, e in segs]  # a BOS is kept out of the FIM text
         chosen = []
         for i, (s, e) in enumerate(segs):
-            if e > s:
+            if e > s + lead[i]:
                 self.stats.segments += 1
                 if rng.random() < self.cfg.rate:
                     chosen.append(i)
         if not chosen:
             return None
-        texts = self.encoder.decode_raw_batch([real[segs[i][0]:segs[i][1]].tolist() for i in chosen])
+        texts = self.encoder.decode_raw_batch([real[segs[i][0] + lead[i]:segs[i][1]].tolist() for i in chosen])
         pieces, spm = _cut(texts, rng, self.cfg.spm_rate)
         enc = self.encoder.encode_pieces(pieces, self.cfg.exact_pieces)
         replaced = {}
         for k, i in enumerate(chosen):
-            replaced[i] = arrange(enc[3 * k], enc[3 * k + 1], enc[3 * k + 2], spm[k], self.t)
+            replaced[i] = [self.t.bos] * lead[i] + arrange(enc[3 * k], enc[3 * k + 1], enc[3 * k + 2], spm[k], self.t)
             self.stats.fim += 1
             self.stats.spm += spm[k]
         out: list[int] = []

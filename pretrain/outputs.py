@@ -18,12 +18,14 @@ import yaml
 from crystalmix.core.atomic import atomic_open, write_json
 from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import add_stats, build_metadata, file_name, write_metadata
+from pretrain import cerebras
 from pretrain.split import file_parity_order
 from pretrain.stages import STATE_DIR, ShardTask
 
 INDEX_NAME = "index.json"
 MIXTURE_NAME = "mixture.yaml"
 SUMMARY_NAME = "build.json"
+DATA_PARAMS_NAME = "data_params.json"
 
 
 def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_size: int,
@@ -35,6 +37,8 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
     skipped: dict[str, dict[str, int]] = {}
     bad_files = []
     fim: dict[str, dict[str, int]] = {}
+    rewritten: dict[str, dict[str, int]] = {}
+    inputs: dict[str, list[int]] = {}  # per source/epoch: input files processed, and those that were bad
     for task in tasks:
         m = markers[task.name]
         key = f"{task.source.name}/epoch-{task.epoch}"
@@ -42,6 +46,11 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
         for reason, n in m["skipped"].items():
             agg[reason] = agg.get(reason, 0) + n
         agg["documents_read"] = agg.get("documents_read", 0) + m["documents"]
+        for reason, n in m.get("rewritten", {}).items():
+            rewritten.setdefault(key, {})[reason] = rewritten.get(key, {}).get(reason, 0) + n
+        counts = inputs.setdefault(key, [0, 0])
+        counts[0] += len(task.labels)
+        counts[1] += len(m.get("bad_files", []))
         f_agg = fim.setdefault(key, {})
         for k, n in m.get("fim", {}).items():
             f_agg[k] = f_agg.get(k, 0) + n
@@ -53,10 +62,11 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
                 entry["blocks"].append(block)
     for entry in folders.values():
         _select_half(entry, cfg, out)
-        entry["stats"], entry["documents"] = {}, 0
+        entry["stats"], entry["documents"], entry["cerebras"] = {}, 0, {}
         for block in entry["blocks"]:
             entry["stats"] = add_stats(entry["stats"], block["stats"])
             entry["documents"] += block["documents"]
+            entry["cerebras"] = cerebras.add(entry["cerebras"], block.get("cerebras", {}))
     written = []
     for folder, entry in sorted(folders.items(), key=lambda kv: _folder_order(kv[1]["task"], kv[0])):
         if not entry["files"]:
@@ -66,6 +76,13 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
         task = entry["task"]
         src = task.source
         sub = next(s for s in src.outputs() if f"{s.name}/epoch-{task.epoch}" == folder)
+        key = f"{src.name}/epoch-{task.epoch}"
+        extra: dict[str, Any] = {}
+        if cfg.model_vocab_size is not None:
+            extra["model_vocab_size"] = cfg.model_vocab_size
+        if cfg.tokenization != "crystalmix":
+            extra["tokenization"] = {"mode": cfg.tokenization, "split_chars": cerebras.SPLIT_CHARS, "bos": True,
+                                     "ftfy": src.ftfy, **rewritten.get(key, {})}
         meta = build_metadata(
             seq_len=cfg.seq_len, vocab_size=vocab_size, special_tokens=ctx.special,
             files=[(file_name(i), n) for i, (_, n, _, _) in enumerate(entry["files"])],
@@ -78,17 +95,47 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
                      "normalize": cfg.normalize, "min_sequence_len": cfg.min_sequence_len},
             selection={"split_method": cfg.split_method, "split_seed": cfg.split_seed, "half": src.half,
                        "fraction": src.fraction},
+            **extra,
         )
         write_metadata(out / folder, meta)
-    mixture = write_mixture(out, folders, written)
+        if cfg.tokenization == "cerebras":
+            _write_data_params(out / folder, entry, ctx, skipped[key], inputs[key],
+                               cfg.model_vocab_size or vocab_size)
+    mixture = write_mixture(out, folders, written, cfg.model_vocab_size)
     summary = {"stage": cfg.stage, "fingerprint": ctx.fingerprint, "folders": written,
                "empty_outputs": sorted(set(_all_outputs(tasks)) - set(written)),
                "documents": skipped, "fim": fim, "bad_files": bad_files,
+               **({"rewritten": rewritten} if rewritten else {}),
                "num_sequences": sum(folders[f]["stats"].get("num_sequences", 0) for f in written),
                "non_pad_tokens": sum(folders[f]["stats"].get("non_pad_tokens", 0) for f in written),
                "mixture": mixture, "config": _portable_config(tasks)}
     write_json(out / SUMMARY_NAME, summary)
     return summary
+
+
+UNUSABLE = ("not_utf8", "invalid_json", "missing_field", "not_text", "empty", "too_short")
+
+
+def _write_data_params(folder: Path, entry: dict[str, Any], ctx: Any, skipped: dict[str, int],
+                       inputs: list[int], vocab_size: int) -> None:
+    """Cerebras' ``data_params.json`` beside metadata.json (tokenization: cerebras).
+
+    ``discarded_files`` counts the source's unusable documents (Cerebras counted discarded samples under
+    that name); raw characters and bytes are those of the documents whose end lies in this folder's rows.
+    """
+    cfg, src = ctx.cfg, entry["task"].source
+    stats = entry["cerebras"]
+    params = cerebras.data_params(
+        inputs=sorted({b["input"] for b in entry["blocks"]}), folder=str(folder.relative_to(Path(ctx.out_dir))),
+        tokenizer_file=os.path.relpath(ctx.tokenizer_path, folder), eos_id=ctx.special["eos"],
+        pad_id=ctx.special["pad"], seq_len=cfg.seq_len, samples_per_file=cfg.samples_per_file, seed=cfg.seed,
+        text_field=src.text_field, use_ftfy=src.ftfy, min_sequence_len=cfg.min_sequence_len,
+        discarded=sum(skipped.get(r, 0) for r in UNUSABLE), processed_files=inputs[0],
+        successful_files=inputs[0] - inputs[1], raw_chars=stats.get("raw_chars_count", 0),
+        raw_bytes=stats.get("raw_bytes_count", 0), vocab_size=vocab_size, stats=stats)
+    with atomic_open(folder / DATA_PARAMS_NAME) as fh:
+        json.dump(params, fh, indent=4, sort_keys=True)  # Cerebras' own layout
+        fh.write("\n")
 
 
 def _select_half(entry: dict[str, Any], cfg: Any, out: Path) -> None:
@@ -151,11 +198,13 @@ def _place_folder(final: Path, entry: dict[str, Any], out: Path) -> None:
     write_json(final / INDEX_NAME, {"num_sequences": first, "files": files})
 
 
-def write_mixture(out: Path, folders: dict[str, dict[str, Any]], written: list[str]) -> list[dict[str, Any]]:
+def write_mixture(out: Path, folders: dict[str, dict[str, Any]], written: list[str],
+                  vocab_size: int | None = None) -> list[dict[str, Any]]:
     """Per-folder weights, in the form Cerebras' trainer reads (``mixture: [{data_dir, weight}]``).
 
     A source's weight is spread evenly over its epochs; empty folders are left out and the rest keep
-    their manifest weights (the trainer normalises them).
+    their manifest weights (the trainer normalises them). `vocab_size` (the model's, when the manifest
+    sets ``model_vocab_size``) goes beside the list: Cerebras' ``train_input`` takes both keys.
     """
     entries = []
     for folder in written:
@@ -165,7 +214,10 @@ def write_mixture(out: Path, folders: dict[str, dict[str, Any]], written: list[s
                         "num_sequences": int(folders[folder]["stats"].get("num_sequences", 0))})
     with atomic_open(out / MIXTURE_NAME) as fh:
         fh.write("# Written by crystalmix pretrain build: data folders and their sampling weights.\n")
-        yaml.safe_dump({"mixture": entries}, fh, sort_keys=True)
+        doc: dict[str, Any] = {"mixture": entries}
+        if vocab_size is not None:
+            doc["vocab_size"] = vocab_size
+        yaml.safe_dump(doc, fh, sort_keys=True)
     return entries
 
 

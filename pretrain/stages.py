@@ -24,6 +24,7 @@ import xxhash
 from crystalmix.core.atomic import write_json
 from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import ShardedWriter, add_stats, row_stats
+from pretrain import cerebras
 from pretrain.config import SourceConfig, StageConfig
 from pretrain.fim import ContextFim, DocumentFim, FimTokens
 from pretrain.pack import Packer, to_row
@@ -91,6 +92,8 @@ def plan_files(cfg: StageConfig) -> list[tuple[int, list[str], int]]:
     """Per source: (source index, input files, hub shard count); fails early naming an empty pattern."""
     out = []
     for i, src in enumerate(cfg.sources):
+        if src.ftfy:
+            cerebras.require_ftfy(src.name)
         if src.hub:
             from pretrain.sources import hub_shard_count
 
@@ -151,15 +154,19 @@ class _Output:
     fim: ContextFim | None
     pad_id: int
     samples_per_file: int
+    cerebras: cerebras.RowStats | None = None
     stats: dict[str, int] = field(default_factory=dict)
     file_stats: list[dict[str, int]] = field(default_factory=list)
     rows: int = 0
     doc_rows: list[int] = field(default_factory=list)  # per document: the row holding its EOS label
+    doc_raw: list[tuple[int, int]] = field(default_factory=list)  # per document: raw chars and bytes
 
-    def add(self, ids: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    def add(self, ids: np.ndarray, raw_chars: int = 0, raw_bytes: int = 0) -> list[tuple[np.ndarray, int]]:
         """Pack one document; remembers which row its last label (its EOS) falls in."""
         end = self.packer.position + len(ids) - 1  # stream index of the EOS
         self.doc_rows.append(max(end - 1, 0) // self.packer.seq_len)
+        if self.cerebras is not None:
+            self.doc_raw.append((raw_chars, raw_bytes))
         return self.packer.add(ids)
 
     def write(self, row: np.ndarray) -> None:
@@ -169,6 +176,8 @@ class _Output:
         if k == len(self.file_stats):
             self.file_stats.append({})
         self.file_stats[k] = add_stats(self.file_stats[k], part)
+        if self.cerebras is not None:
+            self.cerebras.add(row, k)
         self.writer.write(row)
         self.rows += 1
 
@@ -179,8 +188,18 @@ class _Output:
         """
         rows = np.asarray(self.doc_rows, dtype=np.int64)
         files = len(self.file_stats)
-        docs = np.bincount(rows[rows < self.rows] // self.samples_per_file, minlength=files)
-        return [{"documents": int(docs[i]), "stats": self.file_stats[i]} for i in range(files)]
+        inside = rows < self.rows
+        block = rows[inside] // self.samples_per_file
+        docs = np.bincount(block, minlength=files)
+        out: list[dict[str, Any]] = [{"documents": int(docs[i]), "stats": self.file_stats[i]} for i in range(files)]
+        if self.cerebras is not None:
+            raw = np.asarray(self.doc_raw, dtype=np.int64).reshape(-1, 2)[inside]
+            chars = np.bincount(block, weights=raw[:, 0], minlength=files)
+            size = np.bincount(block, weights=raw[:, 1], minlength=files)
+            for i, b in enumerate(out):
+                b["cerebras"] = {**self.cerebras.totals[i], "raw_chars_count": int(chars[i]),
+                                 "raw_bytes_count": int(size[i])}
+        return out
 
 
 def _streams(task: ShardTask, exclude: frozenset[str], per_file: bool) -> Iterator[tuple[str, Iterator[Record]]]:
@@ -228,10 +247,15 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     return body
 
 
+Selected = tuple[str, str, int, int]  # output name, text, raw characters and bytes (cerebras mode only)
+
+
 def select_documents(records: Iterable[Record], src: SourceConfig, cfg: StageConfig,
-                     skipped: Counter[str]) -> Iterator[tuple[str, str]]:
-    """(output name, text) of every document this stage keeps; the others are counted by reason."""
-    half = src.half if cfg.split_method == "hash" else None  # file parity acts on rows instead
+                     skipped: Counter[str], rewritten: Counter[str] | None = None) -> Iterator[Selected]:
+    """(output name, text, raw chars, raw bytes) of every document this stage keeps; the others are counted
+    by reason, and documents ftfy changed are counted in `rewritten`."""
+    half = src.half if cfg.split_method == "hash" else None  # file parity acts on packed files instead
+    raw_size = cfg.tokenization == "cerebras"  # for data_params.json's raw_chars_count / raw_bytes_count
     for rec in records:
         if isinstance(rec, Skipped):
             skipped[rec.reason] += 1
@@ -240,18 +264,26 @@ def select_documents(records: Iterable[Record], src: SourceConfig, cfg: StageCon
         if sub is None:
             skipped["excluded_subset"] += 1
             continue
-        text = normalize_text(rec.text) if cfg.normalize else rec.text
+        text = rec.text
+        if src.ftfy:
+            text = cerebras.fix_text(text)
+            if rewritten is not None and text != rec.text:
+                rewritten["ftfy_changed"] += 1
+        text = normalize_text(text) if cfg.normalize else text
         ok, why = keep_document(text, cfg.split_seed, half, src.fraction)
         if not ok:
             skipped[why] += 1
             continue
-        yield sub.name, text
+        if raw_size:
+            yield sub.name, text, len(rec.text), len(rec.text.encode("utf-8"))
+        else:
+            yield sub.name, text, 0, 0
 
 
-def batched(items: Iterable[tuple[str, str]], max_docs: int = BATCH_DOCS, max_chars: int = BATCH_CHARS
-            ) -> Iterator[list[tuple[str, str]]]:
+def batched(items: Iterable[Selected], max_docs: int = BATCH_DOCS, max_chars: int = BATCH_CHARS
+            ) -> Iterator[list[Selected]]:
     """Batches for `encode_batch`: bounded in documents and characters, so memory stays flat."""
-    batch: list[tuple[str, str]] = []
+    batch: list[Selected] = []
     chars = 0
     for item in items:
         batch.append(item)
@@ -284,7 +316,9 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
     fims: list[ContextFim | DocumentFim] = [doc_fim] if doc_fim else []
     rng = shard_rng(cfg.seed, task)
     per_file = cfg.split_method == "file_parity"
+    cerebras_mode = cfg.tokenization == "cerebras"
     skipped: Counter[str] = Counter()
+    rewritten: Counter[str] = Counter()
     counted = _Counted(())
     outputs: dict[str, dict[str, Any]] = {
         output_folder(sub.name, task.epoch): {"files": [], "rows": [], "blocks": [], "stats": {}, "documents": 0}
@@ -294,19 +328,25 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
                                   ShardedWriter(task.staging / sub.name / (f"{k:05d}" if per_file else ""),
                                                 cfg.seq_len, cfg.samples_per_file),
                                   ContextFim(enc, src.fim, fim_tokens) if context_fim else None, sp["pad"],
-                                  cfg.samples_per_file)
+                                  cfg.samples_per_file,
+                                  cerebras.RowStats(sp["eos"], sp["pad"], enc.doc) if cerebras_mode else None)
                 for sub in src.outputs()}
         fims += [o.fim for o in outs.values() if o.fim]
         counted.records = records
         try:
-            for batch in batched(select_documents(counted, src, cfg, skipped)):
-                texts = [t for _, t in batch]
-                encoded = doc_fim.encode(texts, rng) if doc_fim else iter(enc.encode_docs(texts))
-                for (name, _), ids in zip(batch, encoded, strict=True):
-                    if len(ids) - 1 < cfg.min_sequence_len:
+            for batch in batched(select_documents(counted, src, cfg, skipped, rewritten)):
+                texts = [t for _, t, _, _ in batch]
+                if doc_fim:
+                    encoded: Iterable[np.ndarray] = doc_fim.encode(texts, rng)
+                elif cerebras_mode:
+                    encoded = cerebras.encode_documents(enc.doc, texts, sp["bos"], sp["eos"])
+                else:
+                    encoded = enc.encode_docs(texts)
+                for (name, _, chars, size), ids in zip(batch, encoded, strict=True):
+                    if len(ids) - 1 - int(cerebras_mode) < cfg.min_sequence_len:  # BOS and EOS are not text
                         skipped["too_short"] += 1
                         continue
-                    _emit(outs[name], outs[name].add(ids), rng)
+                    _emit(outs[name], outs[name].add(ids, chars, size), rng)
             for name, out in sorted(outs.items()):
                 _emit(out, out.packer.finish(), rng)
                 files = out.writer.close()
@@ -325,7 +365,7 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
     for f in fims:
         fim_stats = {key: fim_stats.get(key, 0) + v for key, v in f.stats.as_dict().items()}
     return {"outputs": outputs, "skipped": dict(sorted(skipped.items())), "documents": counted.n,
-            "fim": fim_stats}
+            "fim": fim_stats, "rewritten": dict(sorted(rewritten.items()))}
 
 
 def _emit(out: _Output, chunks: list[tuple[np.ndarray, int]], rng: np.random.Generator) -> None:

@@ -135,3 +135,74 @@ def test_everything_skipped_is_reported_not_a_crash(tmp_path: Path) -> None:
     assert summary["folders"] == [] and summary["empty_outputs"] == ["py/epoch-0"]
     counts = summary["documents"]["py/epoch-0"]
     assert counts["too_short"] + counts.get("empty", 0) == counts["documents_read"] > 0
+
+
+def _jsonl(path: Path, texts: list[str]) -> str:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return str(path)
+
+
+def test_cerebras_tokenization_rows_data_params_and_vocab(tmp_path: Path) -> None:
+    """BOS per document, no padded row, ftfy counted, data_params.json's stats recomputed from the files."""
+    import yaml
+
+    from crystalmix.core.tokenizer import load_tokenizer
+    from pretrain.cerebras import split_text
+
+    long = " ".join(f"word{i}" for i in range(900))  # > 2000 characters: cut into pieces
+    texts = [long, "it\u2019s \u201cquoted\u201d\r\nnext line", *[f"document {i} " * (i + 3) for i in range(60)]]
+    folder = tmp_path / "cb"
+    folder.mkdir()
+    src = {"name": "docs", "paths": [_jsonl(tmp_path / "docs.jsonl", texts)], "ftfy": True}
+    tok = load_tokenizer(DEMO / "tokenizer")
+    cfg = load_manifest(stage_manifest(folder, sources=[src], mixture={"offline": False}, tokenization="cerebras",
+                                       model_vocab_size=len(tok) + 10, normalize=False, seq_len=64))
+    assert cfg.tail == "drop"
+    summary = build_stage(cfg, folder / "out", LocalExecutor(1), progress=False)
+    out = folder / "out" / "docs" / "epoch-0"
+    rows = _rows(out)
+    assert len(rows) > 10 and (rows[:, 1] == 1).all()  # no padded row: the leftover is dropped
+    stream = np.r_[rows[0, 0, :1], rows[:, 2].ravel()]  # labels follow one another across rows
+    sp = hdf5.read_metadata(out)["special_tokens"]
+    docs = np.split(stream, np.flatnonzero(stream == sp["eos"]) + 1)
+    assert all(d[0] == sp["bos"] for d in docs if len(d))  # every document starts with <s>
+    first = docs[0][1:-1].tolist()
+    pieces = split_text(long)
+    assert len(pieces) == 4 and "".join(pieces) == long
+    assert all(len(p) >= 2000 for p in pieces[:-1]) and all(p.startswith(" ") for p in pieces[1:])
+    assert first == [i for p in pieces for i in tok(p, add_special_tokens=False)["input_ids"]]
+    assert summary["rewritten"] == {"docs/epoch-0": {"ftfy_changed": 1}}
+    assert "it's \"quoted\"\nnext line" in tok.decode(docs[1][1:-1].tolist())
+    params = json.loads((out / "data_params.json").read_text())
+    stats = params["h5_dataset_stats"]
+    inputs = rows[:, 0]
+    assert stats["non_pad_tokens"] == int(((inputs != sp["eos"]) & (inputs != sp["pad"])).sum())
+    assert stats["non_pad_tokens"] < hdf5.read_metadata(out)["non_pad_tokens"]  # EOS is not counted there
+    assert stats["num_sequences"] == len(rows) and stats["loss_valid_tokens"] == rows[:, 1].sum()
+    decoded = [tok.decode(r.tolist(), skip_special_tokens=True) for r in inputs]
+    assert stats["detokenized_chars"] == sum(map(len, decoded))
+    assert params["post-process"]["vocab_size"] == len(tok) + 10
+    assert params["processing"]["chunk_len_to_split"] == 2000 and params["dataset"]["use_ftfy"] is True
+    assert hdf5.read_metadata(out)["model_vocab_size"] == len(tok) + 10
+    assert yaml.safe_load((folder / "out" / "mixture.yaml").read_text())["vocab_size"] == len(tok) + 10
+    assert hdf5.validate_folder(out)[1] == []
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"tokenization": "cerebras", "tail": "pad"}, "never pads LM rows"),
+    ({"tokenization": "cerebras", "sources": [{"name": "py", "paths": [PY], "text_field": "content",
+                                               "fim": {"rate": 0.5, "mode": "document"}}]}, "use mode 'llm360'"),
+])
+def test_cerebras_mode_refuses_what_it_cannot_do(tmp_path: Path, changes: dict, message: str) -> None:
+    from crystalmix.core.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        load_manifest(stage_manifest(tmp_path, **changes))
+
+
+def test_model_vocab_size_below_the_tokenizer_is_refused(tmp_path: Path) -> None:
+    from crystalmix.core.errors import UserError
+
+    cfg = load_manifest(stage_manifest(tmp_path, model_vocab_size=100))
+    with pytest.raises(UserError, match="smaller than the tokenizer"):
+        build_stage(cfg, tmp_path / "out", LocalExecutor(1), progress=False)
