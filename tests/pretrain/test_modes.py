@@ -154,7 +154,7 @@ def test_cerebras_tokenization_rows_data_params_and_vocab(tmp_path: Path) -> Non
     folder = tmp_path / "cb"
     folder.mkdir()
     src = {"name": "docs", "paths": [_jsonl(tmp_path / "docs.jsonl", texts)], "ftfy": True}
-    tok = load_tokenizer(DEMO / "tokenizer")
+    tok = load_tokenizer("demo")
     cfg = load_manifest(stage_manifest(folder, sources=[src], mixture={"offline": False}, tokenization="cerebras",
                                        model_vocab_size=len(tok) + 10, normalize=False, seq_len=64))
     assert cfg.tail == "drop"
