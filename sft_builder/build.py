@@ -34,6 +34,7 @@ from crystalmix.core.atomic import atomic_open, atomic_path, fingerprint, sweep_
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
 from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
 from sft_builder.mix import run_mix
+from sft_builder.report_data import RejectSampler
 from sft_builder.sources.base import make_adapter
 from sft_builder.steps.base import Item, PerSource
 from sft_builder.steps.decontaminate import Decontaminate
@@ -386,11 +387,15 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
 
     # publish
     _publish_conversations(mdir, out / "conversations")
-    _publish_rejects(m, dirs, gdir, mdir, out / "rejects")
+    sampler = RejectSampler(m.seed)
+    _publish_rejects(m, dirs, gdir, mdir, out / "rejects", sampler)
+    for split in tokenize_stats:
+        _sample_rejects(out, out / "tokenized" / split / "rejects.jsonl", sampler)
     report = make_report(
         m, ingest, glob_stats, mix_stats, tokenize_stats, fingerprint=config_fingerprint(m),
         stage_order=stage_order(),
     )
+    report["reject_samples"] = sampler.result()
     write_report(out, report)
     result.report = report
     _collect_timings(result, ingest, glob_stats, mix_stats)
@@ -421,6 +426,13 @@ def _collect_timings(
     result.counts["mix"] = sum(v.get("in", 0) for v in mix_stats.get("sources", {}).values())
 
 
+def _sample_rejects(out: Path, path: Path, sampler: RejectSampler) -> None:
+    if path.is_file():
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                sampler.offer(path.relative_to(out).as_posix(), n, json.loads(line))
+
+
 def iter_parquet(path: Path) -> Iterator[Conversation]:
     """Conversations back from one of our parquet shards."""
     import pyarrow.parquet as pq
@@ -448,19 +460,26 @@ def _publish_conversations(src: Path, dst: Path) -> None:
             old.unlink()
 
 
-def _publish_rejects(m: Manifest, ingest_dirs: list[Path], gdir: Path, mdir: Path, dst: Path) -> None:
-    """One ``rejects/<step>.jsonl`` per step, records in source priority order then stream order."""
+def _publish_rejects(m: Manifest, ingest_dirs: list[Path], gdir: Path, mdir: Path, dst: Path,
+                     sampler: RejectSampler | None = None) -> None:
+    """One ``rejects/<step>.jsonl`` per step, records in source priority order then stream order; `sampler`
+    sees each reject with its line in the published file (the report's samples link there)."""
     dst.mkdir(parents=True, exist_ok=True)
     files = [*(d / "rejects.jsonl" for d in ingest_dirs), gdir / "rejects.jsonl", mdir / "rejects.jsonl"]
     handles: dict[str, Any] = {}
+    lines: Counter[str] = Counter()
     with contextlib.ExitStack() as stack:
         for f in files:
             with open(f, encoding="utf-8") as fh:
                 for line in fh:
-                    step = json.loads(line)["step"]
+                    rec = json.loads(line)
+                    step = rec["step"]
                     if step not in handles:
                         handles[step] = stack.enter_context(atomic_open(dst / f"{step}.jsonl"))
                     handles[step].write(line)
+                    lines[step] += 1
+                    if sampler is not None:
+                        sampler.offer(f"{dst.name}/{step}.jsonl", lines[step], rec)
     for old in dst.glob("*.jsonl"):
         if old.stem not in handles:
             old.unlink()

@@ -37,6 +37,8 @@ from crystalmix.core.tokenizer import (
 )
 from sft_builder.chat import TOKENIZER_TEMPLATE, ChatEncoder, Encoded, load_template
 from sft_builder.pack import PACKINGS, PackStats, pack
+from sft_builder.report_data import add as hist_add
+from sft_builder.report_data import length_bin
 
 OUTPUTS = ("hdf5", "megatron-jsonl")
 REJECTS_NAME = "rejects.jsonl"  # beside the training files: conversations that give no training example
@@ -155,6 +157,8 @@ class _SourceStats:
     conversations: int = 0
     tokens: int = 0
     trained_tokens: int = 0
+    max_tokens: int = 0
+    length_hist: dict[str, int] = field(default_factory=dict)  # tokens per conversation, `length_bin` keys
 
 
 def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out_dir: Path, *, seed: int,
@@ -232,6 +236,8 @@ def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig,
             s.conversations += 1
             s.tokens += len(item.input_ids)
             s.trained_tokens += int(item.loss_mask.sum())
+            s.max_tokens = max(s.max_tokens, len(item.input_ids))
+            hist_add(s.length_hist, length_bin(len(item.input_ids)))
             yield item
 
     stats = PackStats()

@@ -132,6 +132,7 @@ def _empty_source_stats() -> dict[str, Any]:
         "chars": 0,
         "turns": 0,
         "rounds": 0,
+        "turns_hist": {},  # turns (system excluded) per kept conversation -> conversations
         "train": 0,
         "test": 0,
         "test_kept": 0,
@@ -167,6 +168,7 @@ def _rejects_and_stats(
             st["test_kept"] += int(is_test[i])
             st["turns"] += len(turns)
             st["rounds"] += len(turns) // 2
+            st["turns_hist"][str(len(turns))] = st["turns_hist"].get(str(len(turns)), 0) + 1
             st["chars"] += sum(len(msg["content"]) for msg in turns)
 
 

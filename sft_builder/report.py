@@ -49,6 +49,7 @@ def make_report(
             "chars": mix["chars"],
             "turns": mix["turns"],
             "rounds": mix["rounds"],
+            "turns_hist": mix.get("turns_hist", {}),
             "languages": ing["languages"],
             "adapter_fixes": ing["fixes"],
             "changes": ing["changes"],
