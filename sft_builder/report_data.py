@@ -13,9 +13,9 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-# Lower edges of the token-length bins: four per doubling (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, ...),
-# so a histogram of lengths from 1 to 2^40 tokens has at most ~160 bins whatever the corpus size.
-PER_OCTAVE = 4
+# Lower edges of the token-length bins: eight per doubling (1, 2, ..., 16, 17, 19, 21, 23, 26, 29, 31, 34, ...),
+# so a histogram of lengths from 1 to 2^40 tokens has at most ~320 bins whatever the corpus size.
+PER_OCTAVE = 8
 LENGTH_EDGES: tuple[int, ...] = tuple(sorted({0, *(math.ceil(2 ** (k / PER_OCTAVE)) for k in range(40 * PER_OCTAVE))}))
 SAMPLES = 3  # records kept per (step, reason)
 TEXT_LIMIT = 1200  # characters of each message kept in a sample; the full record is in rejects/
@@ -45,10 +45,19 @@ def merge(*hists: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
+def _safe(text: str) -> str:
+    """Text UTF-8 can hold: a lone surrogate (kept in rejects as ``\\udXXX``) is shown as that escape."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _clip(text: str) -> dict[str, Any]:
     if len(text) <= TEXT_LIMIT:
-        return {"text": text}
-    return {"text": text[:TEXT_LIMIT], "chars": len(text)}
+        return {"text": _safe(text)}
+    return {"text": _safe(text[:TEXT_LIMIT]), "chars": len(text)}
 
 
 def compact_record(record: Any) -> dict[str, Any]:
@@ -56,7 +65,7 @@ def compact_record(record: Any) -> dict[str, Any]:
     the full length kept) when it is a conversation, else the raw record as JSON text, cut likewise."""
     msgs = record.get("messages") if isinstance(record, dict) else None
     if isinstance(msgs, list) and all(isinstance(m, dict) for m in msgs):
-        return {"messages": [{"role": str(m.get("role", "")), **_clip(str(m.get("content", "")))} for m in msgs]}
+        return {"messages": [{"role": _safe(str(m.get("role", ""))), **_clip(str(m.get("content", "")))} for m in msgs]}
     raw = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False, sort_keys=True)
     return {"raw": _clip(raw)}
 
@@ -92,17 +101,17 @@ class RejectSampler:
         out = {
             "rejects_file": path,
             "rejects_line": line,
-            "source": reject.get("source", ""),
-            "file": reject.get("file", ""),
+            "source": _safe(str(reject.get("source", ""))),
+            "file": _safe(str(reject.get("file", ""))),
             "line": reject.get("line", 0),
-            "detail": reject.get("detail", ""),
+            "detail": _safe(str(reject.get("detail", ""))),
             "record": compact_record(reject.get("record")),
         }
         rec = reject.get("record")
         if isinstance(rec, dict) and isinstance(rec.get("id"), str):
-            out["id"] = rec["id"]
+            out["id"] = _safe(rec["id"])
         if reject.get("duplicate_of") is not None:
-            out["duplicate_of"] = reject["duplicate_of"]
+            out["duplicate_of"] = _safe(str(reject["duplicate_of"]))
         return out
 
     def result(self) -> dict[str, dict[str, list[dict[str, Any]]]]:

@@ -26,8 +26,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 # -- the data -------------------------------------------------------------------------------------------
 def test_length_bins_cover_every_length_once() -> None:
-    assert LENGTH_EDGES[:10] == (0, 1, 2, 3, 4, 5, 6, 7, 8, 10)
-    assert len(LENGTH_EDGES) < 170  # bounded whatever the corpus: ~4 bins per doubling up to 2^40
+    assert LENGTH_EDGES[:10] == (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+    assert len(LENGTH_EDGES) < 330  # bounded whatever the corpus: ~8 bins per doubling up to 2^40
     for n in [*range(0, 3000), 2047, 2048, 2049, 10**6, 2**39]:
         lo = int(length_bin(n))
         assert lo <= n < bin_upper(lo), n
@@ -70,6 +70,8 @@ def test_compact_record_cuts_long_text_and_keeps_raw_records() -> None:
     assert rec["messages"][0]["chars"] == 5000 and len(rec["messages"][0]["text"]) < 5000
     assert compact_record('{"id": "broken",') == {"raw": {"text": '{"id": "broken",'}}
     assert "raw" in compact_record({"text": "no markers"})
+    lone = compact_record({"messages": [{"role": "user", "content": "a\ud800b"}]})  # as rejects may hold
+    assert json.dumps(lone, ensure_ascii=False).encode("utf-8") and "\\ud800" in lone["messages"][0]["text"]
 
 
 def test_report_json_has_the_histograms_and_samples(demo: tuple[Path, dict]) -> None:
