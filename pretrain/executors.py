@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from crystalmix.core.errors import UserError
+from crystalmix.core.workers import WorkerPool
 from pretrain.stages import ShardTask, read_marker, run_shard, set_worker_env
 
 Marker = dict[str, Any]
@@ -37,9 +37,9 @@ class LocalExecutor:
                 results[task.name] = run_shard(task)
                 on_done(task, results[task.name])
             return results
-        ctx = get_context("spawn")  # fresh processes: no inherited tokenizer threads or Ray state
-        pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=set_worker_env)
-        try:
+        # spawned: fresh processes, no inherited tokenizer threads or Ray state; they die with this process,
+        # and the first error stops the others at once (no new shards)
+        with WorkerPool(self.workers, start="spawn", initializer=set_worker_env) as pool:
             pending: dict[Future[Marker], ShardTask] = {}
             queue = iter(tasks)
             for task in _take(queue, self.workers * 2):  # a bounded window: the plan can be huge
@@ -52,10 +52,6 @@ class LocalExecutor:
                     on_done(task, results[task.name])
                 for task in _take(queue, len(finished)):
                     pending[pool.submit(run_shard, task)] = task
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # stop at the first error: no new shards
-            raise
-        pool.shutdown(wait=True)
         return results
 
 

@@ -24,7 +24,6 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from crystalmix.core.atomic import atomic_open, atomic_path, fingerprint, sweep_temporaries, write_json
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
+from crystalmix.core.workers import WorkerPool
 from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
 from sft_builder.mix import run_mix
 from sft_builder.report_data import RejectSampler
@@ -337,7 +337,7 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
             d.mkdir(parents=True, exist_ok=True)
             todo.append((s, d))
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        with WorkerPool(min(workers, len(todo)), start="fork") as pool:
             for (s, _), stats in zip(
                 todo, pool.map(_ingest_worker, [(m, s.name, str(d)) for s, d in todo]), strict=True
             ):

@@ -17,6 +17,7 @@ import json
 import os
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from crystalmix.core.tokenizer import (
     local_tokenizer_problem,
     special_token_ids,
 )
+from crystalmix.core.workers import WorkerPool
 from sft_builder.chat import TOKENIZER_TEMPLATE, ChatEncoder, Encoded, load_template
 from sft_builder.pack import PACKINGS, PackStats, pack
 from sft_builder.report_data import add as hist_add
@@ -138,17 +140,16 @@ def encode_stream(conversations: Iterable[Conversation], cfg: TokenizeConfig,
         for batch in batches(conversations, BATCH):
             yield from enc.encode(batch)
         return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-        pending: list[Any] = []
+    # A worker that cannot start (a template or tokenizer failing to load) fails its first task with
+    # that error, and one that dies breaks the pool: either ends the run, neither hangs it.
+    with WorkerPool(workers, start="fork", initializer=_init_worker, initargs=(cfg,)) as pool:
+        pending: deque[Future[list[Encoded | Rejected]]] = deque()
         for batch in batches(conversations, BATCH):
-            pending.append(pool.apply_async(_encode_task, (batch,)))
+            pending.append(pool.submit(_encode_task, batch))
             if len(pending) >= 2 * workers:
-                yield from pending.pop(0).get()
-        for job in pending:
-            yield from job.get()
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
 
 
 # -- the stage ------------------------------------------------------------------------------------------
