@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import DEMO
-
 CLI = Path(sys.executable).with_name("crystalmix")
 
 
@@ -39,7 +37,7 @@ def big_manifest(folder: Path) -> Path:
     for k in range(2):
         lines = "".join(f'{{"text": "{i} {para}"}}\n' for i in range(20_000)).encode()
         (folder / f"big-{k}.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines))
-    raw = {"stage": "big", "tokenizer": str(DEMO / "tokenizer"), "seq_len": 256, "seed": 1,
+    raw = {"stage": "big", "tokenizer": "demo", "seq_len": 256, "seed": 1,
            "sources": [{"name": "big", "paths": [str(folder / "big-*.jsonl.zst")]}]}
     path = folder / "stage.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
