@@ -28,7 +28,9 @@ from crystalmix.core.config import (
 from crystalmix.core.errors import UserError
 from crystalmix.core.tokenizer import DEMO
 
-FimMode = Literal["context", "document"]
+# context: our Megatron-style pass on packed L+1 chunks; document: on whole documents before packing;
+# llm360: LLM360's fim_hdf5_stage2/3.py pass on rows of L input ids, quirks included (FIDELITY.md section 3)
+FimMode = Literal["context", "document", "llm360"]
 SplitMethod = Literal["hash", "file_parity"]
 Tail = Literal["pad", "drop"]
 # crystalmix: ``ids + [eos]`` per document. cerebras: Cerebras Model Zoo 2.0.3 as LLM360 ran it, ``[bos] +``
@@ -40,14 +42,11 @@ WEIGHT = spec(at_least(0))  # a sampling weight: relative, finite (NaN and inf a
 
 @dataclass(frozen=True, slots=True)
 class FimConfig:
-    """Fill-in-the-middle: `rate` of segments (context) or documents (document) become PSM/SPM."""
+    """Fill-in-the-middle: `rate` of segments (context, llm360) or documents (document) become PSM/SPM."""
 
     rate: float = field(default=0.0, metadata=RATE)
     spm_rate: float = field(default=0.5, metadata=RATE)
     mode: FimMode = "context"
-    # True: pieces decode to exactly the original text. False: each piece encoded as a fresh text, as
-    # LLM360's Megatron code did (SentencePiece then adds a word-start space at every cut).
-    exact_pieces: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +148,10 @@ class StageConfig:
             if self.tokenization == "cerebras" and src.fim.rate > 0 and src.fim.mode == "document":
                 yield "sources", (f"source {src.name!r}: fim mode 'document' encodes documents its own way; with "
                                   "tokenization: cerebras use mode 'llm360' (LLM360's pass) or 'context'")
+        for src in self.sources:
+            if src.fim.rate > 0 and src.fim.mode == "llm360" and self.tail == "pad":
+                yield "tail", (f"source {src.name!r}: fim mode 'llm360' is LLM360's pass on unpadded rows; "
+                               "set 'tail: drop' (or tokenization: cerebras, which drops the tail)")
         if self.tokenization == "cerebras" and self.tail == "pad":
             yield "tail", ("tokenization: cerebras drops the leftover tokens of each stream (Cerebras never pads "
                            "LM rows); remove 'tail: pad' or set 'tail: drop'")
@@ -183,6 +186,18 @@ class _Overrides:
         return self.error(at, why)
 
 
+def _removed_keys(raw: dict[str, Any], doc: YamlDoc) -> None:
+    """Keys that existed once: a clear pointer to what replaced them, not "unknown key"."""
+    sources = raw.get("sources")
+    for i, src in enumerate(sources if isinstance(sources, list) else []):
+        fim = src.get("fim") if isinstance(src, dict) else None
+        if isinstance(fim, dict) and "exact_pieces" in fim:
+            raise doc.error(("sources", i, "fim", "exact_pieces"),
+                            "exact_pieces was removed: for LLM360's FIM (each piece encoded as a fresh text, and "
+                            "the rest of its pass) use 'mode: llm360'; without the key, pieces decode to the "
+                            "exact text")
+
+
 def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
     """Read a stage manifest; relative paths are relative to the manifest, ``$VARS`` are expanded.
 
@@ -195,6 +210,7 @@ def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
         raise doc.error((), "a manifest must be a YAML mapping")
     given = {k: v for k, v in overrides.items() if v is not None}
     site = _Overrides(doc, set(given))
+    _removed_keys(raw, doc)
     top = {k: v for k, v in raw.items() if k not in _SECTIONS}
     top.update(given)
     if top.get("tokenization") == "cerebras":

@@ -1,19 +1,27 @@
-"""Fill-in-the-middle, character-level, as LLM360 applied it (BigCode's algorithm), in two modes.
+"""Fill-in-the-middle, character-level (BigCode's algorithm), in three modes.
 
-``context``: after packing, each EOS-separated segment of a row becomes, with probability `rate`, PSM
-``<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle`` or (probability `spm_rate`) SPM
-``<fim_prefix> <fim_suffix> suffix <fim_middle> prefix middle``; the row is then cut or padded with
-``<fim_pad>`` back to L+1. ``document``: the same on whole documents before packing, so nothing is cut.
-Pieces are encoded with `Encoder.encode_pieces`, so prefix + middle + suffix decode to the exact text
-(``exact_pieces: false`` keeps LLM360's fresh-text encoding of each piece instead).
+``context`` (the default, Megatron-style): after packing, each EOS-separated segment of an L+1 chunk
+becomes, with probability `rate`, PSM ``<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle`` or
+(probability `spm_rate`) SPM ``<fim_prefix> <fim_suffix> suffix <fim_middle> prefix middle``; the chunk is
+then cut or padded with ``<fim_pad>`` back to L+1 and labels follow from it. ``document``: the same on whole
+documents before packing, so nothing is cut. Pieces are encoded with `Encoder.encode_pieces`, so
+prefix + middle + suffix decode to the exact text.
+
+``llm360``: LLM360's own pass (fim_hdf5_stage2/3.py, FIDELITY.md section 3), reproduced exactly on rows of
+L input ids: an empty inner segment loses its EOS, the (possibly empty) segment after the last EOS is
+permuted too, text is decoded the way LLaMA's tokenizer decodes (dropping one leading space) and each piece
+encoded as a fresh text (gaining a word-start space), labels are the new inputs shifted with a fake EOS
+last, and the loss mask is kept in place. Our seeding (not theirs) decides the draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from pretrain.config import FimConfig
 from pretrain.tokenize import Encoder
@@ -109,7 +117,7 @@ class ContextFim:
             return None
         texts = self.encoder.decode_raw_batch([real[segs[i][0] + lead[i]:segs[i][1]].tolist() for i in chosen])
         pieces, spm = _cut(texts, rng, self.cfg.spm_rate)
-        enc = self.encoder.encode_pieces(pieces, self.cfg.exact_pieces)
+        enc = self.encoder.encode_pieces(pieces)
         replaced = {}
         for k, i in enumerate(chosen):
             replaced[i] = [self.t.bos] * lead[i] + arrange(enc[3 * k], enc[3 * k + 1], enc[3 * k + 2], spm[k], self.t)
@@ -137,7 +145,7 @@ class DocumentFim:
         plain = iter(self.encoder.encode_docs([t for t, c in zip(texts, chosen, strict=True) if not c]))
         picked = [t for t, c in zip(texts, chosen, strict=True) if c]
         pieces, spm = _cut(picked, rng, self.cfg.spm_rate)
-        enc = self.encoder.encode_pieces(pieces, self.cfg.exact_pieces) if pieces else []
+        enc = self.encoder.encode_pieces(pieces) if pieces else []
         k = 0
         for c in chosen:
             if not c:
@@ -148,3 +156,86 @@ class DocumentFim:
             self.stats.spm += spm[k]
             k += 1
             yield np.asarray(ids, dtype=np.int32)
+
+
+@lru_cache(maxsize=4)
+def fresh_text_tokenizer(tokenizer_path: str) -> Tokenizer:
+    """The stage's tokenizer as LLM360's FIM script used LLaMA's: special-token strings in text are matched.
+
+    A segment holding ``<s>`` decodes to the text ``<s>``, and encoding that text must give the id back.
+    """
+    tok = Tokenizer.from_file(tokenizer_path)
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+@dataclass(slots=True)
+class Llm360Stats(FimStats):
+    padded_rows: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {**FimStats.as_dict(self), "fim_padded_rows": self.padded_rows}
+
+
+class Llm360Fim:
+    """LLM360's FIM pass, exactly, on one packed row ``(3, L)`` at a time (see the module docstring).
+
+    Draws per segment, in LLM360's order: ``binomial(1, rate)``; if chosen, two positions from
+    ``integers(0, len(text) + 1)`` and ``binomial(1, spm_rate)``. Decoding and encoding are batched per row
+    (they draw nothing), so the order of draws is the reference's.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, cfg: FimConfig, tokens: FimTokens) -> None:
+        self.tok, self.cfg, self.t = tokenizer, cfg, tokens
+        self.stats = Llm360Stats()
+
+    def apply_row(self, row: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        sample = row[0]
+        width = len(sample)
+        segments: list[np.ndarray] = []
+        separated: list[bool] = []  # followed by an EOS in the new row
+        start = 0
+        for loc in np.flatnonzero(sample == self.t.eos).tolist():
+            if loc > start:  # an empty inner segment is skipped, and its EOS with it
+                segments.append(sample[start:loc])
+                separated.append(True)
+            start = loc + 1
+        segments.append(sample[start:])  # the tail after the last EOS, permuted even when empty
+        separated.append(False)
+        parts = self._permute(segments, rng)
+        new = np.concatenate([np.r_[p, [self.t.eos]] if sep else np.asarray(p)
+                              for p, sep in zip(parts, separated, strict=True)]).astype(np.int32)
+        labels = np.r_[new[1:], [self.t.eos]].astype(np.int32)  # before the cut: a fake EOS last label
+        mask = row[1].copy()
+        if len(new) > width:
+            self.stats.truncated_rows += 1
+            new, labels = new[:width], labels[:width]
+        elif len(new) < width:
+            self.stats.padded_rows += 1
+            short = width - len(new)
+            new = np.r_[new, np.full(short, self.t.pad, dtype=np.int32)]
+            labels = np.r_[labels, np.full(short, self.t.pad, dtype=np.int32)]
+            mask[-short:] = 0
+        return np.stack([new, mask, labels]).astype(np.int32)
+
+    def _permute(self, segments: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        texts = self.tok.decode_batch([s.tolist() for s in segments], skip_special_tokens=False)
+        chosen: list[tuple[int, bool]] = []
+        pieces: list[str] = []
+        for i, text in enumerate(texts):
+            self.stats.segments += 1
+            if not rng.binomial(1, self.cfg.rate):
+                continue
+            a, b = sorted(int(x) for x in rng.integers(0, len(text) + 1, size=2))
+            pieces += [text[:a], text[a:b], text[b:]]
+            chosen.append((i, bool(rng.binomial(1, self.cfg.spm_rate))))
+        if not chosen:
+            return segments
+        enc = [e.ids for e in self.tok.encode_batch_fast(pieces, add_special_tokens=False)]
+        out = list(segments)
+        for k, (i, spm) in enumerate(chosen):
+            out[i] = np.asarray(arrange(enc[3 * k], enc[3 * k + 1], enc[3 * k + 2], spm, self.t), dtype=np.int32)
+            self.stats.fim += 1
+            self.stats.spm += spm
+        return out

@@ -26,11 +26,11 @@ from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import ShardedWriter, add_stats, row_stats
 from pretrain import cerebras
 from pretrain.config import SourceConfig, StageConfig
-from pretrain.fim import ContextFim, DocumentFim, FimTokens
+from pretrain.fim import ContextFim, DocumentFim, FimTokens, Llm360Fim, fresh_text_tokenizer
 from pretrain.pack import Packer, to_row
 from pretrain.sources import BadFileError, Record, Skipped, expand_paths, read_file, read_hub_shard
 from pretrain.split import keep_document
-from pretrain.tokenize import cached_encoder, normalize_text
+from pretrain.tokenize import Encoder, cached_encoder, normalize_text
 
 STATE_DIR = ".state"
 BATCH_DOCS = 256
@@ -151,7 +151,7 @@ class _Output:
 
     packer: Packer
     writer: ShardedWriter
-    fim: ContextFim | None
+    fim: ContextFim | Llm360Fim | None
     pad_id: int
     samples_per_file: int
     cerebras: cerebras.RowStats | None = None
@@ -311,9 +311,9 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
     cfg, src, sp = task.ctx.cfg, task.source, task.ctx.special
     enc = cached_encoder(task.ctx.tokenizer_path, sp["eos"], cfg.max_doc_chars)
     fim_tokens = FimTokens.from_specials(sp) if src.fim.rate > 0 else None
-    context_fim = fim_tokens is not None and src.fim.mode == "context"
-    doc_fim = DocumentFim(enc, src.fim, fim_tokens) if fim_tokens and not context_fim else None
-    fims: list[ContextFim | DocumentFim] = [doc_fim] if doc_fim else []
+    mode = src.fim.mode if fim_tokens is not None else None
+    doc_fim = DocumentFim(enc, src.fim, fim_tokens) if fim_tokens and mode == "document" else None
+    fims: list[ContextFim | DocumentFim | Llm360Fim] = [doc_fim] if doc_fim else []
     rng = shard_rng(cfg.seed, task)
     per_file = cfg.split_method == "file_parity"
     cerebras_mode = cfg.tokenization == "cerebras"
@@ -327,7 +327,7 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
         outs = {sub.name: _Output(Packer(cfg.seq_len, sp["pad"], cfg.tail),
                                   ShardedWriter(task.staging / sub.name / (f"{k:05d}" if per_file else ""),
                                                 cfg.seq_len, cfg.samples_per_file),
-                                  ContextFim(enc, src.fim, fim_tokens) if context_fim else None, sp["pad"],
+                                  _row_fim(task, enc, mode, fim_tokens), sp["pad"],
                                   cfg.samples_per_file,
                                   cerebras.RowStats(sp["eos"], sp["pad"], enc.doc) if cerebras_mode else None)
                 for sub in src.outputs()}
@@ -368,9 +368,22 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
             "fim": fim_stats, "rewritten": dict(sorted(rewritten.items()))}
 
 
+def _row_fim(task: ShardTask, enc: Encoder, mode: str | None, tokens: FimTokens | None
+             ) -> ContextFim | Llm360Fim | None:
+    """The FIM pass applied to packed rows, one per output folder (each keeps its own counts)."""
+    if tokens is None or mode == "document":
+        return None
+    if mode == "llm360":
+        return Llm360Fim(fresh_text_tokenizer(task.ctx.tokenizer_path), task.source.fim, tokens)
+    return ContextFim(enc, task.source.fim, tokens)
+
+
 def _emit(out: _Output, chunks: list[tuple[np.ndarray, int]], rng: np.random.Generator) -> None:
     """Chunks -> FIM -> rows -> the stream's writer."""
     for chunk, valid in chunks:
+        if isinstance(out.fim, Llm360Fim):  # LLM360's pass works on the row of L inputs
+            out.write(out.fim.apply_row(to_row(chunk, valid), rng))
+            continue
         if out.fim is not None:
             chunk, valid = out.fim.apply(chunk, valid, rng)
         out.write(to_row(chunk, valid))

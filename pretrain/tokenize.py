@@ -85,13 +85,12 @@ class Encoder:
             out.append(np.concatenate(parts))
         return out
 
-    def encode_pieces(self, texts: list[str], exact: bool = True) -> list[list[int]]:
+    def encode_pieces(self, texts: list[str]) -> list[list[int]]:
         """Encode text pieces with no added word marker, so concatenated pieces decode to the joined text.
 
-        ``exact=False`` encodes each piece as a document of its own (LLM360's behaviour, kept for fidelity).
+        (LLM360's own piece encoding, a fresh text per piece, is `pretrain.fim.Llm360Fim`'s.)
         """
-        tok = self.piece if exact else self.doc
-        return [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+        return [e.ids for e in self.piece.encode_batch_fast(texts, add_special_tokens=False)]
 
     def decode_raw(self, ids: Iterable[int]) -> str:
         """Decode without dropping the leading space, the exact inverse of `encode_pieces`."""

@@ -206,3 +206,35 @@ def test_model_vocab_size_below_the_tokenizer_is_refused(tmp_path: Path) -> None
     cfg = load_manifest(stage_manifest(tmp_path, model_vocab_size=100))
     with pytest.raises(UserError, match="smaller than the tokenizer"):
         build_stage(cfg, tmp_path / "out", LocalExecutor(1), progress=False)
+
+
+def test_llm360_fim_builds_valid_rows_with_the_fake_eos_label(tmp_path: Path) -> None:
+    """Cerebras tokenization + LLM360's FIM, end to end: valid files, every FIM count in the metadata."""
+    src = {"name": "py", "paths": [PY], "text_field": "content", "ftfy": True, "epochs": 2,
+           "fim": {"rate": 0.9, "spm_rate": 0.5, "mode": "llm360"}}
+    out = _build(tmp_path, "llm360", [src], tokenization="cerebras")
+    for epoch in (0, 1):
+        folder = out / "py" / f"epoch-{epoch}"
+        rows, problems = hdf5.validate_folder(folder)
+        assert problems == [] and rows > 0
+    meta = hdf5.read_metadata(out / "py" / "epoch-0")
+    assert meta["fim"]["mode"] == "llm360" and meta["fim"]["fim_applied"] > 0
+    rows = _rows(out / "py" / "epoch-0")
+    sp = meta["special_tokens"]
+    kept = rows[:, 0, -1] != sp["pad"]  # not padded: the last label is trained, a fake EOS unless the row grew
+    assert kept.any() and (rows[kept, 1, -1] == 1).all() and (rows[kept, 2, -1] == sp["eos"]).sum() > 0
+    assert (rows[:, 2, :-1] == rows[:, 0, 1:])[rows[:, 0, 1:] != sp["pad"]].all()
+    padded = ~kept
+    assert padded.sum() == meta["fim"]["fim_padded_rows"]
+    assert not np.array_equal(rows, _rows(out / "py" / "epoch-1")[: len(rows)])  # a fresh pass per epoch
+
+
+def test_exact_pieces_points_to_the_llm360_mode(tmp_path: Path) -> None:
+    from crystalmix.core.errors import UserError
+
+    src = {"name": "py", "paths": [PY], "text_field": "content", "fim": {"rate": 0.5, "exact_pieces": False}}
+    with pytest.raises(UserError, match=r"sources\[0\]\.fim\.exact_pieces: exact_pieces was removed.*mode: llm360"):
+        load_manifest(stage_manifest(tmp_path, sources=[src]))
+    src = {"name": "py", "paths": [PY], "text_field": "content", "fim": {"rate": 0.5, "mode": "llm360"}}
+    with pytest.raises(UserError, match="unpadded rows"):
+        load_manifest(stage_manifest(tmp_path, sources=[src]))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from crystalmix.core.tokenizer import special_token_ids, tokenizer_json
 from pretrain.config import FimConfig
@@ -141,16 +142,121 @@ def test_fast_decode_matches_rust_on_real_code(code_texts: list[str], codec) -> 
     assert enc.decode_raw_batch(seqs) == enc.piece.decode_batch(seqs, skip_special_tokens=False)
 
 
-def test_reference_piece_encoding_adds_a_space_per_piece(code_texts: list[str], codec) -> None:
-    """``exact_pieces: false`` reproduces LLM360's quirk: every non-empty piece gains a leading space."""
-    enc, t, _ = codec
-    fim = DocumentFim(enc, FimConfig(rate=1.0, spm_rate=0.0, mode="document", exact_pieces=False), t)
-    changed = 0
-    for text, ids in zip(code_texts[:80], fim.encode(code_texts[:80], np.random.default_rng(2)), strict=True):
-        seg = ids[:-1].tolist()
+# -- fim.mode: llm360 ------------------------------------------------------------------------------------
+def llm360_reference(row: np.ndarray, tok: Tokenizer, rate: float, spm_rate: float, rng: np.random.Generator,
+                     t: FimTokens) -> tuple[np.ndarray, list[int]]:
+    """LLM360's pass on one row, written from FIDELITY.md section 3; returns (row, inputs before the cut)."""
+    sample, mask, width = row[0].tolist(), row[1].tolist(), row.shape[1]
+
+    def permute(seg: list[int]) -> list[int]:
+        if not rng.binomial(1, rate):
+            return seg
+        text = tok.decode(seg, skip_special_tokens=False)
+        lo, hi = sorted(rng.integers(0, len(text) + 1, size=2).tolist())
+        pre, mid, suf = (tok.encode(x, add_special_tokens=False).ids for x in (text[:lo], text[lo:hi], text[hi:]))
+        if rng.binomial(1, spm_rate):
+            return [t.prefix, t.suffix, *suf, t.middle, *pre, *mid]
+        return [t.prefix, *pre, t.suffix, *suf, t.middle, *mid]
+
+    out: list[int] = []
+    start = 0
+    for i, tid in enumerate(sample):
+        if tid == t.eos:
+            if i > start:
+                out += permute(sample[start:i]) + [t.eos]
+            start = i + 1
+    out += permute(sample[start:])
+    full = out
+    labels = out[1:] + [t.eos]
+    if len(out) >= width:
+        out, labels = out[:width], labels[:width]
+    else:
+        short = width - len(out)
+        out, labels, mask = out + [t.pad] * short, labels + [t.pad] * short, mask[:len(out)] + [0] * short
+    return np.asarray([out, mask, labels], dtype=np.int32), full
+
+
+def _rows_with_every_edge(stream: np.ndarray, eos: int, width: int) -> dict[str, list[np.ndarray]]:
+    """Real rows of L inputs: packed ones, and windows of the same stream that start or end at an EOS, and
+    packed rows with an empty document inserted (``EOS EOS``)."""
+    def row(window: np.ndarray) -> np.ndarray:
+        return np.stack([window[:-1], np.ones(width, dtype=np.int32), window[1:]]).astype(np.int32)
+
+    ends = np.flatnonzero(stream == eos)
+    packed = [row(stream[k:k + width + 1]) for k in range(0, len(stream) - width, width)]
+    starts = [row(stream[p:p + width + 1]) for p in ends[:60] if p + width + 1 <= len(stream)]
+    tails = [row(stream[p - width + 1:p + 2]) for p in ends[20:80] if p - width + 1 >= 0]
+    doubled = []
+    for r in packed:
+        inside = np.flatnonzero(r[0][:-1] == eos)
+        if len(inside):
+            j = int(inside[0])
+            window = np.r_[r[0][:j + 1], [eos], r[0][j + 1:], r[2][-1:]][: width + 1]
+            doubled.append(row(window))
+    return {"packed": packed, "starts_with_eos": starts, "empty_tail": tails, "eos_eos": doubled}
+
+
+@pytest.mark.parametrize("rate", [0.9, 0.3])
+def test_llm360_mode_equals_the_reference_on_real_rows(realdata: Path, code_texts: list[str], rate: float) -> None:
+    """Id for id on real code rows (Cerebras-tokenized, as LLM360's were), covering every edge case."""
+    from pretrain.cerebras import encode_documents
+    from pretrain.fim import Llm360Fim, fresh_text_tokenizer
+
+    path = str(realdata / "tokenizers" / "crystalcoder" / "tokenizer.json")
+    ref_tok = Tokenizer.from_file(path)
+    t = FimTokens(32000, 32001, 32002, 32003, 2, 1)
+    stream = np.concatenate(encode_documents(ref_tok, code_texts, 1, 2))
+    cases = _rows_with_every_edge(stream, t.eos, 1024)
+    fim = Llm360Fim(fresh_text_tokenizer(path), FimConfig(rate=rate, spm_rate=0.5, mode="llm360"), t)
+    ours_rng, ref_rng = np.random.default_rng([360, 1]), np.random.default_rng([360, 1])
+    seen = {"grew": 0, "shrank": 0, "bare_sentinels_at_tail": 0, "fake_eos_label": 0}
+    for kind, rows in cases.items():
+        assert len(rows) >= 20, kind
+        for row in rows:
+            got = fim.apply_row(row, ours_rng)
+            want, full = llm360_reference(row, ref_tok, rate, 0.5, ref_rng, t)
+            assert np.array_equal(got, want), kind
+            length = len(full)
+            seen["grew"] += length > 1024
+            seen["shrank"] += length < 1024
+            if kind == "empty_tail" and full[-4:] == [t.eos, t.prefix, t.suffix, t.middle]:
+                seen["bare_sentinels_at_tail"] += 1  # the empty segment after the last EOS, permuted
+            if length == 1024:  # the fake EOS label, trained
+                seen["fake_eos_label"] = seen.get("fake_eos_label", 0) + 1
+                assert got[2][-1] == t.eos and got[1][-1] == row[1][-1] == 1
+            if kind == "starts_with_eos":
+                assert got[0][0] != t.eos  # the leading empty segment lost its EOS
+            if kind == "eos_eos":
+                pairs = np.flatnonzero((got[0][:-1] == t.eos) & (got[0][1:] == t.eos))
+                assert len(pairs) == 0  # `EOS EOS` keeps one
+    assert all(n > 0 for n in seen.values()), seen
+    stats = fim.stats.as_dict()
+    assert stats["fim_truncated_rows"] == seen["grew"] and stats["fim_padded_rows"] == seen["shrank"]
+    assert _within(stats["fim_applied"], stats["fim_candidates"], rate)
+
+
+def test_llm360_pieces_each_gain_one_space(realdata: Path, code_texts: list[str]) -> None:
+    """LLM360's decode drops one leading space and each fresh-text piece gains one (an extra '▁'), the
+    prefix included; the default mode's pieces decode to exactly the text instead (tests above)."""
+    from pretrain.fim import Llm360Fim, fresh_text_tokenizer
+
+    path = str(realdata / "tokenizers" / "crystalcoder" / "tokenizer.json")
+    tok = Tokenizer.from_file(path)
+    t = FimTokens(32000, 32001, 32002, 32003, 2, 1)
+    fim = Llm360Fim(fresh_text_tokenizer(path), FimConfig(rate=1.0, spm_rate=0.0, mode="llm360"), t)
+    enc = Encoder(tok.to_str(), 2)
+    rng = np.random.default_rng(4)
+    checked = 0
+    for text, other in zip(code_texts[:80], code_texts[80:160], strict=True):
+        ids = tok.encode(text, add_special_tokens=False).ids[:100]
+        filler = tok.encode(other, add_special_tokens=False).ids
+        inputs = np.asarray((ids + [t.eos] + filler * 400)[:600], dtype=np.int32)
+        row = np.stack([inputs, np.ones(600, dtype=np.int32), inputs])
+        out = fim.apply_row(row, rng)[0].tolist()
+        seg = out[:out.index(t.eos)]  # the first document, far from the row's end
         s, m = seg.index(t.suffix), seg.index(t.middle)
-        pieces = [enc.decode_raw(seg[1:s]), enc.decode_raw(seg[m + 1:]), enc.decode_raw(seg[s + 1:m])]
+        pieces = [enc.decode_raw(p) for p in (seg[1:s], seg[m + 1:], seg[s + 1:m])]  # prefix, middle, suffix
         assert all(p == "" or p.startswith(" ") for p in pieces)
-        assert "".join(p[1:] for p in pieces) == text
-        changed += "".join(pieces) != text
-    assert changed == 80
+        assert "".join(p[1:] for p in pieces) == tok.decode(ids, skip_special_tokens=False)
+        checked += 1
+    assert checked == 80
