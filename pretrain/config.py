@@ -27,6 +27,7 @@ from crystalmix.core.config import (
 )
 from crystalmix.core.errors import UserError
 from crystalmix.core.tokenizer import DEMO
+from pretrain.split import data_subset_ranges
 
 # context: our Megatron-style pass on packed L+1 chunks; document: on whole documents before packing;
 # llm360: LLM360's fim_hdf5_stage2/3.py pass on rows of L input ids, quirks included (FIDELITY.md section 3)
@@ -105,12 +106,38 @@ class SplitSection:
     seed: int = field(default=360, metadata=spec(SEED))
 
 
+def _data_subset(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        data_subset_ranges(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayEntry:
+    """Data folders built by an earlier stage that join this stage's mixture (not rebuilt).
+
+    LLM360's stage 3 replayed stage 2's StarCoder FIM rows and SlimPajama, each with ``data_subset:
+    0.0-0.1`` (Cerebras' reader then uses the first 10% of the rows of the sorted files). The weight is
+    spread evenly over `folders`.
+    """
+
+    name: str = field(metadata=spec(NAME))
+    folders: tuple[str, ...] = field(metadata=spec(non_empty, path="always"))
+    weight: float = field(metadata=WEIGHT)
+    data_subset: str | None = field(default=None, metadata=spec(_data_subset))
+
+
 @dataclass(frozen=True, slots=True)
 class MixtureSection:
-    """``mixture:`` whether to also write one pre-mixed folder, and its shuffle window."""
+    """``mixture:`` whether to also write one pre-mixed folder, its shuffle window, and replayed folders."""
 
     offline: bool = False
     shuffle_buffer: int = field(default=4096, metadata=spec(at_least(1)))
+    replay: tuple[ReplayEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,17 +159,18 @@ class StageConfig:
     max_doc_chars: int = field(default=200_000, metadata=spec(at_least(1)))  # 0 or less: pieces never shrink
     offline_mix: bool = False
     shuffle_buffer: int = 4096
+    replay: tuple[ReplayEntry, ...] = ()
     tokenization: Tokenization = "crystalmix"
     # the model's vocabulary (embedding rows, e.g. CrystalCoder's 32032 for a 32022-token tokenizer):
     # recorded for the trainer in metadata.json, data_params.json and mixture.yaml
     model_vocab_size: int | None = field(default=None, metadata=spec(at_least(1)))
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        names = [o.name for s in self.sources for o in s.outputs()]
+        names = [o.name for s in self.sources for o in s.outputs()] + [r.name for r in self.replay]
         if len(set(names)) != len(names) or "mixed" in names:
-            yield "sources", (f"output names must be unique across sources and not 'mixed' (the offline mix "
-                              f"folder), got {names}")
-        if sum(o.weight for s in self.sources for o in s.outputs()) <= 0:
+            yield "sources", (f"output names must be unique across sources and replayed folders and not 'mixed' "
+                              f"(the offline mix folder), got {names}")
+        if sum(o.weight for s in self.sources for o in s.outputs()) + sum(r.weight for r in self.replay) <= 0:
             yield "sources", "the weights of the outputs sum to 0: nothing would be sampled"
         for src in self.sources:
             if self.tokenization == "cerebras" and src.fim.rate > 0 and src.fim.mode == "document":
@@ -161,7 +189,7 @@ class StageConfig:
 
 
 # Keys a manifest sets at its top level; the split and mixture sections fill the other fields.
-_SECTIONS = {"split": ("split_method", "split_seed"), "mixture": ("offline_mix", "shuffle_buffer")}
+_SECTIONS = {"split": ("split_method", "split_seed"), "mixture": ("offline_mix", "shuffle_buffer", "replay")}
 _DERIVED = {"tokenizer_name", *(k for ks in _SECTIONS.values() for k in ks)}
 _TOP_KEYS = {f.name for f in dataclasses.fields(StageConfig)} - _DERIVED
 
@@ -220,6 +248,7 @@ def load_manifest(path: str | Path, **overrides: Any) -> StageConfig:
     tok = top.get("tokenizer")
     tok = os.path.expandvars(tok) if isinstance(tok, str) else tok
     fixed = {"split_method": split.method, "split_seed": split.seed, "offline_mix": mixture.offline,
+             "replay": mixture.replay,
              "shuffle_buffer": mixture.shuffle_buffer, "tokenizer_name": tok if isinstance(tok, str) else ""}
     if isinstance(tok, str) and tok != DEMO and not Path(tok).is_absolute() and (doc.base / tok).exists():
         top["tokenizer"] = str(doc.base / tok)  # a local tokenizer beside the manifest; else a name or hub id

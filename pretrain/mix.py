@@ -30,6 +30,7 @@ from crystalmix.core.hdf5 import (
 )
 from pretrain.config import StageConfig
 from pretrain.outputs import INDEX_NAME, MIXTURE_NAME
+from pretrain.split import data_subset_rows
 
 MIXED = "mixed"
 DONE = ".mixed.done"
@@ -56,9 +57,38 @@ def select(rows: Iterator[np.ndarray], n: int, k: int, rng: np.random.Generator)
             yield row
 
 
-def folder_rows(folder: Path) -> Iterator[np.ndarray]:
-    for f in sorted(folder.glob("data-*.h5")):
-        yield from iter_rows(f)
+def folder_rows(folder: Path, data_subset: str | None = None) -> Iterator[np.ndarray]:
+    """The rows of a data folder in sorted file order; with `data_subset`, only those Cerebras' reader uses."""
+    files = sorted(folder.glob("data-*.h5"))
+    if data_subset is None:
+        for f in files:
+            yield from iter_rows(f)
+        return
+    sizes = [read_n_examples(f) for f in files]
+    ranges = data_subset_rows(sum(sizes), data_subset)
+    first = 0
+    for f, n in zip(files, sizes, strict=True):
+        for a, b in ranges:
+            lo, hi = max(a, first) - first, min(b, first + n) - first
+            if lo < hi:
+                yield from _slice_rows(f, lo, hi)
+        first += n
+
+
+def _slice_rows(path: Path, lo: int, hi: int, batch: int = 256) -> Iterator[np.ndarray]:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        ds = fh["data"]
+        for start in range(lo, hi, batch):
+            yield from np.asarray(ds[start:min(start + batch, hi)])
+
+
+def read_n_examples(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return int(fh["data"].shape[0])
 
 
 def interleave(streams: list[Iterator[np.ndarray]], counts: list[int], rng: np.random.Generator
@@ -97,7 +127,7 @@ def mix_offline(out: Path, cfg: StageConfig, vocab_size: int) -> dict[str, Any]:
     sizes = [int(e["num_sequences"]) for e in entries]
     counts = plan_counts(sizes, [float(e["weight"]) for e in entries])
     rng = np.random.default_rng([cfg.seed, 0x6D6978])
-    streams = [select(folder_rows(out / e["data_dir"]), n, k, rng)
+    streams = [select(folder_rows(out / e["data_dir"], e.get("data_subset")), n, k, rng)
                for e, n, k in zip(entries, sizes, counts, strict=True)]
     first = read_metadata(out / entries[0]["data_dir"])
     pad = int(first["pad_id"])

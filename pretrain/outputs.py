@@ -19,8 +19,8 @@ from crystalmix.core.atomic import atomic_open, write_json
 from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import add_stats, build_metadata, file_name, write_metadata
 from pretrain import cerebras
-from pretrain.split import file_parity_order
-from pretrain.stages import STATE_DIR, ShardTask
+from pretrain.split import data_subset_rows, file_parity_order
+from pretrain.stages import STATE_DIR, ShardTask, replay_rows
 
 INDEX_NAME = "index.json"
 MIXTURE_NAME = "mixture.yaml"
@@ -101,7 +101,7 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
         if cfg.tokenization == "cerebras":
             _write_data_params(out / folder, entry, ctx, skipped[key], inputs[key],
                                cfg.model_vocab_size or vocab_size)
-    mixture = write_mixture(out, folders, written, cfg.model_vocab_size)
+    mixture = write_mixture(out, folders, written, cfg.model_vocab_size, cfg)
     summary = {"stage": cfg.stage, "fingerprint": ctx.fingerprint, "folders": written,
                "empty_outputs": sorted(set(_all_outputs(tasks)) - set(written)),
                "documents": skipped, "fim": fim, "bad_files": bad_files,
@@ -199,19 +199,29 @@ def _place_folder(final: Path, entry: dict[str, Any], out: Path) -> None:
 
 
 def write_mixture(out: Path, folders: dict[str, dict[str, Any]], written: list[str],
-                  vocab_size: int | None = None) -> list[dict[str, Any]]:
+                  vocab_size: int | None = None, cfg: Any = None) -> list[dict[str, Any]]:
     """Per-folder weights, in the form Cerebras' trainer reads (``mixture: [{data_dir, weight}]``).
 
     A source's weight is spread evenly over its epochs; empty folders are left out and the rest keep
-    their manifest weights (the trainer normalises them). `vocab_size` (the model's, when the manifest
-    sets ``model_vocab_size``) goes beside the list: Cerebras' ``train_input`` takes both keys.
+    their manifest weights (the trainer normalises them). Replayed folders (``mixture.replay``) follow
+    with their ``data_subset``; their ``num_sequences`` counts only the rows that subset selects.
+    `vocab_size` (the model's, when the manifest sets ``model_vocab_size``) goes beside the list:
+    Cerebras' ``train_input`` takes both keys.
     """
-    entries = []
+    entries: list[dict[str, Any]] = []
     for folder in written:
         task: ShardTask = folders[folder]["task"]
         sub = next(s for s in task.source.outputs() if f"{s.name}/epoch-{task.epoch}" == folder)
-        entries.append({"data_dir": folder, "weight": round(sub.weight / task.source.epochs, 8),
+        entries.append({"data_dir": folder, "weight": sub.weight / task.source.epochs,
                         "num_sequences": int(folders[folder]["stats"].get("num_sequences", 0))})
+    for replay in cfg.replay if cfg is not None else ():
+        for data_dir in replay.folders:
+            n = replay_rows(data_dir, cfg.seq_len)
+            entry = {"data_dir": data_dir, "weight": replay.weight / len(replay.folders),
+                     "num_sequences": sum(b - a for a, b in data_subset_rows(n, replay.data_subset))}
+            if replay.data_subset is not None:
+                entry["data_subset"] = replay.data_subset
+            entries.append(entry)
     with atomic_open(out / MIXTURE_NAME) as fh:
         fh.write("# Written by crystalmix pretrain build: data folders and their sampling weights.\n")
         doc: dict[str, Any] = {"mixture": entries}

@@ -32,6 +32,36 @@ def keep_document(text: str, seed: int, half: int | None, fraction: float) -> tu
     return True, ""
 
 
+def data_subset_ranges(text: str) -> list[tuple[float, float]]:
+    """Cerebras' ``data_subset`` (``"0.0-0.1"`` or ``"0.1-0.3,0.7-1.0"``): increasing ranges inside [0, 1].
+
+    Raises ValueError saying what is wrong.
+    """
+    ranges = []
+    prev = 0.0
+    for part in text.split(","):
+        lo_text, sep, hi_text = part.strip().partition("-")
+        try:
+            lo, hi = float(lo_text), float(hi_text)
+        except ValueError:
+            raise ValueError(f"must be ranges like '0.0-0.1' separated by commas, got {text!r}") from None
+        if not sep or not 0 <= lo <= hi <= 1 or lo < prev:
+            raise ValueError(f"ranges must lie in [0, 1], each start <= end, in increasing order; got {text!r}")
+        ranges.append((lo, hi))
+        prev = hi
+    return ranges
+
+
+def data_subset_rows(n: int, text: str | None) -> list[tuple[int, int]]:
+    """The row ranges ``[start, stop)`` of a folder of `n` rows that Cerebras' reader uses for `text`.
+
+    Its arithmetic: rows ``int(n * lo)`` up to ``int(n * hi)`` of the files in sorted order. None: all rows.
+    """
+    if text is None:
+        return [(0, n)]
+    return [(int(n * lo), int(n * hi)) for lo, hi in data_subset_ranges(text)]
+
+
 def file_parity_order(files: list[tuple[str, int, int]], samples_per_file: int, seed: int) -> list[int]:
     """LLM360's split, made independent of the shard plan: the order in which a subset's packed files are
     numbered; number ``n`` goes to half ``n % 2`` (even -> stage 1, odd -> stage 2).

@@ -88,8 +88,34 @@ def output_folder(subset_name: str, epoch: int) -> str:
     return f"{subset_name}/epoch-{epoch}"
 
 
+def replay_rows(folder: str, seq_len: int) -> int:
+    """Rows in a replayed data folder (the sum of its files' ``n_examples``); a UserError if it is unusable."""
+    import h5py
+
+    files = sorted(Path(folder).glob("data-*.h5"))
+    if not files:
+        raise UserError("replayed folder holds no data-*.h5 files (build that stage first, or fix the path)",
+                        path=folder)
+    rows = 0
+    for f in files:
+        try:
+            with h5py.File(f, "r") as fh:
+                shape = fh["data"].shape
+        except (OSError, KeyError) as exc:
+            raise UserError(f"cannot read a replayed data file ({exc.__class__.__name__}: {exc})", path=f) from None
+        if len(shape) != 3 or shape[2] != seq_len:
+            raise UserError(f"replayed rows have shape {shape[1:]}, this stage writes rows of length {seq_len}",
+                            path=f)
+        rows += shape[0]
+    return rows
+
+
 def plan_files(cfg: StageConfig) -> list[tuple[int, list[str], int]]:
-    """Per source: (source index, input files, hub shard count); fails early naming an empty pattern."""
+    """Per source: (source index, input files, hub shard count); fails early naming an empty pattern or an
+    unusable replayed folder."""
+    for entry in cfg.replay:
+        for folder in entry.folders:
+            replay_rows(folder, cfg.seq_len)
     out = []
     for i, src in enumerate(cfg.sources):
         if src.ftfy:

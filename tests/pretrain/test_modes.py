@@ -238,3 +238,44 @@ def test_exact_pieces_points_to_the_llm360_mode(tmp_path: Path) -> None:
     src = {"name": "py", "paths": [PY], "text_field": "content", "fim": {"rate": 0.5, "mode": "llm360"}}
     with pytest.raises(UserError, match="unpadded rows"):
         load_manifest(stage_manifest(tmp_path, sources=[src]))
+
+
+def test_replayed_folders_join_the_mixture_with_their_data_subset(tmp_path: Path) -> None:
+    """Stage-3 style: an earlier stage's folder in mixture.yaml with data_subset; the offline mix takes rows
+    only from the subset (the first rows of the sorted files, as Cerebras' reader does)."""
+    import yaml
+
+    from crystalmix.core.errors import UserError
+
+    earlier = _build(tmp_path, "stage2", [{"name": "py", "paths": [PY], "text_field": "content"}])
+    replayed = earlier / "py" / "epoch-0"
+    earlier_rows = _rows(replayed)
+    replay = [{"name": "py_replay", "folders": [str(replayed)], "weight": 0.5, "data_subset": "0.0-0.25"}]
+    src = [{"name": "css", "paths": [str(DEMO / "starcoder" / "css" / "*.parquet")], "text_field": "content",
+            "weight": 0.5}]
+    folder = tmp_path / "stage3"
+    folder.mkdir()
+    cfg = load_manifest(stage_manifest(folder, sources=src, mixture={"offline": True, "shuffle_buffer": 8,
+                                                                     "replay": replay}))
+    build_stage(cfg, folder / "out", LocalExecutor(1), progress=False)
+    mixture = yaml.safe_load((folder / "out" / "mixture.yaml").read_text())["mixture"]
+    entry = next(e for e in mixture if e["data_dir"] == str(replayed))
+    quarter = int(len(earlier_rows) * 0.25)
+    assert entry == {"data_dir": str(replayed), "weight": 0.5, "data_subset": "0.0-0.25", "num_sequences": quarter}
+    mixed = _rows(folder / "out" / "mixed")
+    allowed = {r.tobytes() for r in earlier_rows[:quarter]}
+    later = {r.tobytes() for r in earlier_rows[quarter:]} - allowed
+    own = {r.tobytes() for r in _rows(folder / "out" / "css" / "epoch-0")}
+    picked = [r.tobytes() for r in mixed if r.tobytes() not in own]
+    assert picked and all(r in allowed for r in picked) and not any(r in later for r in picked)
+
+    bad = [{**replay[0], "data_subset": "0.5-0.1"}]
+    with pytest.raises(UserError, match=r"stage\.yaml:\d+: mixture\.replay\[0\]\.data_subset"):
+        load_manifest(stage_manifest(folder, sources=src, mixture={"replay": bad}))
+    missing = [{**replay[0], "folders": [str(tmp_path / "nowhere")]}]
+    cfg = load_manifest(stage_manifest(folder, sources=src, mixture={"replay": missing}))
+    with pytest.raises(UserError, match="no data-\\*.h5 files"):
+        build_stage(cfg, tmp_path / "other", LocalExecutor(1), progress=False)
+    cfg = load_manifest(stage_manifest(folder, sources=src, mixture={"replay": replay}, seq_len=128))
+    with pytest.raises(UserError, match="rows of length 128"):
+        build_stage(cfg, tmp_path / "other2", LocalExecutor(1), progress=False)

@@ -36,3 +36,16 @@ def test_file_parity_order_is_a_seeded_shuffle_of_full_files_then_partials_by_si
     assert file_parity_order(files, 100, seed=361)[:40] != order[:40]  # the seed matters
     rows = [sum(files[i][2] for i in order[h::2]) for h in (0, 1)]
     assert abs(rows[0] - rows[1]) <= 100 + 52  # within a full file plus the largest partial one
+
+
+def test_data_subset_follows_cerebras_arithmetic() -> None:
+    import pytest
+
+    from pretrain.split import data_subset_ranges, data_subset_rows
+
+    assert data_subset_rows(95, "0.0-0.1") == [(0, 9)]
+    assert data_subset_rows(100, "0.1-0.3,0.7-1.0") == [(10, 30), (70, 100)]
+    assert data_subset_rows(7, None) == [(0, 7)]
+    for bad in ("0.2-0.1", "0.5-0.7,0.1-0.2", "a-b", "0.1", "0.0-1.5"):
+        with pytest.raises(ValueError):
+            data_subset_ranges(bad)
