@@ -8,6 +8,7 @@ balance (read = kept + all drops); a build that loses a record is a bug and stop
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,8 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
         fh.write(markdown(report))
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], plots: Sequence[tuple[str, str]] = ()) -> str:
+    """report.md; `plots` are (relative PNG path, title) pairs written beside it (``crystalmix report``)."""
     lines = [
         f"# Build report: {report['manifest']}",
         "",
@@ -172,9 +174,11 @@ def markdown(report: dict[str, Any]) -> str:
             totals.update({f"adapter:{k}": n for k, n in v.get("adapter_fixes", {}).items()})  # repairs
         totals.update(report["changes"])
         lines += [f"- `{k}`: {n}" for k, n in sorted(totals.items())]
+    lines += _tokens_markdown(report)
     lines += _rewrite_samples_markdown(report["sources"])
     lines += _dedup_markdown(report.get("dedup", {}))
     lines += _decontamination_markdown(report.get("decontamination", {}))
+    lines += _plots_markdown(plots)
     lines.append("")
     return "\n".join(lines)
 
@@ -193,6 +197,54 @@ def _rewrite_samples_markdown(sources: dict[str, Any]) -> list[str]:
                      f"({smp['role']}), {smp['removed_share']:.0%} removed: \"{_preview(smp['before'])}\" -> "
                      f"\"{_preview(smp['after'])}\"")
     return lines
+
+
+def _tokens_markdown(report: dict[str, Any]) -> list[str]:
+    """Tokens per source and split (prompt and trained), and the packing of each split."""
+    tok = report.get("tokenize") or {}
+    splits = sorted(tok, key=lambda s: (s != "train", s))
+    if not splits:
+        return []
+    lines = ["", "## Tokens", "", "Prompt tokens are context only; trained tokens carry the loss (assistant answers "
+             "and their stop token).", "",
+             "| source | " + " | ".join(f"{s} conversations | {s} prompt | {s} trained" for s in splits)
+             + " | trained share |",
+             "|---|" + "---:|---:|---:|" * len(splits) + "---:|"]
+    names = [n for n in report["sources"] if any(n in tok[s].get("per_source", {}) for s in splits)]
+    totals = [[0, 0, 0] for _ in splits]
+    for name in names:
+        cells, all_tokens, all_trained = [], 0, 0
+        for i, s in enumerate(splits):
+            ps = tok[s].get("per_source", {}).get(name, {"conversations": 0, "tokens": 0, "trained_tokens": 0})
+            trip = [ps["conversations"], ps["tokens"] - ps["trained_tokens"], ps["trained_tokens"]]
+            totals[i] = [a + b for a, b in zip(totals[i], trip, strict=True)]
+            cells += [f"{x:,}" for x in trip]
+            all_tokens += ps["tokens"]
+            all_trained += ps["trained_tokens"]
+        share = f"{all_trained / all_tokens:.1%}" if all_tokens else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {share} |")
+    flat = [x for t in totals for x in t]
+    tokens = sum(t[1] + t[2] for t in totals)
+    share = f"{sum(t[2] for t in totals) / tokens:.1%}" if tokens else "-"
+    lines.append("| **total** | " + " | ".join(f"{x:,}" for x in flat) + f" | {share} |")
+    lines += ["", "| split | rows | packing | efficiency | tokens | trained | trained share |",
+              "|---|---:|---|---:|---:|---:|---:|"]
+    for s in splits:
+        st = tok[s]
+        real, trained = st.get("non_pad_tokens", 0), st.get("loss_valid_tokens", 0)
+        lines.append(f"| {s} | {st.get('rows', 0):,} | {st.get('packing', '')} | "
+                     f"{st.get('packing_efficiency', 0):.1%} | {real:,} | {trained:,} | "
+                     f"{(trained / real if real else 0):.1%} |")
+    return lines
+
+
+def _plots_markdown(plots: Sequence[tuple[str, str]]) -> list[str]:
+    if not plots:
+        return []
+    lines = ["", "## Plots", "", "The full report with sampled records and a packed-row viewer is report.html.", ""]
+    for path, title in plots:
+        lines += [f"![{title}]({path})", ""]
+    return lines[:-1]
 
 
 def _preview(text: str, n: int = 80) -> str:

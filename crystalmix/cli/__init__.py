@@ -25,10 +25,10 @@ err_console = Console(stderr=True)
 
 def _register_all() -> None:
     # Each module owns one feature area's commands; keeping them apart keeps this file small.
-    from crystalmix.cli import build, convert, encode, export, webgen
+    from crystalmix.cli import build, convert, encode, export, report, webgen
     from crystalmix.cli.pretrain import app as pretrain_app
 
-    for module in (convert, build, encode, export, webgen):
+    for module in (convert, build, report, encode, export, webgen):
         module.register(app)
 
     app.add_typer(pretrain_app, name="pretrain", help="Pretraining stages 1-3: tokenize, FIM, pack to HDF5.")

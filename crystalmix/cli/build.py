@@ -65,6 +65,9 @@ def build_command(
         console.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
     skipped = f" (reused {len(result.skipped_stages)} finished stages)" if result.skipped_stages else ""
     console.print(f"wrote {out}/conversations, rejects/, report.json, report.md{skipped}")
+    from crystalmix.cli.report import write_html
+
+    console.print(f"wrote {write_html(out)}", highlight=False)
 
 
 def run_check(m: Any) -> None:
