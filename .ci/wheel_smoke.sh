@@ -89,6 +89,17 @@ assert all(len(r["input_ids"]) == len(r["loss_mask"]) > 5 and r["loss_mask"][-1]
 print("encoded", [len(r["input_ids"]) for r in rows], "tokens")
 EOF
 
+step "webgen --dry-run (recorded answers from the wheel's package data: no model, no server)"
+"$CM" webgen --dry-run --out web.jsonl --num 20
+"$VPY" - <<'EOF'
+import json
+
+rows = [json.loads(line) for line in open("web.jsonl", encoding="utf-8")]
+usage = json.load(open("web.state.json", encoding="utf-8"))["usage"]
+assert len(rows) == 20 and usage["requests"] > 0 and usage["completion_tokens"] > 0, usage
+print("webgen dry run:", len(rows), "records,", usage)
+EOF
+
 step "the pretraining demo"
 "$CM" pretrain build "$CHECKOUT/manifests/pretrain/demo.yaml" --out "$WORK/pretrain-demo"
 "$CM" validate "$WORK/pretrain-demo"

@@ -12,18 +12,27 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from crystalmix.core.errors import UserError
 
 if TYPE_CHECKING:
+    from sft_builder.webgen.backends import Backend, Usage
     from sft_builder.webgen.generate import RunState
 
 
 class BackendKind(str, Enum):
     openai = "openai"
     transformers = "transformers"
+    replay = "replay"
 
 
 class EndpointKind(str, Enum):
@@ -35,11 +44,27 @@ def webgen(
     out: Annotated[Path, typer.Option("--out", help="Output JSONL (alpaca form); re-running continues it.")],
     num: Annotated[int, typer.Option("--num", help="Records wanted in --out, counting those already there.")],
     model: Annotated[
-        str, typer.Option("--model", help="Model name on the server, or a local folder/hub id.")
-    ],
+        str,
+        typer.Option(
+            "--model",
+            help="Model name on the server, or a local folder/hub id; for --backend replay, a JSONL of "
+            "recorded answers (default: the bundled ones).",
+        ),
+    ] = "",
     seed: Annotated[int, typer.Option("--seed", help="Seeds the seed-task sampling and the model's.")] = 0,
-    backend: Annotated[BackendKind, typer.Option("--backend")] = BackendKind.openai,
-    base_url: Annotated[str, typer.Option("--base-url", help="e.g. http://localhost:8000/v1")] = "",
+    backend: Annotated[
+        BackendKind,
+        typer.Option("--backend", help="openai (any OpenAI-compatible server), transformers, or replay."),
+    ] = BackendKind.openai,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Same as --backend replay: recorded answers, no model, no server, no GPU."
+        ),
+    ] = False,
+    base_url: Annotated[
+        str, typer.Option("--base-url", envvar="OPENAI_BASE_URL", help="e.g. http://localhost:8000/v1")
+    ] = "",
     api_key_env: Annotated[
         str, typer.Option("--api-key-env", help="Env variable holding the key.")
     ] = "OPENAI_API_KEY",
@@ -63,6 +88,13 @@ def webgen(
     max_prompts: Annotated[
         int | None, typer.Option("--max-prompts", help="Stop after this many prompts.")
     ] = None,
+    price_in: Annotated[
+        float | None, typer.Option("--price-in", min=0, help="Price per million prompt tokens, to print the cost.")
+    ] = None,
+    price_out: Annotated[
+        float | None,
+        typer.Option("--price-out", min=0, help="Price per million completion tokens, to print the cost."),
+    ] = None,
 ) -> None:
     """Generate website-creation instructions with an Alpaca-style self-instruct loop."""
     try:
@@ -78,9 +110,20 @@ def webgen(
 
     if batch_size < 1 or concurrency < 1 or num < 0:
         raise UserError("--num must be >= 0, --batch-size and --concurrency >= 1")
-    if backend is BackendKind.openai:
+    if dry_run:
+        if backend not in (BackendKind.openai, BackendKind.replay):  # openai is only the default here
+            raise UserError(f"--dry-run replays recorded answers; it cannot be used with --backend {backend.value}")
+        backend = BackendKind.replay
+    if backend is not BackendKind.replay and not model:
+        raise UserError(f"--backend {backend.value} needs --model (the model's name on the server, or its folder)")
+    if backend is BackendKind.replay:
+        from sft_builder.webgen.backends.replay import DEFAULT_RECORDING, ReplayBackend
+
+        replay = ReplayBackend(model or DEFAULT_RECORDING)  # reads the recording: a bad one stops here
+        backend_id = {"kind": "replay", "model": replay.model}
+    elif backend is BackendKind.openai:
         if not base_url:
-            raise UserError("--backend openai needs --base-url (e.g. http://localhost:8000/v1)")
+            raise UserError("--backend openai needs --base-url or OPENAI_BASE_URL (e.g. http://localhost:8000/v1)")
         http = HTTPConfig(
             base_url=base_url,
             model=model,
@@ -135,7 +178,10 @@ def webgen(
     from sft_builder.webgen.generate import load_state
 
     load_state(cfg)
-    if backend is BackendKind.openai:
+    client: Backend
+    if backend is BackendKind.replay:
+        client = replay
+    elif backend is BackendKind.openai:
         from sft_builder.webgen.backends.openai_compat import OpenAICompatBackend
 
         client = OpenAICompatBackend(http)
@@ -149,6 +195,8 @@ def webgen(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     ) as bar:
@@ -164,11 +212,13 @@ def webgen(
 
         try:
             gen = Generator(cfg, client, on_progress=show)
+            bar.reset(task, total=num, completed=min(gen.state.kept, num))  # the ETA counts this run's pace only
             show(gen.state)
             state = gen.run()
         finally:
             client.close()
     console.print(summary_table(state))
+    console.print(usage_table(gen.spent, state.usage, price_in, price_out))
     if state.stopped and not state.stalled:
         console.print(f"stopped before --num {num}: {state.stopped}; re-run to continue")
     if state.stalled:
@@ -186,6 +236,24 @@ def summary_table(state: RunState) -> Table:
     for reason, n in sorted(state.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(f"rejected: {reason}", str(n))
     table.add_row("total", str(state.candidates))
+    return table
+
+
+def usage_table(spent: Usage, total: Usage, price_in: float | None, price_out: float | None) -> Table:
+    """Tokens this run spent (every answer received) and what the whole output cost (committed batches of
+    every run); with a price, the cost. Requests whose answer carried no usage make the numbers a minimum."""
+    priced = price_in is not None or price_out is not None
+    table = Table(title="webgen tokens", show_header=True)
+    for name in ("", "requests", "prompt tokens", "completion tokens", *(("cost",) if priced else ())):
+        table.add_column(name, justify="left" if not name else "right")
+    for label, u in (("this run", spent), ("output total", total)):
+        row = [label, f"{u.requests:,}", f"{u.prompt_tokens:,}", f"{u.completion_tokens:,}"]
+        if priced:
+            row.append(f"{u.cost(price_in or 0.0, price_out or 0.0):,.4f}")
+        table.add_row(*row)
+    if spent.unreported or total.unreported:
+        table.caption = (f"{max(spent.unreported, total.unreported):,} request(s) without usage from the server: "
+                         "the counts are a minimum")
     return table
 
 

@@ -5,6 +5,10 @@ from (seed, r). Batches of prompts may be in flight together, but their answers 
 prompt order, so a deterministic backend always gives the same file. After each batch the kept records and the
 rejected ones are appended and fsynced, then a small state file is replaced atomically: that is the commit
 point a re-run resumes from (bytes past it, from a batch that never committed, are cut off).
+
+Tokens are counted twice over: what this process received (`Generator.spent`, every answer the server sent,
+including a batch in flight that is discarded once ``--num`` is reached) and what the output holds
+(`RunState.usage`, committed with each batch and summed over resumed runs, so it is the cost of the file).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from crystalmix.core.atomic import fingerprint, write_json
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import Rejected
-from sft_builder.webgen.backends import Backend, Completion
+from sft_builder.webgen.backends import Backend, Completion, Usage
 from sft_builder.webgen.filters import FilterConfig, first_rejection
 from sft_builder.webgen.parse import Candidate, parse_answer
 from sft_builder.webgen.prompt import PromptTemplate
@@ -92,6 +96,7 @@ class RunState:
     rejects_bytes: int = 0
     stopped: str = ""  # why the run ended before --num (empty when it reached it)
     stalled: bool = False  # ended because the model stopped producing keepable tasks
+    usage: Usage = field(default_factory=Usage)  # tokens of the committed batches, over every run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +109,7 @@ class RunState:
             "out_bytes": self.out_bytes,
             "rejects_bytes": self.rejects_bytes,
             "stopped": self.stopped,
+            "usage": self.usage.to_json(),
         }
 
 
@@ -150,6 +156,7 @@ def load_state(cfg: RunConfig) -> tuple[RunState, list[dict[str, Any]]]:
             Counter(raw["rejected"]),
             raw["out_bytes"],
             raw["rejects_bytes"],
+            usage=Usage.from_json(raw.get("usage"), raw["prompts"]),
         )
         for path, size in ((cfg.out, state.out_bytes), (cfg.rejects_path, state.rejects_bytes)):
             actual = path.stat().st_size if path.exists() else 0
@@ -172,6 +179,7 @@ def load_state(cfg: RunConfig) -> tuple[RunState, list[dict[str, Any]]]:
     if records or rejects:
         state.next_batch = max(_meta(r)["batch"] for r in records + rejects) + 1
     state.prompts = state.next_batch * cfg.batch_size
+    state.usage = Usage.from_json(None, state.prompts)  # what those prompts cost is not in the records
     state.rejected = Counter(r["reason"] for r in rejects)
     state.candidates = state.kept + sum(state.rejected.values())
     return state, records
@@ -216,6 +224,7 @@ class Generator:
         self.backend = backend
         self.on_progress = on_progress or (lambda s: None)
         self.state, records = load_state(cfg)
+        self.spent = Usage()  # every answer this process received, committed or not
         self.pool = RougePool(cfg.similarity, cfg.top_k)
         self.pool.extend([t.instruction for t in cfg.seeds])
         self.pool.extend([r["instruction"] for r in records])
@@ -227,7 +236,13 @@ class Generator:
             sample_seeds(cfg.seeds, cfg.prompt_tasks, cfg.seed, first + i) for i in range(cfg.batch_size)
         ]
         prompts = [cfg.prompt.render(s) for s in shown]
-        return lambda: (batch, shown, self.backend.complete(prompts, _backend_seed(cfg.seed, first)))
+
+        def job() -> tuple[int, list[tuple[SeedTask, ...]], list[Completion]]:
+            completions = self.backend.complete(prompts, _backend_seed(cfg.seed, first))
+            self.spent.add(completions)
+            return batch, shown, completions
+
+        return job
 
     def run(self) -> RunState:
         """Generate until `num` records are kept (counting those already in the file); returns the state."""
@@ -308,6 +323,7 @@ class Generator:
         state.rejected.update(r.reason for r in rejects)
         state.candidates += len(kept_lines) + len(rejects)
         state.prompts += len(completions)
+        state.usage.add(completions)
         state.next_batch = batch + 1
         write_json(cfg.state_path, state.to_json())
 

@@ -48,6 +48,7 @@ def test_run_then_resume_with_a_larger_num(run_cli, tmp_path, seeded_server, mon
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(run_cli, tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)  # the default of --base-url
     code, err = run_cli("webgen", "--out", str(tmp_path / "w.jsonl"), "--num", "5", *extra)
     assert code == 2
     assert message in err and "Traceback" not in err

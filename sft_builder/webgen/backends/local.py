@@ -85,9 +85,11 @@ class TransformersBackend:
         new = ids[lead + prompt_len :]
         eos = self._tok.eos_token_id
         finish = "stop"
+        generated = len(new)
         if eos in new:
+            generated = new.index(eos) + 1  # what follows the EOS is padding of the batch, not generated
             new = new[: new.index(eos)]
         elif len(new) >= self.cfg.max_new_tokens:
             finish = "length"
         text = self._tok.decode(new, skip_special_tokens=True)
-        return Completion(text, finish)
+        return Completion(text, finish, prompt_len, generated)

@@ -114,13 +114,29 @@ class OpenAICompatBackend:
                 f"{self.cfg.base_url}{path} refused the request (HTTP {resp.status_code}): {resp.text[:300]}"
             )
         try:
-            choice = resp.json()["choices"][0]
+            answer = resp.json()
+            choice = answer["choices"][0]
             text = choice["message"]["content"] if self.cfg.endpoint == "chat" else choice["text"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise _Transient("unreadable answer") from None
         if not isinstance(text, str):
             text = ""
-        return Completion(text, "length" if choice.get("finish_reason") == "length" else "stop")
+        prompt_tokens, completion_tokens = _usage(answer)
+        return Completion(text, "length" if choice.get("finish_reason") == "length" else "stop",
+                          prompt_tokens, completion_tokens)
+
+
+def _usage(answer: Any) -> tuple[int | None, int | None]:
+    """The server's ``usage`` counts (OpenAI, vLLM, llama.cpp and TGI all send them); None where absent."""
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(usage, dict):
+        return None, None
+
+    def count(key: str) -> int | None:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    return count("prompt_tokens"), count("completion_tokens")
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
