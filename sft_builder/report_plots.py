@@ -222,7 +222,9 @@ def seq_len(report: Mapping[str, Any]) -> int | None:
 
 
 def fig_lengths(report: Mapping[str, Any]) -> Any | None:
-    """One histogram per source of conversation length in tokens (log scale, 4 bins per doubling)."""
+    """One histogram per source of conversation length in tokens (log scale, 8 bins per doubling)."""
+    from matplotlib.ticker import MaxNLocator
+
     hists = length_hists(report)
     if not hists:
         return None
@@ -236,6 +238,7 @@ def fig_lengths(report: Mapping[str, Any]) -> Any | None:
         edges = [e for e in LENGTH_EDGES if lo <= e <= hi] or [lo, hi]
         counts = [h.get(str(e), 0) for e in edges[:-1]]
         ax.stairs(counts, edges, fill=True, color=TRAINED, alpha=0.85)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
         _log_axis(ax.xaxis)
         ax.set_xlim(max(lo, 1), hi)
         if limit and lo <= limit <= hi:
@@ -252,30 +255,35 @@ def fig_lengths(report: Mapping[str, Any]) -> Any | None:
 TURNS_CAP = 20  # conversations with more turns share the last bar
 
 
-def turn_bars(hists: Sequence[Mapping[str, int]]) -> tuple[list[str], list[list[int]]]:
-    """Bars shared by several turns histograms: every turn count any of them has up to `TURNS_CAP`, then one
-    bar for everything longer; the values of each histogram on those bars."""
+def turn_bars(hists: Sequence[Mapping[str, int]]) -> tuple[list[int], list[str], list[list[int]]]:
+    """Bars shared by several turns histograms: at each turn count any of them has up to `TURNS_CAP`, then
+    one bar (drawn two steps further) for everything longer; returns positions, labels and the values of each
+    histogram on those bars."""
     counts = [{int(k): int(v) for k, v in h.items()} for h in hists]
     seen = sorted({t for c in counts for t in c})
-    labels = [str(t) for t in seen if t <= TURNS_CAP]
+    xs = [t for t in seen if t <= TURNS_CAP]
     longer = any(t > TURNS_CAP for t in seen)
-    values = [[c.get(int(t), 0) for t in labels] + ([sum(v for t, v in c.items() if t > TURNS_CAP)] if longer else [])
+    values = [[c.get(t, 0) for t in xs] + ([sum(v for t, v in c.items() if t > TURNS_CAP)] if longer else [])
               for c in counts]
-    return labels + ([f">{TURNS_CAP}"] if longer else []), values
+    labels = [str(t) for t in xs] + ([f">{TURNS_CAP}"] if longer else [])
+    return xs + ([TURNS_CAP + 2] if longer else []), labels, values
 
 
 def fig_turns(report: Mapping[str, Any]) -> Any | None:
     """One bar chart per source: turns (user and assistant messages) per kept conversation."""
+    from matplotlib.ticker import MaxNLocator
+
     names = [n for n, v in report["sources"].items() if v.get("turns_hist")]
     if not names:
         return None
     fig, axes = _small_multiples(names, height=1.4)
-    labels, all_values = turn_bars([report["sources"][n]["turns_hist"] for n in names])
+    xs, labels, all_values = turn_bars([report["sources"][n]["turns_hist"] for n in names])
+    every = max(1, len(xs) // 8)
     for ax, name, values in zip(axes, names, all_values, strict=True):
-        ax.bar(range(len(labels)), values, color="#7e57c2", width=0.6)
-        ax.set_xlim(-0.6, max(len(labels), 4) - 0.4)
-        step = max(1, len(labels) // 6)
-        ax.set_xticks(range(0, len(labels), step), labels[::step])
+        ax.bar(xs, values, color="#7e57c2", width=1.2)
+        ax.set_xlim(min(xs) - 1.5, max(max(xs), 8) + 1.5)
+        ax.set_xticks(xs[::every], labels[::every])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
         ax.set_title(_label(name), loc="left", fontsize=8.5)
         ax.tick_params(labelsize=7)
     fig.supxlabel("turns per conversation (system prompt not counted)", fontsize=8.5)

@@ -67,7 +67,7 @@ def build_command(
     console.print(f"wrote {out}/conversations, rejects/, report.json, report.md{skipped}")
     from crystalmix.cli.report import write_html
 
-    console.print(f"wrote {write_html(out)}", highlight=False)
+    console.print(f"wrote {write_html(out)}", highlight=False, soft_wrap=True)
 
 
 def run_check(m: Any) -> None:

@@ -23,7 +23,7 @@ def report_command(
     """Redraw DIR/report.html (plots, sampled records, packed-row viewer), DIR/report.md and DIR/plots/*.png
     from DIR/report.json."""
     written = write_html(build_dir, rows)
-    console.print(f"wrote {written}", highlight=False)
+    console.print(f"wrote {written}", highlight=False, soft_wrap=True)
 
 
 def write_html(build_dir: Path, rows: int = 4) -> str:

@@ -307,3 +307,10 @@ def test_report_html_renders_in_chromium(demo: tuple[Path, dict], tmp_path: Path
         colours = im.convert("RGB").resize((64, 200)).getcolors(64 * 200)
     assert colours is not None and len(colours) > 50  # a drawn page, not a blank one
     print(f"report.html screenshot: {shot}")
+
+
+def test_turn_bars_share_positions_and_group_long_conversations() -> None:
+    from sft_builder.report_plots import turn_bars
+
+    xs, labels, values = turn_bars([{"2": 3, "30": 1, "40": 2}, {"4": 2}])
+    assert (xs, labels, values) == ([2, 4, 22], ["2", "4", ">20"], [[3, 0, 3], [0, 2, 0]])
