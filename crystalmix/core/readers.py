@@ -400,7 +400,8 @@ def _read_json_lines(path: Path) -> Iterator[RawRecord]:
                             if not raw.strip():
                                 continue
                             if not seen_good:
-                                msg = f"not JSON Lines: {_json_msg(exc)}"
+                                msg = (f"not UTF-8 text ({exc.reason})" if isinstance(exc, UnicodeDecodeError)
+                                       else f"not JSON Lines: {_json_msg(exc)}")
                                 raise BadFileError(msg, path=path, line=line) from None
                             data = UnparsedRecord(raw.decode("utf-8", "replace").rstrip("\r\n"), _json_msg(exc),
                                                   "not_utf8" if isinstance(exc, UnicodeDecodeError)

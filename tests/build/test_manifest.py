@@ -266,7 +266,7 @@ def test_a_benchmark_that_is_not_utf8_is_a_user_error_naming_it(tmp_path: Path) 
 
     bench = tmp_path / "bench.jsonl"
     bench.write_bytes(b'{"text": "caf\xe9 au lait"}\n')
-    with pytest.raises(UserError, match=rf"^{tmp_path}/bench\.jsonl: benchmark file is not UTF-8 text"):
+    with pytest.raises(UserError, match=rf"^{tmp_path}/bench\.jsonl:1: not UTF-8 text"):
         list(iter_benchmark(BenchmarkConfig(name="b", path=str(bench), fields=("text",))))
 
 

