@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from importlib.resources import files
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crystalmix.core.errors import UserError
+from crystalmix.core.readers import iter_records
+from crystalmix.core.records import RawRecord, UnparsedRecord
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -33,7 +35,8 @@ class SeedTask:
     output: str
 
 
-def _task(record: object, path: Path | Traversable, line: int) -> SeedTask:
+def _task(rec: RawRecord, path: Path | Traversable) -> SeedTask:
+    record, line = rec.data, rec.line
     if not isinstance(record, dict):
         raise UserError("a seed task must be a JSON object", path=str(path), line=line)
     inst = record.get("instruction")
@@ -50,24 +53,21 @@ def _task(record: object, path: Path | Traversable, line: int) -> SeedTask:
         raise UserError("seed task has no output", path=str(path), line=line)
     if not isinstance(inp, str):
         raise UserError("seed task input must be a string", path=str(path), line=line)
-    return SeedTask(str(record.get("id") or f"line_{line}"), inst.strip(), inp.strip(), out.strip())
+    return SeedTask(str(record.get("id") or f"line_{rec.ref}"), inst.strip(), inp.strip(), out.strip())
 
 
 def load_seeds(path: str | Path | Traversable = DEFAULT_SEEDS) -> tuple[SeedTask, ...]:
-    """Read a JSONL of seed tasks (a file, or the bundled ones); a bad line stops with its line number."""
+    """Read seed tasks (a file, or the bundled ones) through the core readers: JSON Lines, a JSON array, or
+    their .gz/.zst. A bad line stops with its line number."""
     p = Path(path) if isinstance(path, str) else path
     if not p.is_file():
         raise UserError("seed task file not found", path=str(p))
     tasks: list[SeedTask] = []
-    with p.open(encoding="utf-8") as fh:
-        for n, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"not JSON: {exc.msg}", path=str(p), line=n) from None
-            tasks.append(_task(record, p, n))
+    with as_file(p) as real:  # a real file even when the package is not on disk (a zip)
+        for rec in iter_records(str(real)):
+            if type(rec.data) is UnparsedRecord:
+                raise UserError(f"not JSON: {rec.data.error}", path=str(p), line=rec.line)
+            tasks.append(_task(rec, p))
     if not tasks:
         raise UserError("seed task file is empty", path=str(p))
     ids = [t.id for t in tasks]

@@ -390,3 +390,20 @@ def test_a_truncated_adapter_input_stops_build_with_exit_2_naming_it(
     code, err = run_cli("build", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "out"))
     assert code == 2, err
     assert f"{name}: truncated or corrupt compressed file" in err and "Traceback" not in err
+
+
+def test_encode_reads_interchange_files_through_the_core_readers(
+        tmp_path: Path, run_cli, demo_tokenizer_dir: Path) -> None:  # noqa: ANN001 - the CLI runner fixture
+    conv = {"id": "c1", "source": "s", "messages": [{"role": "user", "content": "Hi there"},
+                                                    {"role": "assistant", "content": "Hello!"}], "meta": {}}
+    blob = "".join(json.dumps({**conv, "id": f"c{i}"}) + "\n" for i in range(2000)).encode()
+    src = tmp_path / "in.jsonl.zst"
+    src.write_bytes(zstandard.ZstdCompressor().compress(blob))
+    out = tmp_path / "enc.jsonl"
+    code, err = run_cli("encode", "--tokenizer", str(demo_tokenizer_dir), str(src), "--out", str(out))
+    assert code == 0, err
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()][:2] == ["c0", "c1"]
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gzip.compress(blob)[:3000])
+    code, err = run_cli("encode", "--tokenizer", str(demo_tokenizer_dir), str(cut), "--out", str(out))
+    assert code == 2 and "cut.jsonl.gz: truncated or corrupt compressed file" in err, err

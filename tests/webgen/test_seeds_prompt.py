@@ -73,3 +73,26 @@ def test_bad_template_is_a_user_error(tmp_path):
     p.write_text("{{ nothing_here }}", encoding="utf-8")
     with pytest.raises(UserError, match="prompt template"):
         PromptTemplate(p).render(())
+
+
+def test_seed_files_in_any_form_the_core_readers_read(tmp_path, realdata):
+    """The Alpaca seed file as a one-line JSON array, gzipped: the same tasks (ids are the file's own)."""
+    import gzip
+    import json
+
+    src = realdata / "stanford_alpaca" / "seed_tasks.jsonl"
+    rows = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines()]
+    p = tmp_path / "seeds.json.gz"
+    p.write_bytes(gzip.compress(json.dumps(rows).encode()))
+    assert load_seeds(p) == load_seeds(src)
+    # without ids, a one-line array still gives every task its own id
+    p.write_bytes(gzip.compress(json.dumps([{k: v for k, v in r.items() if k != "id"} for r in rows]).encode()))
+    ids = [s.id for s in load_seeds(p)]
+    assert len(set(ids)) == 175 and ids[:2] == ["line_1#1", "line_1#2"]
+
+
+def test_a_bad_seed_line_after_good_ones_names_its_line(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"instruction": "a", "output": "b"}\n\n{not json\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"s\.jsonl:3: not JSON"):
+        load_seeds(p)
