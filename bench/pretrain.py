@@ -44,7 +44,7 @@ CLUSTERS = [(1, 32), (4, 32), (16, 64), (64, 64)]
 
 
 def corpus_texts() -> list[str]:
-    from pretrain.sources import Document, read_file
+    from pretrain.documents import Document, read_file
 
     texts = []
     for path in sorted(DEMO.rglob("*.jsonl.zst")) + sorted(DEMO.rglob("*.parquet")):

@@ -26,9 +26,9 @@ from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import ShardedWriter, add_stats, row_stats
 from pretrain import cerebras
 from pretrain.config import SourceConfig, StageConfig
+from pretrain.documents import BadFileError, Record, Skipped, expand_paths, read_file, read_hub_shard
 from pretrain.fim import ContextFim, DocumentFim, FimTokens, Llm360Fim, fresh_text_tokenizer
 from pretrain.pack import Packer, to_row
-from pretrain.sources import BadFileError, Record, Skipped, expand_paths, read_file, read_hub_shard
 from pretrain.split import keep_document
 from pretrain.tokenize import Encoder, cached_encoder, normalize_text
 
@@ -121,7 +121,7 @@ def plan_files(cfg: StageConfig) -> list[tuple[int, list[str], int]]:
         if src.ftfy:
             cerebras.require_ftfy(src.name)
         if src.hub:
-            from pretrain.sources import hub_shard_count
+            from pretrain.documents import hub_shard_count
 
             out.append((i, [], hub_shard_count(src.hub, src.hub_split)))
             continue

@@ -94,9 +94,9 @@ def test_hub_source_streams_shard_per_hub_shard(tmp_path: Path, monkeypatch: pyt
         path = tmp_path / f"{lang}.parquet"
         pq.write_table(table, path)
         files.append(str(path))
-    import pretrain.sources as sources
+    from crystalmix.core import readers
 
-    monkeypatch.setattr(sources, "_load_hub", lambda hub_id, split: load_dataset(
+    monkeypatch.setattr(readers, "load_hub", lambda name, split="train", data_files=None: load_dataset(
         "parquet", data_files=files, split=split, streaming=True))
     hub = _build(tmp_path, "hub", [{"name": "code", "hub": "bigcode/fake", "text_field": "content"}])
     local = _build(tmp_path, "local", [{"name": "code", "paths": files, "text_field": "content"}])

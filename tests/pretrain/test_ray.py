@@ -45,5 +45,5 @@ def test_ray_bad_file_is_the_same_one_line_error(local_ray, tmp_path: Path) -> N
     (data / "b.parquet").write_bytes(b"PAR1 not parquet")
     sources = [{"name": "code", "paths": [str(data / "*.parquet")], "text_field": "content"}]
     cfg = load_manifest(stage_manifest(tmp_path, sources=sources, mixture={"offline": False}))
-    with pytest.raises(UserError, match="b.parquet: cannot be read"):
+    with pytest.raises(UserError, match="b.parquet: not a readable parquet file"):
         build_stage(cfg, tmp_path / "out", RayExecutor(), progress=False)
