@@ -9,6 +9,9 @@ Prints one JSON line:
   not what is measured either.
 - ``rss_growth_mb``: peak RSS minus RSS before streaming, in a fresh process that converts a generated
   ~1 GB JSON array with the sharegpt adapter. Target: < 300.
+- ``ratio_huge_array``: CPU time to read one ~64 MB record (``BENCH_HUGE_MB``) inside a ``.json`` array
+  divided by the time to read the same record as a JSONL line (the core readers, best of 3). Target: <= 1.5
+  (a buffer that re-copies itself per chunk makes it grow with the record's size: it was ~19 for 200 MB).
 Generated files live in a temporary folder that is deleted at the end.
 """
 
@@ -25,6 +28,7 @@ from pathlib import Path
 
 N_RECORDS = int(os.environ.get("BENCH_RECORDS", "60000"))
 ARRAY_BYTES = int(os.environ.get("BENCH_ARRAY_BYTES", str(1 << 30)))
+HUGE_MB = int(os.environ.get("BENCH_HUGE_MB", "64"))
 WORDS = ("the model data token train chat code python json value answer question list file stream "
          "memory record adapter schema user assistant system build mix").split()
 
@@ -96,6 +100,23 @@ def ratio(tmp: Path, out_dir: Path, kind: str, make) -> tuple[float, float]:  # 
             min(p[1] for p in plain) / min(c[1] for c in conv))
 
 
+def huge_record_ratio(tmp: Path) -> float:
+    """Reading one huge record from a .json array over reading it from a .jsonl line (CPU time, best of 3)."""
+    from crystalmix.core.readers import iter_records
+
+    record = {"instruction": "a", "output": ("word " * 40 + "\n") * (HUGE_MB * 2**20 // 201)}
+    array, lines = tmp / "huge.json", tmp / "huge.jsonl"
+    array.write_text(json.dumps([record]), encoding="utf-8")
+    lines.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    del record
+
+    def read(path: Path) -> None:
+        assert sum(1 for _ in iter_records(str(path))) == 1
+
+    best = {p: min(timed(lambda p=p: read(p))[0] for _ in range(3)) for p in (array, lines)}
+    return best[array] / best[lines]
+
+
 def write_array(path: Path, size: int) -> int:
     rng = random.Random(1)
     blocks = [json.dumps(sharegpt_record(rng, i), indent=1) for i in range(2000)]  # reused to write fast
@@ -150,8 +171,10 @@ def main() -> None:
         r_share, r_share_wall = ratio(tmp, out_dir, "sharegpt", sharegpt_record)
         r_alpaca, r_alpaca_wall = ratio(tmp, out_dir, "alpaca", alpaca_record)
         growth, size = rss_growth(tmp)
+        huge = huge_record_ratio(tmp)
     print(json.dumps({"ratio_sharegpt": round(r_share, 3), "ratio_alpaca": round(r_alpaca, 3),
-                      "rss_growth_mb": round(growth, 1), "ratio_sharegpt_wall": round(r_share_wall, 3),
+                      "rss_growth_mb": round(growth, 1), "ratio_huge_array": round(huge, 3),
+                      "ratio_sharegpt_wall": round(r_share_wall, 3),
                       "ratio_alpaca_wall": round(r_alpaca_wall, 3), "records": N_RECORDS,
                       "array_mb": round(size / 2**20)}))
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from crystalmix.core.readers import iter_records
 from sft_builder.steps.language import Detector, Language, LanguageConfig, fold, side_prose
 
 REALDATA = Path(os.environ.get("CRYSTALMIX_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
@@ -50,33 +51,38 @@ def _oasst_paths(msg: dict[str, Any], path: list[dict[str, Any]]) -> Iterator[li
         yield from _oasst_paths(reply, path)
 
 
+def _rows(path: Path) -> list[Any]:
+    """The records of a file (a JSON array or JSON Lines), read as the project reads its inputs."""
+    return [r.data for r in iter_records(str(path))]
+
+
 def labelled(root: Path) -> list[Labelled]:
     """Every conversation (OpenAssistant: every root-to-leaf path) and single prompt, labelled."""
     out: list[Labelled] = []
     for name, english in ALPACA.items():
-        for r in json.loads((root / name).read_text(encoding="utf-8")):
+        for r in _rows(root / name):
             user = "\n\n".join(x for x in (r.get("instruction"), r.get("input")) if x)
             out.append((name, english, [user], [r.get("output") or ""]))
     for name in SHAREGPT:
-        for r in json.loads((root / name).read_text(encoding="utf-8")):
+        for r in _rows(root / name):
             turns = r["conversations"]
             out.append((name, True, [t["value"] for t in turns if t["from"] in USER_ROLES],
                         [t["value"] for t in turns if t["from"] not in USER_ROLES | {"system"}]))
     name = "open_assistant/en_100_message.jsonl"
-    for line in (root / name).read_text(encoding="utf-8").splitlines():
-        for path in _oasst_paths(json.loads(line), []):
+    for tree in _rows(root / name):
+        for path in _oasst_paths(tree, []):
             english = all(m.get("lang") in (None, "en") for m in path)
             out.append((name, english, [m["text"] for m in path if m["role"] == "prompter"],
                         [m["text"] for m in path if m["role"] == "assistant"]))
     name = "sharegpt/ShareGPT_V3_filtered_500.json"
-    for r in json.loads((root / name).read_text(encoding="utf-8")):
+    for r in _rows(root / name):
         out.append((name, r["id"] not in NON_ENGLISH_SHAREGPT, [r["conversations"][0]["value"]], []))
     name = "wizardlm/WizardLM_testset.jsonl"
-    for line in (root / name).read_text(encoding="utf-8").splitlines():
-        out.append((name, True, [json.loads(line)["Instruction"]], []))
+    for r in _rows(root / name):
+        out.append((name, True, [r["Instruction"]], []))
     name = "fastchat/mt_bench_question.jsonl"
-    for line in (root / name).read_text(encoding="utf-8").splitlines():
-        out.append((name, True, list(json.loads(line)["turns"]), []))
+    for r in _rows(root / name):
+        out.append((name, True, list(r["turns"]), []))
     return out
 
 

@@ -146,13 +146,14 @@ def main() -> None:
         pipeline_run(Path(args.child[0]), Path(args.child[1]), 2)
         print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
         return
+    from crystalmix.core.readers import iter_records
+
     tokenizer = REAL_TOK if (REAL_TOK / "tokenizer.json").exists() else DEMO_TOK
     texts = corpus_texts()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         write_inputs(tmp / "in", texts, args.mb)
-        bench_texts = [json.loads(line)["text"] for f in sorted((tmp / "in").glob("*.jsonl"))
-                       for line in f.read_text(encoding="utf-8").splitlines()]
+        bench_texts = [r.data["text"] for f in sorted((tmp / "in").glob("*.jsonl")) for r in iter_records(str(f))]
         plain_man = manifest(tmp, tmp / "in", tokenizer, 0.0)
         fim_man = manifest(tmp, tmp / "in", tokenizer, 0.9)
         ratios: dict[str, list[float]] = {"ratio": [], "ratio_fim": [], "scaling": [], "ratio_cpu": [],

@@ -628,11 +628,17 @@ def _read_parquet(path: Path, columns: tuple[str, ...] | None = None,
         raise BadFileError(f"not a readable parquet file: {exc}", path=path) from None
     cols = _columns(path, pf.schema_arrow.names, columns, optional)
     file, row = str(path), 0
+    new, set_data, set_file, set_line, set_item = object.__new__, _SET_DATA, _SET_FILE, _SET_LINE, _SET_ITEM
     try:
         for batch in pf.iter_batches(batch_size=TABLE_BATCH, columns=cols):
             for data in batch.to_pylist():
                 row += 1
-                yield RawRecord(data, file, row)
+                rec = new(RawRecord)  # RawRecord(data, file, row), without the frozen __init__ (a hot path)
+                set_data(rec, data)
+                set_file(rec, file)
+                set_line(rec, row)
+                set_item(rec, 0)
+                yield rec
     except (pa.ArrowException, OSError) as exc:
         raise BadFileError(f"corrupt parquet data after row {row}: {exc}", path=path) from None
 
