@@ -10,6 +10,7 @@ LLaMA's vocabulary). ``data_params.json`` is the file Cerebras writes beside its
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,18 +78,42 @@ def require_ftfy(source: str) -> None:
                         ) from None
 
 
+_LLAMA_DECODER = [{"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"},
+                  {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]
+
+
 @dataclass(slots=True)
 class RowStats:
-    """Cerebras' ``h5_dataset_stats`` of rows: non-pad tokens count neither EOS nor pad, text is decoded."""
+    """Cerebras' ``h5_dataset_stats`` of rows: non-pad tokens count neither EOS nor pad, text is decoded
+    (special tokens skipped, as Cerebras' ``decode`` did).
+
+    For LLaMA-style decoders the text comes from the encoder's byte table with the special ids removed and
+    one leading space stripped, which is what the Rust decoder does, at about a third of its cost.
+    """
 
     eos_id: int
     pad_id: int
-    tokenizer: Any
+    encoder: Any  # pretrain.tokenize.Encoder
     totals: list[dict[str, int]] = field(default_factory=list)  # per file
+    special: np.ndarray = field(init=False)
+    fast: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec = json.loads(self.encoder.doc.to_str())
+        self.special = np.asarray(sorted(a["id"] for a in spec.get("added_tokens", []) if a.get("special")),
+                                  dtype=np.int64)
+        self.fast = (spec.get("decoder") or {}).get("decoders") == _LLAMA_DECODER
+
+    def text(self, inputs: np.ndarray) -> str:
+        if not self.fast:
+            return str(self.encoder.doc.decode(inputs.tolist()))
+        kept = inputs[~np.isin(inputs, self.special)].tolist()
+        text = self.encoder.decode_raw_batch([kept])[0]
+        return text[1:] if text.startswith(" ") else text
 
     def add(self, row: np.ndarray, file: int) -> None:
         inputs = row[0]
-        text = self.tokenizer.decode(inputs.tolist())  # special tokens skipped, as Cerebras' decode did
+        text = self.text(inputs)
         part = {"num_sequences": 1, "num_tokens": int(inputs.size),
                 "detokenized_bytes": len(text.encode("utf-8", "surrogatepass")), "detokenized_chars": len(text),
                 "non_pad_tokens": int(((inputs != self.eos_id) & (inputs != self.pad_id)).sum()),

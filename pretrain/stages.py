@@ -355,7 +355,7 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
                                                 cfg.seq_len, cfg.samples_per_file),
                                   _row_fim(task, enc, mode, fim_tokens), sp["pad"],
                                   cfg.samples_per_file,
-                                  cerebras.RowStats(sp["eos"], sp["pad"], enc.doc) if cerebras_mode else None)
+                                  cerebras.RowStats(sp["eos"], sp["pad"], enc) if cerebras_mode else None)
                 for sub in src.outputs()}
         fims += [o.fim for o in outs.values() if o.fim]
         counted.records = records

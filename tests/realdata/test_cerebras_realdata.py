@@ -88,4 +88,10 @@ def test_cerebras_rows_equal_cerebras_encoding_of_real_code(realdata: Path, code
     assert (len(code_texts), sum(map(len, plain)) - len(plain), extra, differing, long) == (198, 186_492, 148, 56, 56)
     params = json.loads((folder / "data_params.json").read_text())
     assert params["post-process"]["vocab_size"] == 32032
-    assert params["h5_dataset_stats"]["num_sequences"] == len(rows)
+    stats = params["h5_dataset_stats"]
+    assert stats["num_sequences"] == len(rows)
+    crystal = Tokenizer.from_file(str(realdata / "tokenizers" / "crystalcoder" / "tokenizer.json"))
+    texts = crystal.decode_batch(rows[:, 0].tolist())  # Cerebras' decode: special tokens skipped
+    assert stats["detokenized_chars"] == sum(map(len, texts))
+    assert stats["detokenized_bytes"] == sum(len(t.encode("utf-8")) for t in texts)
+    assert stats["non_pad_tokens"] == int((rows[:, 0] != 2).sum())  # no padding here: all but EOS
