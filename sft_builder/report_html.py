@@ -104,10 +104,10 @@ def change_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             for k, c in sorted(per.items())]
 
 
-def rewrite_samples(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The large rewrites sampled per source and step (``sources.<name>.rewrite_samples``)."""
+def rewrite_samples(report: Mapping[str, Any], k: int = 3) -> list[dict[str, Any]]:
+    """The large rewrites the steps kept per source (``sources.<name>.rewrite_samples``), `k` of each."""
     return [{"source": name, "step": step, **smp} for name, v in report["sources"].items()
-            for step, samples in v.get("rewrite_samples", {}).items() for smp in samples]
+            for step, samples in v.get("rewrite_samples", {}).items() for smp in samples[:k]]
 
 
 def dedup_sections(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -206,9 +206,11 @@ def token_runs(pieces: Sequence[str], ids: Sequence[int], mask: Sequence[int], s
     return runs
 
 
-def _first_rows(folder: Path, n: int) -> tuple[str, list[tuple[list[int], list[int], list[int] | None]]]:
+def _first_rows(folder: Path, n: int, pad_id: int | None) -> tuple[str, list[tuple[list[int], list[int],
+                                                                                    list[int] | None]]]:
     """The first `n` packed rows of a tokenized split as (ids, mask on each token, segments), with the mask
-    moved onto the token it trains (label k is input k+1), as `crystalmix inspect` shows it."""
+    moved onto the token it trains (label k is input k+1), as `crystalmix inspect` shows it. The row's last
+    label is shown after its inputs; when it is the pad id and untrained, it is padding."""
     from crystalmix.core import hdf5
 
     h5 = sorted(folder.glob("data-*.h5"))
@@ -222,7 +224,8 @@ def _first_rows(folder: Path, n: int) -> tuple[str, list[tuple[list[int], list[i
         for i, row in enumerate(data):
             ids = [*(int(x) for x in row[0]), int(row[2, -1])]
             mask = [0, *(int(x) for x in row[1])]
-            seg = None if segs is None else [*(int(x) for x in segs[i]), int(segs[i][-1])]
+            last_is_pad = ids[-1] == pad_id and not mask[-1]
+            seg = None if segs is None else [*(int(x) for x in segs[i]), 0 if last_is_pad else int(segs[i][-1])]
             out.append((ids, mask, seg))
         return h5[0].name, out
     jsonl = sorted(folder.glob("data-*.jsonl"))
@@ -251,7 +254,7 @@ def viewer_rows(build_dir: Path, report: Mapping[str, Any], n: int = VIEWER_ROWS
             meta = hdf5.read_metadata(folder)
         except (OSError, ValueError):
             continue
-        name, rows = _first_rows(folder, n)
+        name, rows = _first_rows(folder, n, meta.get("pad_id"))
         if not rows:
             continue
         from crystalmix.core.tokenizer import DEMO, demo_tokenizer_id, load_tokenizer, token_pieces
@@ -264,10 +267,9 @@ def viewer_rows(build_dir: Path, report: Mapping[str, Any], n: int = VIEWER_ROWS
         if meta["tokenizer"] == DEMO and meta.get("demo_tokenizer") not in (None, demo_tokenizer_id()):
             note = "These rows were written by another release's demo tokenizer: the decoded text may be wrong."
         special = {i for i, t in tok.backend_tokenizer.get_added_tokens_decoder().items() if t.special}
-        pad_id = meta.get("pad_id")
         out = []
         for i, (ids, mask, seg) in enumerate(rows):
-            runs = token_runs(token_pieces(tok, ids), ids, mask, special, seg, pad_id)
+            runs = token_runs(token_pieces(tok, ids), ids, mask, special, seg, meta.get("pad_id"))
             out.append(ViewerRow(
                 title=f"tokenized/{split}/{name} row {i}", tokens=len(ids) - 1, trained=sum(mask),
                 documents=sum(1 for r in runs if r.kind == "doc"),

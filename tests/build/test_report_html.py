@@ -181,7 +181,9 @@ def test_the_viewer_shows_what_the_rows_train(demo: tuple[Path, dict]) -> None:
         ids = [*d[0].tolist(), int(d[2, -1])]
         mask = [0, *d[1].tolist()]
         assert row.trained == sum(mask) and row.tokens == len(d[0])
-        shown_seg = [*seg.tolist(), int(seg[-1])]  # the row's last label is shown after its inputs
+        # the row's last label is shown after its inputs (as padding when it is the untrained pad id)
+        pad = json.loads((out / "tokenized" / "train" / "metadata.json").read_text())["pad_id"]
+        shown_seg = [*seg.tolist(), 0 if ids[-1] == pad and not mask[-1] else int(seg[-1])]
         assert row.documents == len(set(shown_seg) - {0}) and row.padding == shown_seg.count(0)
         pieces = token_pieces(tok, ids)
         trained = "".join(p for p, m in zip(pieces, mask, strict=True) if m)
@@ -314,3 +316,40 @@ def test_turn_bars_share_positions_and_group_long_conversations() -> None:
 
     xs, labels, values = turn_bars([{"2": 3, "30": 1, "40": 2}, {"4": 2}])
     assert (xs, labels, values) == ([2, 4, 22], ["2", "4", ">20"], [[3, 0, 3], [0, 2, 0]])
+
+
+def test_a_build_without_tokenize_says_so(demo: tuple[Path, dict], tmp_path: Path) -> None:
+    from sft_builder.report_html import write_html_report
+
+    _, report = demo
+    report = {k: v for k, v in report.items() if k != "tokenize"}
+    (tmp_path / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    written = write_html_report(tmp_path)
+    assert sorted(p.stem for p in written["plots"]) == ["funnel", "records", "turns"]
+    html = _html(tmp_path)
+    assert "This build did not tokenize" in html and html.count("<svg") == 3
+    assert "## Tokens" not in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_the_viewer_reads_megatron_jsonl_rows(demo: tuple[Path, dict], tmp_path: Path) -> None:
+    """`output: megatron-jsonl` rows (no segment ids) are shown too, padding told by the pad id."""
+    import h5py
+
+    from sft_builder.report_html import viewer_rows
+
+    out, report = demo
+    folder = tmp_path / "tokenized" / "train"
+    folder.mkdir(parents=True)
+    shutil.copy(out / "tokenized" / "train" / "metadata.json", folder / "metadata.json")
+    with h5py.File(out / "tokenized" / "train" / "data-00000.h5", "r") as fh:
+        rows = fh["data"][:2]
+    with open(folder / "data-00000.jsonl", "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps({"token_ids": r[0].tolist(), "label_ids": r[2].tolist(),
+                                 "loss_mask": r[1].tolist()}) + "\n")
+    shown, note = viewer_rows(tmp_path, report, 4)
+    from_h5, _ = viewer_rows(out, report, 2)
+    assert note == "" and len(shown) == 2
+    for a, b in zip(shown, from_h5, strict=True):
+        assert (a.tokens, a.trained, a.padding) == (b.tokens, b.trained, b.padding)
+        assert a.documents == 0 and a.title.endswith(("data-00000.jsonl row 0", "data-00000.jsonl row 1"))
