@@ -1,4 +1,5 @@
-"""Conversations to token ids and loss masks, through Jinja chat templates (the ``crystalmix.templates`` package).
+"""Conversations to token ids and loss masks, through Jinja chat templates (the ``crystalmix.templates`` package);
+documents bypass the template (BOS + text + EOS, all trained).
 
 Templates are rendered by transformers' chat-template machinery (`render_jinja_template`, what
 ``apply_chat_template`` runs) and mark trained spans with ``{% generation %}`` blocks, so masks come from
@@ -86,6 +87,7 @@ class Encoded:
     input_ids: np.ndarray  # int32
     loss_mask: np.ndarray  # int8, 1 = this token is a training target
     turn_starts: np.ndarray  # int64
+    document: bool = False  # a plain document (no turns): a long one is cut anywhere, not at turn starts
 
 
 STEP = "tokenize"  # the step named in the rejects of conversations that yield no training example
@@ -124,6 +126,7 @@ class ChatEncoder:
         self._placeholder_re = _alternation(list(self._from_placeholder))
         self.template_vars = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
         self.bos_id = tokenizer.convert_tokens_to_ids(tokenizer.bos_token) if tokenizer.bos_token else None
+        self.eos_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
 
     # -- rendering -----------------------------------------------------------------------------------
     def _messages(self, conv: Conversation) -> tuple[list[dict[str, str]], bool]:
@@ -170,7 +173,11 @@ class ChatEncoder:
         ok: list[int] = []
         chats: list[list[dict[str, str]]] = []
         escaped: list[bool] = []
+        docs: list[int] = []
         for i, c in enumerate(convs):
+            if c.kind == "document":
+                docs.append(i)
+                continue
             try:
                 msgs, esc = self._messages(c)
             except InvalidRecordError as exc:
@@ -195,7 +202,29 @@ class ChatEncoder:
             for k, i in enumerate(ok):
                 ids, offsets = toks[k]
                 results[i] = self._finish(convs[i], ids, offsets, spans[k])
+        if docs:
+            for i, enc in zip(docs, self.encode_documents([convs[i] for i in docs]), strict=True):
+                results[i] = enc
         return [r for r in results if r is not None]
+
+    def encode_documents(self, docs: Sequence[Conversation]) -> list[Encoded]:
+        """Documents bypass the chat template: BOS + text + EOS, every token trained (the BOS too, so packing
+        that concatenates records, like LLM360's, trains the label that starts a document, as their data does).
+
+        The text is encoded as it is, without the tokenizer's own special tokens (its post-processor), and
+        special-token text inside it stays plain text, as in a message.
+        """
+        if self.eos_id is None:
+            raise UserError("a document ends with the tokenizer's EOS token, and this tokenizer has none")
+        head = np.asarray([] if self.bos_id is None else [self.bos_id], dtype=np.int32)
+        tail = np.asarray([self.eos_id], dtype=np.int32)
+        out = []
+        texts = [d.text or "" for d in docs]
+        for d, enc in zip(docs, self.plain.encode_batch(texts, add_special_tokens=False), strict=True):
+            ids = np.concatenate([head, np.asarray(enc.ids, dtype=np.int32), tail])
+            out.append(Encoded(d.id, d.source, ids, np.ones(len(ids), dtype=np.int8), np.zeros(0, dtype=np.int64),
+                               document=True))
+        return out
 
     def _encode_escaped(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Split at the template's control tokens; encode the text between them literally, in one batch."""

@@ -155,11 +155,12 @@ def encode_stream(conversations: Iterable[Conversation], cfg: TokenizeConfig,
 # -- the stage ------------------------------------------------------------------------------------------
 @dataclass
 class _SourceStats:
-    conversations: int = 0
+    conversations: int = 0  # records encoded, documents included
     tokens: int = 0
     trained_tokens: int = 0
     max_tokens: int = 0
     length_hist: dict[str, int] = field(default_factory=dict)  # tokens per conversation, `length_bin` keys
+    documents: int = 0
 
 
 def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out_dir: Path, *, seed: int,
@@ -235,6 +236,7 @@ def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig,
                 continue
             s = per_source[item.source]
             s.conversations += 1
+            s.documents += item.document
             s.tokens += len(item.input_ids)
             s.trained_tokens += int(item.loss_mask.sum())
             s.max_tokens = max(s.max_tokens, len(item.input_ids))

@@ -56,23 +56,61 @@ def _shards(build_dir: Path, split: str) -> list[Path]:
     return sorted((build_dir / "conversations").glob(f"{split}-*.parquet"))
 
 
-def _batches(files: list[Path]) -> Iterator[pa.RecordBatch]:
+# The two kinds of rows and the columns each exports: conversations (the `default` config) and documents
+# (the `text` config, under data/text/). The build's shards hold both, told apart by a null `text`.
+KIND_COLUMNS = {"messages": ("id", "source", "messages", "meta"), "text": ("id", "source", "text", "meta")}
+KIND_FOLDER = {"messages": "", "text": "text"}
+KIND_CONFIG = {"messages": "default", "text": "text"}
+
+
+def _of_kind(batch: pa.RecordBatch, kind: str) -> pa.RecordBatch:
+    """The rows of `kind` in a batch of the build's shards, with that kind's columns."""
+    import pyarrow.compute as pc
+
+    if "text" not in batch.schema.names:  # a build from before documents: conversations only
+        return batch.select(list(KIND_COLUMNS["messages"])) if kind == "messages" else batch.slice(0, 0)
+    text = batch.column("text")
+    keep = pc.is_null(text) if kind == "messages" else pc.is_valid(text)
+    return batch.filter(keep).select(list(KIND_COLUMNS[kind]))
+
+
+def _batches(files: list[Path], kind: str) -> Iterator[pa.RecordBatch]:
     for f in files:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=4096)
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
+            part = _of_kind(batch, kind)
+            if part.num_rows:
+                yield part
 
 
-def _write_split(files: list[Path], out_data: Path, split: str, rows_per_shard: int) -> list[Path]:
-    """Re-shard one split into Hub-named files, streaming batches (memory stays at one batch)."""
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+def _count(files: list[Path], kind: str) -> int:
+    """Rows of `kind` in the shards (reads only the `text` column)."""
+    total = 0
+    for f in files:
+        pf = pq.ParquetFile(f)
+        if "text" not in pf.schema_arrow.names:
+            total += pf.metadata.num_rows if kind == "messages" else 0
+            continue
+        nulls = pq.read_table(f, columns=["text"]).column("text").null_count
+        total += nulls if kind == "messages" else pf.metadata.num_rows - nulls
+    return total
+
+
+def _write_split(files: list[Path], out_data: Path, split: str, rows_per_shard: int,
+                 kind: str = "messages") -> list[Path]:
+    """Re-shard one split's rows of one kind into Hub-named files, streaming batches (memory stays at one
+    batch)."""
+    total = _count(files, kind)
     if total == 0:
         return []
     n_shards = max(1, math.ceil(total / rows_per_shard))
-    schema = pq.ParquetFile(files[0]).schema_arrow
+    folder = out_data / KIND_FOLDER[kind] if KIND_FOLDER[kind] else out_data
+    folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    batches = _batches(files)
-    pending: pa.RecordBatch | None = None
+    batches = _batches(files, kind)
+    pending: pa.RecordBatch | None = next(batches)
+    schema = pending.schema
     for i in range(n_shards):
-        path = out_data / f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
+        path = folder / f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
         want = min(rows_per_shard, total - i * rows_per_shard)
         with atomic_path(path) as tmp:
             writer = pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=False)
@@ -134,8 +172,12 @@ def _size_category(n: int) -> str:
 
 
 def dataset_card(cfg: ExportConfig, report: Mapping[str, Any], split_rows: Mapping[str, int],
-                 licenses: Mapping[str, tuple[str, str]], tokens: Mapping[str, Mapping[str, int]]) -> str:
-    """The README.md of the Hub folder: a YAML header the Hub reads, then the sources and how it was built."""
+                 licenses: Mapping[str, tuple[str, str]], tokens: Mapping[str, Mapping[str, int]],
+                 doc_rows: Mapping[str, int] | None = None) -> str:
+    """The README.md of the Hub folder: a YAML header the Hub reads, then the sources and how it was built.
+
+    `split_rows` counts conversations per split, `doc_rows` documents (the `text` config)."""
+    doc_rows = doc_rows or {}
     lic_values = sorted({lic for _, lic in licenses.values()})
     licence = lic_values[0] if len(lic_values) == 1 else "other"
     langs = Counter(report.get("languages", {}))
@@ -148,11 +190,12 @@ def dataset_card(cfg: ExportConfig, report: Mapping[str, Any], split_rows: Mappi
                            and lang not in ("unknown", "code")) or ["en"],
         "task_categories": ["text-generation"],
         "tags": ["sft", "chat", "code", "crystalmix"],
-        "size_categories": [_size_category(sum(split_rows.values()))],
+        "size_categories": [_size_category(sum(split_rows.values()) + sum(doc_rows.values()))],
         "configs": [{
-            "config_name": "default",
-            "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in SPLITS if split_rows.get(s)],
-        }],
+            "config_name": KIND_CONFIG[kind],
+            "data_files": [{"split": s, "path": f"data/{KIND_FOLDER[kind] + '/' if KIND_FOLDER[kind] else ''}"
+                                                  f"{s}-*.parquet"} for s in SPLITS if rows.get(s)],
+        } for kind, rows in (("messages", split_rows), ("text", doc_rows)) if any(rows.values())],
     }
     lines = ["---", _yaml(header).rstrip(), "---", "", f"# {cfg.pretty_name or cfg.dataset_name}", ""]
     lines += [
@@ -164,12 +207,21 @@ def dataset_card(cfg: ExportConfig, report: Mapping[str, Any], split_rows: Mappi
         "`system`, `user`, `assistant`) and `meta` (a JSON string with the record's provenance: input file, "
         "line and original id).",
         "",
+    ]
+    if any(doc_rows.values()):
+        lines += [
+            "The `text` config holds plain documents (books, textbooks) trained on every token: `id`, `source`, "
+            "`text` and `meta`; load it with `load_dataset(REPO, \"text\")`.",
+            "",
+        ]
+    lines += [
         "## Splits",
         "",
-        "| split | conversations |",
-        "|---|---:|",
+        "| split | conversations | documents |",
+        "|---|---:|---:|",
     ]
-    lines += [f"| {s} | {split_rows.get(s, 0):,} |" for s in SPLITS if split_rows.get(s)]
+    lines += [f"| {s} | {split_rows.get(s, 0):,} | {doc_rows.get(s, 0):,} |" for s in SPLITS
+              if split_rows.get(s) or doc_rows.get(s)]
     has_tokens = bool(tokens)
     lines += ["", "## Sources", ""]
     head = "| source | origin | licence | read | kept | train | test |" + (" tokens |" if has_tokens else "")
@@ -218,20 +270,28 @@ def export_build(cfg: ExportConfig, manifest: Any | None = None) -> dict[str, An
     report = json.loads(report_path.read_text(encoding="utf-8"))
     data = cfg.out_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    for old in data.glob("*.parquet"):  # a re-export with other shard counts must not leave stale shards
-        old.unlink()
+    for old in [*data.glob("*.parquet"), *data.glob("text/*.parquet")]:  # a re-export with other shard
+        old.unlink()  # counts must not leave stale shards
     split_rows: dict[str, int] = {}
+    doc_rows: dict[str, int] = {}
     files: dict[str, list[str]] = {}
+    doc_files: dict[str, list[str]] = {}
     for split in SPLITS:
         shards = _shards(cfg.build_dir, split)
-        split_rows[split] = sum(pq.ParquetFile(f).metadata.num_rows for f in shards)
+        split_rows[split] = _count(shards, "messages")
+        doc_rows[split] = _count(shards, "text")
         files[split] = [p.name for p in _write_split(shards, data, split, cfg.rows_per_shard)]
-    if not any(split_rows.values()):
+        doc_files[split] = [p.name for p in _write_split(shards, data, split, cfg.rows_per_shard, "text")]
+    if not any(split_rows.values()) and not any(doc_rows.values()):
         raise UserError("the build holds no conversations to export", path=cfg.build_dir / "conversations")
-    card = dataset_card(cfg, report, split_rows, _source_licenses(report, manifest), _token_counts(cfg.build_dir))
+    card = dataset_card(cfg, report, split_rows, _source_licenses(report, manifest), _token_counts(cfg.build_dir),
+                        doc_rows)
     with atomic_open(cfg.out_dir / "README.md") as fh:
         fh.write(card)
-    return {"out": str(cfg.out_dir), "rows": split_rows, "files": files}
+    out: dict[str, Any] = {"out": str(cfg.out_dir), "rows": split_rows, "files": files}
+    if any(doc_rows.values()):
+        out["documents"] = {"rows": doc_rows, "files": doc_files}
+    return out
 
 
 def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str | None = None) -> str:

@@ -5,7 +5,8 @@ Memory stays at a few integers per conversation: one pass over the deduplicated 
 byte offsets, sources and group hashes; the shards are then written by seeking to each chosen record.
 Selection for a source is a sequence of seeded permutations of its records (one per pass), cut at the
 target count, so ``weight: 1.5`` is every record once plus a random half twice, and ``max_samples`` keeps a
-random subset. Pieces of one original conversation (``meta.group``) always land in the same split.
+random subset. Pieces of one original conversation (``meta.group``) always land in the same split. With
+``shuffle: false`` the output keeps the manifest's order: sources as listed, records as read.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SCHEMA = pa.schema(
         ("source", pa.string()),
         ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
         ("meta", pa.string()),  # JSON object with sorted keys: adapters' meta keys differ
+        ("text", pa.string()),  # a document's text (its messages are empty); null for a conversation
     ]
 )
 KEPT, WEIGHT, MAX_SAMPLES = 0, 1, 2
@@ -50,8 +52,13 @@ def targets(src: SourceConfig, n: int) -> tuple[int, int]:
     return by_weight, capped
 
 
-def select(src: SourceConfig, members: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The sample sequence (record indices, repeats allowed) and a reason code per member."""
+def select(src: SourceConfig, members: np.ndarray, seed: int,
+           keep_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The sample sequence (record indices, repeats allowed) and a reason code per member.
+
+    With `keep_order` the same records are chosen, and each pass over the source lists its records in
+    their original order (``weight: 2`` is the source twice in a row).
+    """
     n = len(members)
     reasons = np.full(n, KEPT, dtype=np.int8)
     if n == 0:
@@ -60,6 +67,8 @@ def select(src: SourceConfig, members: np.ndarray, seed: int) -> tuple[np.ndarra
     rng = np.random.default_rng([seed, xxhash.xxh32_intdigest(src.name.encode())])
     first = rng.permutation(n)
     passes = [first] + [rng.permutation(n) for _ in range(-(-target // n) - 1)]
+    if keep_order:
+        passes = [np.sort(p[: max(target - k * n, 0)]) for k, p in enumerate(passes)]
     seq = np.concatenate(passes)[:target]
     reasons[first[min(target, n) : min(by_weight, n)]] = MAX_SAMPLES
     reasons[first[min(by_weight, n) :]] = WEIGHT
@@ -89,9 +98,13 @@ def run_mix(
     seqs = []
     for i, s in enumerate(m.sources):
         members = np.flatnonzero(src == i)
-        seq, r = select(s, members, m.seed)
+        seq, r = select(s, members, m.seed, keep_order=not m.mix.shuffle)
         reason[members] = r
         seqs.append(seq)
+    # m.sources is in priority order; unshuffled, the mix follows the order the manifest lists them in
+    listed = sorted(range(len(m.sources)), key=lambda i: m.sources[i].line)
+    if not m.mix.shuffle:
+        seqs = [seqs[i] for i in listed]
     samples = np.concatenate(seqs) if seqs else np.empty(0, np.int64)
 
     # grouped split: the test_fraction of the chosen records' groups with the smallest seeded hashes
@@ -108,6 +121,10 @@ def run_mix(
         rng = np.random.default_rng([m.seed, 0x5EED])
         train = train[rng.permutation(len(train))]
         test = test[rng.permutation(len(test))]
+    elif len(test):
+        rank = np.empty(len(m.sources), dtype=np.int64)
+        rank[listed] = np.arange(len(listed))
+        test = test[np.argsort(rank[src[test]], kind="stable")]
 
     stats: dict[str, Any] = {"sources": {n: _empty_source_stats() for n in names}}
     _rejects_and_stats(m, kept_path, reason, is_test, src, stats, folder / "rejects.jsonl")
@@ -133,6 +150,7 @@ def _empty_source_stats() -> dict[str, Any]:
         "turns": 0,
         "rounds": 0,
         "turns_hist": {},  # turns (system excluded) per kept conversation -> conversations
+        "documents": 0,
         "train": 0,
         "test": 0,
         "test_kept": 0,
@@ -163,9 +181,13 @@ def _rejects_and_stats(
                 out.write(Rejected(rec["source"], "mix", REASONS[r], meta.get("file", ""), meta.get("line", 0),
                                    rec, "not chosen by the source's mixing settings"))
                 continue
-            turns = [msg for msg in rec["messages"] if msg["role"] != "system"]
             st["kept"] += 1
             st["test_kept"] += int(is_test[i])
+            if "text" in rec:  # a document: no turns
+                st["documents"] += 1
+                st["chars"] += len(rec["text"])
+                continue
+            turns = [msg for msg in rec["messages"] if msg["role"] != "system"]
             st["turns"] += len(turns)
             st["rounds"] += len(turns) // 2
             st["turns_hist"][str(len(turns))] = st["turns_hist"].get(str(len(turns)), 0) + 1
@@ -199,8 +221,9 @@ def _write_split(
                                 {
                                     "id": rec["id"],
                                     "source": rec["source"],
-                                    "messages": rec["messages"],
+                                    "messages": rec.get("messages", []),
                                     "meta": json.dumps(rec["meta"], ensure_ascii=False, sort_keys=True),
+                                    "text": rec.get("text"),
                                 }
                             )
                         writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))

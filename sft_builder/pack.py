@@ -6,7 +6,9 @@ labels (input shifted left by one), and segment ids (1, 2, ... per packed piece,
 - ``llm360``: LLM360's own way: everything concatenated, cut into chunks of L+1, input = chunk[:-1],
   labels = chunk[1:], mask shifted the same way, tail dropped, chunks with nothing trained skipped.
 - ``bfd``: best-fit-decreasing of whole conversations into padded rows of L, within a bounded buffer;
-  conversations longer than L are cut at turn boundaries, or truncated when a single turn does not fit.
+  conversations longer than L are cut at turn boundaries, or truncated when a single turn does not fit;
+  documents longer than L are cut every L tokens. Labels never cross a record, so a document's BOS label
+  is trained only under ``llm360`` packing, where records follow each other in one stream.
 - ``none``: one padded row per conversation (longer ones cut as in ``bfd``).
 """
 
@@ -54,13 +56,20 @@ class Piece:
 
 
 def split_long(enc: Encoded, seq_len: int, stats: PackStats) -> list[Piece]:
-    """Cut a conversation longer than `seq_len` at turn starts; truncate a turn that alone is too long.
+    """Cut a conversation longer than `seq_len` at turn starts; truncate a turn that alone is too long. A
+    document is cut every `seq_len` tokens (nothing is truncated).
 
     Pieces that train nothing are dropped (counted) since a row of context alone teaches nothing.
     """
     n = len(enc.input_ids)
     if n <= seq_len:
         return [Piece(enc.input_ids, enc.loss_mask)]
+    if enc.document:  # no turns to respect: consecutive rows' worth, as pretraining cuts text
+        stats.counts["split_documents"] += 1
+        pieces = [Piece(enc.input_ids[s:s + seq_len], enc.loss_mask[s:s + seq_len]) for s in range(0, n, seq_len)]
+        kept = [p for p in pieces if p.mask[1:].any()]
+        stats.counts["dropped_untrained_pieces"] += len(pieces) - len(kept)
+        return kept
     stats.counts["split_conversations"] += 1
     cuts = [int(c) for c in enc.turn_starts if 0 < c < n] + [n]
     pieces: list[Piece] = []

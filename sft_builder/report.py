@@ -51,6 +51,7 @@ def make_report(
             "turns": mix["turns"],
             "rounds": mix["rounds"],
             "turns_hist": mix.get("turns_hist", {}),
+            "documents": mix.get("documents", 0),  # plain-text records (trained on every token)
             "languages": ing["languages"],
             "adapter_fixes": ing["fixes"],
             "changes": ing["changes"],

@@ -1,8 +1,13 @@
-"""The one chat schema every adapter produces and every later step consumes.
+"""The one record schema every adapter produces and every later step consumes.
 
 `Message` and `Conversation` are frozen, slotted dataclasses that validate themselves when built, so a
 `Conversation` that exists is always well formed (and can always be written as UTF-8 JSON). Transforms return
 new objects (`dataclasses.replace`).
+
+A record is of one of two kinds, told apart by its messages, so every step keeps working on one type:
+a *conversation* (user/assistant turns, trained on the answers) or a *document* (one message of role
+``text``: plain text trained on every token, as CrystalChat's textbook subsets). Their interchange lines
+differ only in holding ``messages`` or ``text``.
 
 `Rejected` is the one record of a drop: every writer of rejects (convert, build, encode) writes it with
 `RejectWriter`, and every interchange line comes from `Conversation.to_json_bytes`, so the same record gives
@@ -23,8 +28,12 @@ import orjson
 
 from crystalmix.core.atomic import atomic_open
 
-Role = Literal["system", "user", "assistant"]
-ROLES: tuple[str, ...] = get_args(Role)
+ChatRole = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "text"]
+ROLES: tuple[str, ...] = get_args(ChatRole)  # the roles of a conversation's messages
+TEXT = "text"  # the role of a document's one message
+MESSAGE_ROLES: tuple[str, ...] = get_args(Role)
+Kind = Literal["conversation", "document"]
 
 
 class InvalidRecordError(ValueError):
@@ -48,7 +57,7 @@ class Message:
 
     def __post_init__(self) -> None:
         # Hot path (every message of every record): exact type checks and no string copies.
-        if self.role not in ROLES:
+        if self.role not in MESSAGE_ROLES:
             raise InvalidRecordError("unknown_role", f"role {self.role!r} is not one of {', '.join(ROLES)}")
         content = self.content
         if type(content) is not str and not isinstance(content, str):
@@ -64,12 +73,13 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
-    """One training conversation.
+    """One training record: a conversation, or a document (`kind`).
 
-    Shape: an optional leading system message, then user/assistant alternating, starting with user and
-    ending with assistant. `meta` carries provenance: ``file``, ``line`` (1-based line or row), ``orig_id``,
-    and ``group`` (ties together the pieces of one original conversation: ShareGPT ``_N`` chunks, OASST
-    branches of one tree). Adapters may add more keys; values must be JSON-serialisable.
+    A conversation is an optional leading system message, then user/assistant alternating, starting with
+    user and ending with assistant. A document is exactly one message of role ``text`` (`make_document`).
+    `meta` carries provenance: ``file``, ``line`` (1-based line or row), ``orig_id``, and ``group`` (ties
+    together the pieces of one original conversation: ShareGPT ``_N`` chunks, OASST branches of one tree).
+    Adapters may add more keys; values must be JSON-serialisable.
     """
 
     id: str
@@ -88,6 +98,16 @@ class Conversation:
         _check_meta(self.meta)
 
     # -- views ---------------------------------------------------------------------------------------
+    @property
+    def kind(self) -> Kind:
+        return "document" if self.messages[0].role == TEXT else "conversation"
+
+    @property
+    def text(self) -> str | None:
+        """A document's text (None for a conversation)."""
+        first = self.messages[0]
+        return first.content if first.role == TEXT else None
+
     @property
     def system(self) -> str | None:
         return self.messages[0].content if self.messages[0].role == "system" else None
@@ -110,6 +130,9 @@ class Conversation:
 
     # -- interchange JSONL -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        first = self.messages[0]
+        if first.role == TEXT:
+            return {"id": self.id, "source": self.source, "text": first.content, "meta": dict(self.meta)}
         return {
             "id": self.id,
             "source": self.source,
@@ -125,8 +148,12 @@ class Conversation:
         Raises `InvalidRecordError` (``invalid_unicode``) when ``meta`` holds text UTF-8 cannot encode (a lone
         surrogate): message contents are checked when built, ``meta`` values only here.
         """
-        obj = {"id": self.id, "messages": [{"content": m.content, "role": m.role} for m in self.messages],
-               "meta": self.meta, "source": self.source}
+        first = self.messages[0]
+        if first.role == TEXT:
+            obj: dict[str, Any] = {"id": self.id, "meta": self.meta, "source": self.source, "text": first.content}
+        else:
+            obj = {"id": self.id, "messages": [{"content": m.content, "role": m.role} for m in self.messages],
+                   "meta": self.meta, "source": self.source}
         try:
             return orjson.dumps(obj, option=_JSON_LINE)  # the hot path of convert and of the build's stages
         except TypeError:  # orjson.JSONEncodeError: a huge int, an odd type, a surrogate; the general path decides
@@ -142,18 +169,33 @@ class Conversation:
         return self.to_json_bytes()[:-1].decode("utf-8")
 
     @classmethod
-    def from_dict(cls, record: Mapping[str, Any]) -> Conversation:
-        """Build from the interchange form; raises `InvalidRecordError` on any structural problem."""
+    def from_dict(cls, record: Mapping[str, Any], *, allow_empty_final_answer: bool = False) -> Conversation:
+        """Build from the interchange form (``messages``, or ``text`` for a document); raises
+        `InvalidRecordError` on any structural problem.
+
+        `allow_empty_final_answer` accepts a conversation whose last assistant message is empty (see
+        `empty_answer`); the build passes it when reading back records it has already accepted.
+        """
         if not isinstance(record, Mapping):
             raise InvalidRecordError("not_an_object", f"expected a JSON object, got {type(record).__name__}")
         raw_msgs = record.get("messages")
+        text = record.get("text")
+        if text is not None:
+            if raw_msgs:
+                raise InvalidRecordError("text_and_messages", "a record holds 'text' (a document) or 'messages' "
+                                                              "(a conversation), not both")
+            raw_msgs = [{"role": TEXT, "content": text}]
         if not isinstance(raw_msgs, list) or not raw_msgs:
             raise InvalidRecordError("no_messages", "missing or empty 'messages' list")
         msgs = []
-        for m in raw_msgs:
+        last = len(raw_msgs) - 1
+        for i, m in enumerate(raw_msgs):
             if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
                 raise InvalidRecordError("bad_message", "each message needs 'role' and 'content'")
-            msgs.append(Message(m["role"], m["content"]))
+            if allow_empty_final_answer and i == last and m["role"] == "assistant" and is_blank(m["content"]):
+                msgs.append(empty_answer(m["content"]))
+            else:
+                msgs.append(Message(m["role"], m["content"]))
         meta = record.get("meta")
         if meta is None:
             meta = {}
@@ -185,8 +227,9 @@ def _valid_orders(max_body: int) -> frozenset[tuple[str, ...]]:
     return frozenset([b for b in bodies] + [("system", *b) for b in bodies])
 
 
-# Valid role sequences of up to 64 user/assistant messages; longer ones take the step-by-step check.
-SCHEMA_ORDERS = _valid_orders(64)
+# Valid role sequences of up to 64 user/assistant messages, and a document's; longer ones take the
+# step-by-step check.
+SCHEMA_ORDERS = _valid_orders(64) | {(TEXT,)}
 
 
 def _check_unicode(text: str, where: str) -> None:
@@ -237,6 +280,9 @@ def _check_conversation(cid: Any, source: Any, msgs: Iterable[Any]) -> tuple[Mes
                 raise InvalidRecordError("bad_message", f"expected Message, got {type(m).__name__}")
     if tuple(roles) in SCHEMA_ORDERS:  # the usual case, in one hash lookup
         return msgs  # type: ignore[return-value]
+    if TEXT in roles:
+        raise InvalidRecordError("misplaced_text", "a text message is a document on its own, not a turn of a "
+                                                   "conversation")
     start = 1 if roles and roles[0] == "system" else 0
     if len(roles) == start:
         raise InvalidRecordError("no_turns", "conversation has no user/assistant turns")
@@ -291,13 +337,42 @@ def make_conversation(cid: str, source: str, messages: tuple[Message, ...], meta
     return conv
 
 
+def make_document(cid: str, source: str, text: str, meta: dict[str, Any]) -> Conversation:
+    """A document: `text` trained on every token (its one message has role ``text``)."""
+    return make_conversation(cid, source, (Message(TEXT, text),), meta)  # type: ignore[arg-type]
+
+
+def is_blank(content: Any) -> bool:
+    return isinstance(content, str) and (not content or content.isspace())
+
+
+def empty_answer(content: str = "") -> Message:
+    """The one message allowed to be empty: a conversation's final assistant answer, in LLM360's faithful mode.
+
+    LLM360's CrystalChat data holds a conversation whose last answer is empty (``<|im_end|></s>``: only the
+    stop token is trained). `Message` refuses empty content, so such an answer exists only when a caller
+    asks for it (an adapter's ``allow_empty_final_answer``); `Conversation` checks roles, not contents, so
+    it accepts the message in last place. `content` is the blank text as given.
+    """
+    if not is_blank(content):
+        raise ValueError("empty_answer takes empty or blank text")
+    m = _new(Message)
+    _set_role(m, "assistant")
+    _set_content(m, content)
+    return m
+
+
 def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: Sequence[str],
-                       meta: dict[str, Any]) -> Conversation:
+                       meta: dict[str, Any], *, allow_empty_final_answer: bool = False) -> Conversation:
     """``Conversation(cid, source, tuple(map(Message, roles, contents)), meta)``: same checks, one pass.
 
     The role sequence is checked once, on `roles` itself (the roles the messages are built from), instead
     of once per `Message` and again from the built messages; each content gets `Message`'s checks.
+    `allow_empty_final_answer` keeps a blank last assistant message (`empty_answer`).
     """
+    if allow_empty_final_answer and roles and roles[-1] == "assistant" and contents and is_blank(contents[-1]):
+        head = make_messages(zip(roles[:-1], contents[:-1], strict=True))
+        return Conversation(cid, source, (*head, empty_answer(contents[-1])), meta)
     if type(roles) is not tuple or roles not in SCHEMA_ORDERS or len(contents) != len(roles) \
             or type(meta) is not dict:
         return Conversation(cid, source, make_messages(zip(roles, contents, strict=True)), meta)

@@ -22,4 +22,5 @@ from sft_builder.sources import (  # noqa: E402, F401, I001
     oasst1,
     rosetta,
     sharegpt,
+    text,
 )

@@ -17,6 +17,7 @@ from crystalmix.core.records import (
     Conversation,
     InvalidRecordError,
     build_conversation,
+    is_blank,
     make_conversation,
     make_messages,
 )
@@ -33,6 +34,7 @@ SYSTEM_USER_ASSISTANT = ("system", "user", "assistant")
 class AlpacaOptions:
     column_map: dict[str, str] = field(default_factory=dict)  # our field -> record key, e.g. output:response
     join: str = "\n\n"  # between instruction and a non-empty input
+    allow_empty_final_answer: bool = False  # keep an empty output (LLM360's faithful mode): trains only EOS
 
 
 def user_turn(instruction: str, inp: str, join: str = "\n\n") -> str:
@@ -89,6 +91,11 @@ class AlpacaAdapter(Adapter[AlpacaOptions]):
             meta["record_meta"] = extra
             extra = None
         prefix = self._ids.known.get(record.file)
+        if self.options.allow_empty_final_answer and is_blank(output):
+            if extra is not None:
+                raise InvalidRecordError("bad_field", f"{k_meta!r} must be an object")
+            cid = f"{self._ids.prefix(record.file)}{record.ref}"
+            return (build_conversation(cid, self.source, roles, contents, meta, allow_empty_final_answer=True),)
         if prefix is not None and extra is None:  # not the first kept record of its file: one call
             return (build_conversation(f"{prefix}{record.ref}", self.source, roles, contents, meta),)
         messages = make_messages(zip(roles, contents, strict=True))  # a bad message is reported first

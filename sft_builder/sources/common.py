@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import PurePath
 from typing import Any
 
-from crystalmix.core.records import ROLES, InvalidRecordError, Message, make_messages
+from crystalmix.core.records import ROLES, InvalidRecordError, Message, empty_answer, make_messages
 
 # ShareGPT-family role names; anything else is rejected as ``unknown_role`` unless mapped by an option.
 DEFAULT_ROLE_MAP: dict[str, str] = {
@@ -122,7 +122,8 @@ def _blank(content: str) -> bool:
     return not content or content.isspace()
 
 
-def repair_turns(turns: Sequence[tuple[str, Any]], *, trim_trailing_user: bool = True) -> Repaired:
+def repair_turns(turns: Sequence[tuple[str, Any]], *, trim_trailing_user: bool = True,
+                 allow_empty_final_answer: bool = False) -> Repaired:
     """Repair (role, content) turns into schema order: the one place every multi-turn adapter repairs.
 
     In order (each repair is named in `Repaired.fixes`, counted by the adapter only if it keeps the record):
@@ -141,6 +142,8 @@ def repair_turns(turns: Sequence[tuple[str, Any]], *, trim_trailing_user: bool =
     ``### Assistant:``): it is dropped only with `trim_trailing_user`, like a trailing user turn.
     When every round had a blank side, `InvalidRecordError` ``empty_content``; other problems (an unknown
     role, content that is not a string, a system turn later on) are left to `Conversation`'s checks.
+    With `allow_empty_final_answer` (LLM360's faithful mode), a final round whose answer is blank is kept,
+    its answer empty (`empty_answer`), and named ``kept_empty_final_answer``.
     """
     n = len(turns)
     start = 1 if n and turns[0][0] == "system" else 0
@@ -150,21 +153,23 @@ def repair_turns(turns: Sequence[tuple[str, Any]], *, trim_trailing_user: bool =
         except InvalidRecordError as exc:
             if exc.reason != "empty_content":
                 raise
-    return _repair(turns, trim_trailing_user)
+    return _repair(turns, trim_trailing_user, allow_empty_final_answer)
 
 
 def normalize_turns(turns: list[tuple[str, str]], *, trim_trailing_user: bool = True,
-                    ) -> tuple[tuple[Message, ...], list[str]]:
+                    allow_empty_final_answer: bool = False) -> tuple[tuple[Message, ...], list[str]]:
     """`repair_turns` for adapters that need only the messages and the fixes."""
-    rep = repair_turns(turns, trim_trailing_user=trim_trailing_user)
+    rep = repair_turns(turns, trim_trailing_user=trim_trailing_user, allow_empty_final_answer=allow_empty_final_answer)
     return rep.messages, rep.fixes
 
 
-def _repair(turns: Sequence[tuple[str, Any]], trim_trailing_user: bool) -> Repaired:
+def _repair(turns: Sequence[tuple[str, Any]], trim_trailing_user: bool,
+            allow_empty_final_answer: bool = False) -> Repaired:
     for role, content in turns:  # a wrong type or role is not repairable: the usual error, first
         if role not in ROLES or not isinstance(content, str):
             Message(role, content)  # raises
     fixes: list[str] = []
+    empty_final = False
     n_system = 0
     while n_system < len(turns) and turns[n_system][0] == "system":
         n_system += 1
@@ -200,6 +205,11 @@ def _repair(turns: Sequence[tuple[str, Any]], trim_trailing_user: bool) -> Repai
             if user[1] and answer[1]:
                 body += [user, answer]
                 continue
+            if user[1] and k == len(rounds) - 1 and trailing is None and allow_empty_final_answer:
+                body += [user, answer]
+                empty_final = True
+                fixes.append("kept_empty_final_answer")
+                continue
             if user[1] and k == len(rounds) - 1 and trailing is None and not trim_trailing_user:
                 body += [user, answer]  # a trailing prompt the options keep: Conversation rejects it
                 continue
@@ -215,5 +225,9 @@ def _repair(turns: Sequence[tuple[str, Any]], trim_trailing_user: bool) -> Repai
             raise InvalidRecordError("empty_content", f"no complete round: {dropped} round(s) with an empty "
                                                       "question or answer, and nothing else")
     kept = head + body
-    messages = make_messages((role, MERGE_SEPARATOR.join(parts)) for role, parts, _ in kept)
+    if empty_final:
+        messages = (*make_messages((role, MERGE_SEPARATOR.join(parts)) for role, parts, _ in kept[:-1]),
+                    empty_answer())
+    else:
+        messages = make_messages((role, MERGE_SEPARATOR.join(parts)) for role, parts, _ in kept)
     return Repaired(messages, fixes, kept[-1][2] if kept else -1)

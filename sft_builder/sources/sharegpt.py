@@ -37,6 +37,7 @@ class ShareGPTOptions:
     role_map: dict[str, str] = field(default_factory=dict)  # extra names, e.g. function_call:assistant
     group_chunks: bool = True  # ids ending in _N are chunks of one conversation: same group
     trim_trailing_user: bool = True  # drop a final unanswered user turn (counted)
+    allow_empty_final_answer: bool = False  # keep an empty last answer (LLM360's data has one): trains only EOS
 
 
 @register
@@ -105,7 +106,8 @@ class ShareGPTAdapter(Adapter[ShareGPTOptions]):
         system = data.get(options.system_key) if options.system_key else None
         if type(system) is str and system and not system.isspace() and turns[0][0] != "system":
             turns.insert(0, ("system", system))
-        messages, fixes = normalize_turns(turns, trim_trailing_user=options.trim_trailing_user)
+        messages, fixes = normalize_turns(turns, trim_trailing_user=options.trim_trailing_user,
+                                          allow_empty_final_answer=options.allow_empty_final_answer)
         meta = self._meta(record, data)
         cid = f"{self._ids.prefix(record.file)}{record.ref}"  # = record_id(source, label, record.ref)
         conv = make_conversation(cid, self.source, messages, meta)

@@ -6,7 +6,8 @@ and "1 / 1" page counters. Only a turn that carries those export marks is conver
 that is itself markup or code (an HTML page, a snippet, anything with scripts or styles) is never converted,
 and when in doubt the text stays verbatim. Unicode is normalised (NFC, non-breaking and zero-width spaces);
 whitespace is trimmed, inside prose only (fenced code and markup keep their layout); turns left empty are
-removed with their partner turn so the conversation still alternates.
+removed with their partner turn so the conversation still alternates. A document (role ``text``) is cleaned
+as one turn (HTML conversion only if ``text`` is among `html_roles`) and dropped only if nothing is left.
 
 Every rewrite is counted by kind. A rewrite that removes more than a quarter of a turn's letters and digits
 is also counted as ``large_rewrite``, and the first few are kept as samples for the build report.
@@ -186,6 +187,10 @@ class Clean(FilterStep):
         if all(c == m.content for (_, c), m in zip(cleaned, conv.messages, strict=False)):
             return conv
         self.changes["rewritten"] += 1
+        if conv.kind == "document":
+            if not cleaned[0][1].strip():
+                return Drop("empty_after_clean", "no text left after cleaning")
+            return conv.with_messages([Message(cleaned[0][0], cleaned[0][1])])
         if not self.cfg.drop_empty_turns:
             return conv.with_messages([Message(r, c) for r, c in cleaned])  # raises on an empty turn
         msgs: list[Message] = []

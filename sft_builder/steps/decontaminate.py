@@ -64,7 +64,7 @@ class DecontaminateConfig:
     enabled: bool = True
     ngram: int = field(default=13, metadata=spec(at_least(1)))
     benchmarks: tuple[BenchmarkConfig, ...] = ()
-    roles: tuple[Role, ...] = ("user", "assistant")
+    roles: tuple[Role, ...] = ("user", "assistant", "text")  # text: a document's text
     # a solution matches when a conversation holds this share of its distinct n-grams ...
     solution_coverage: float = field(default=0.8, metadata=spec(between(0, 1, lo_open=True)))
     # ... and never fewer than this (shorter solutions are matched through their prompts only) ...

@@ -96,7 +96,8 @@ def rank_key(meta: Mapping[str, Any]) -> int:
 
 
 def assistant_chars(conv: Conversation) -> int:
-    return sum(len(m.content) for m in conv.messages if m.role == "assistant")
+    """The trained text's length: the answers of a conversation, the whole of a document."""
+    return sum(len(m.content) for m in conv.messages if m.role in ("assistant", "text"))
 
 
 class KeepOrder:
@@ -231,7 +232,8 @@ class Spill:
         try:
             for _ in range(self.count):
                 tag, cid, source, roles, contents, meta = pickle.load(self.fh)
-                yield tag, build_conversation(cid, source, roles, contents, meta)
+                # records that were valid when spilled (an empty final answer only if an adapter allowed it)
+                yield tag, build_conversation(cid, source, roles, contents, meta, allow_empty_final_answer=True)
         finally:
             self.close()
 
@@ -248,7 +250,7 @@ def _sample_hash(cid: str) -> bytes:
 
 
 def _member(conv: Conversation, key: Key) -> dict[str, Any]:
-    last = next(m.content for m in reversed(conv.messages) if m.role == "assistant")
+    last = next(m.content for m in reversed(conv.messages) if m.role in ("assistant", "text"))
     ranks = conv.meta.get("ranks")
     return {
         "id": conv.id,

@@ -1,4 +1,5 @@
-"""The `language` step: keep conversations whose user and assistant turns are in the configured languages.
+"""The `language` step: keep conversations whose user and assistant turns are in the configured languages,
+and documents whose prose is.
 
 A verdict is made only on natural-language text. Each turn is first reduced to its prose: fenced and inline
 code, URLs, HTML tags and lines that look like code or formulas are removed, and a turn with too little
@@ -325,11 +326,24 @@ class Language(FilterStep):
         self.languages: Counter[str] = Counter()  # the language mix (user side first) of everything examined
 
     def apply(self, conv: Conversation) -> Conversation | Drop:
+        text = conv.text
+        if text is not None:  # a document is one side: its prose decides, whatever `decide_on` says
+            verdict = self.verdict_one(text)
+            return conv if verdict is None else verdict
         by_role: dict[str, list[str]] = {"user": [], "assistant": []}
         for m in conv.turns:
             by_role[m.role].append(m.content)
         verdict = self.verdict(by_role["user"], by_role["assistant"])
         return conv if verdict is None else verdict
+
+    def verdict_one(self, text: str) -> Drop | None:
+        """A `Drop`, or None to keep: the decision on a document's prose (its code is left out as for a turn)."""
+        lang = self.detector.detect(side_prose((text,), self.cfg))
+        self.languages[lang or "unknown"] += 1
+        if lang is None:
+            self.changes[UNDECIDED] += 1
+            return None if self.cfg.keep_undetermined else Drop(UNDECIDED, "too little prose to identify")
+        return None if lang in self.keep else Drop(lang, f"text={lang}")
 
     def verdict(self, user: Sequence[str], assistant: Sequence[str]) -> Drop | None:
         """A `Drop`, or None to keep: the decision on the user and the assistant turns' texts."""

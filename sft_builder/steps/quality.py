@@ -29,7 +29,9 @@ DEFAULT_REFUSALS: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class QualityConfig:
-    """Bounds apply to the user+assistant text (no system prompt); a round is a user turn and its answer."""
+    """Bounds apply to the user+assistant text (no system prompt), or to a document's text; a round is a user
+    turn and its answer (a document has none, so the round bounds do not apply to it). Refusal phrases are
+    looked for in the `refusals_in` roles (``text`` for documents)."""
 
     enabled: bool = True
     min_chars: int = field(default=1, metadata=spec(at_least(0)))
@@ -63,11 +65,12 @@ class Quality(FilterStep):
         turns = conv.turns
         chars = sum(len(m.content) for m in turns)
         rounds = len(turns) // 2
+        document = conv.kind == "document"
         if chars < cfg.min_chars:
             return Drop("too_short", f"{chars} < {cfg.min_chars} chars")
         if chars > cfg.max_chars:
             return Drop("too_long", f"{chars} > {cfg.max_chars} chars")
-        if rounds < cfg.min_rounds:
+        if rounds < cfg.min_rounds and not document:  # a document has no rounds: only its length counts
             return Drop("too_few_rounds", f"{rounds} < {cfg.min_rounds}")
         if rounds > cfg.max_rounds:
             return Drop("too_many_rounds", f"{rounds} > {cfg.max_rounds}")

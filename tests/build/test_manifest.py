@@ -104,7 +104,8 @@ def test_good_manifest(tmp_path: Path) -> None:
         (
             "    weight: 2\n",
             "    weight: 2\n    options: {colour: red}\n",
-            r"m\.yaml:7: sources\[0\]\.options\.colour: unknown key 'colour'; valid keys: group_chunks, ",
+            r"m\.yaml:7: sources\[0\]\.options\.colour: unknown key 'colour'; valid keys: "
+            "allow_empty_final_answer, group_chunks, ",
         ),
     ],
 )

@@ -163,3 +163,62 @@ def test_reject_writer_is_atomic_and_counts(tmp_path: Path) -> None:
         w2.write(rejects[0])
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == [path]  # no partial file, no temporary left behind
+
+
+# -- documents: the second kind of record, one `text` message -----------------------------------------------
+def test_document_round_trips_through_its_own_interchange_line() -> None:
+    from crystalmix.core.records import make_document
+
+    d = make_document("d1", "books", "# Chapter 1\n\nText.", {"file": "b.md", "line": 1})
+    assert (d.kind, d.text, d.system) == ("document", "# Chapter 1\n\nText.", None)
+    line = json.loads(d.to_json_bytes())
+    assert line == {"id": "d1", "source": "books", "text": "# Chapter 1\n\nText.", "meta": {"file": "b.md", "line": 1}}
+    assert d.to_dict() == line
+    assert Conversation.from_dict(line) == d
+    # a parquet row of the build holds both columns: empty messages and the text
+    assert Conversation.from_dict({**line, "messages": []}) == d
+    c = conv(("user", "x"), ("assistant", "y"))
+    assert (c.kind, c.text) == ("conversation", None)
+    assert Conversation.from_dict({**c.to_dict(), "text": None}) == c
+
+
+@pytest.mark.parametrize(("record", "reason"), [
+    ({"id": "d", "source": "s", "text": "  \n"}, "empty_content"),
+    ({"id": "d", "source": "s", "text": 3}, "bad_content"),
+    ({"id": "d", "source": "s", "text": "x", "messages": [{"role": "user", "content": "q"}]}, "text_and_messages"),
+    ({"id": "d", "source": "s", "messages": [{"role": "user", "content": "q"}, {"role": "text", "content": "t"}]},
+     "misplaced_text"),
+])
+def test_bad_documents_have_reasons(record: dict, reason: str) -> None:
+    with pytest.raises(InvalidRecordError) as exc:
+        Conversation.from_dict(record)
+    assert exc.value.reason == reason
+
+
+def test_text_is_not_a_chat_role() -> None:
+    from crystalmix.core.records import ROLES
+
+    assert "text" not in ROLES  # adapters' role maps cannot send a turn there
+    with pytest.raises(InvalidRecordError) as exc:
+        build_conversation("c", "s", ("user", "text"), ["q", "t"], {})
+    assert exc.value.reason == "misplaced_text"
+
+
+# -- an empty final answer: refused unless the caller asks for it (LLM360's faithful mode) -------------------
+def test_empty_final_answer_only_when_allowed() -> None:
+    record = {"id": "c", "source": "s", "messages": [{"role": "user", "content": "q"},
+                                                      {"role": "assistant", "content": ""}]}
+    with pytest.raises(InvalidRecordError, match="empty_content"):
+        Conversation.from_dict(record)
+    c = Conversation.from_dict(record, allow_empty_final_answer=True)
+    assert [(m.role, m.content) for m in c.messages] == [("user", "q"), ("assistant", "")]
+    assert Conversation.from_dict(c.to_dict(), allow_empty_final_answer=True) == c
+    with pytest.raises(InvalidRecordError, match="empty_content"):  # only the last answer may be empty
+        Conversation.from_dict({**record, "messages": [{"role": "user", "content": "q"},
+                                                       {"role": "assistant", "content": ""},
+                                                       {"role": "user", "content": "q2"},
+                                                       {"role": "assistant", "content": "a2"}]},
+                               allow_empty_final_answer=True)
+    with pytest.raises(InvalidRecordError, match="empty_content"):
+        build_conversation("c", "s", ("user", "assistant"), ["q", ""], {})
+    assert build_conversation("c", "s", ("user", "assistant"), ["q", ""], {}, allow_empty_final_answer=True) == c

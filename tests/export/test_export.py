@@ -107,3 +107,38 @@ def test_card_takes_licences_from_manifest_and_known_hub_ids(tmp_path: Path) -> 
     assert "| codealpaca | lucasmccabe-lmi/CodeAlpaca-20k | cc-by-nc-4.0 |" in card
     assert "| slimorca | slim.jsonl | mit |" in card
     assert "license: other" in card.split("---")[1], "mixed licences make the whole set 'other'"
+
+
+def test_documents_export_as_a_text_config(tmp_path: Path) -> None:
+    import datasets
+
+    from sft_builder.mix import SCHEMA  # the build's own shards: conversations and documents side by side
+
+    root = tmp_path / "build"
+    (root / "conversations").mkdir(parents=True)
+    rows = []
+    for i in range(9):
+        if i % 3 == 0:
+            rows.append({"id": f"d{i}", "source": "books", "messages": [], "text": f"# Book {i}\n\nText.",
+                         "meta": json.dumps({"line": i})})
+        else:
+            rows.append({"id": f"c{i}", "source": "chat", "messages": [{"role": "user", "content": f"q{i}"},
+                                                                        {"role": "assistant", "content": f"a{i}"}],
+                         "text": None, "meta": json.dumps({"line": i})})
+    pq.write_table(pa.Table.from_pylist(rows, SCHEMA), root / "conversations" / "train-00000.parquet")
+    (root / "report.json").write_text(json.dumps({"sources": {"books": {}, "chat": {}}, "steps": {}}))
+    out = tmp_path / "hub"
+    summary = export_build(ExportConfig(root, out, rows_per_shard=2))
+    assert summary["rows"] == {"train": 6, "test": 0}
+    assert summary["documents"]["rows"] == {"train": 3, "test": 0}
+    assert summary["documents"]["files"]["train"] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    header = (out / "README.md").read_text().split("---")[1]
+    assert "config_name: default" in header and "config_name: text" in header
+    assert "path: data/text/train-*.parquet" in header
+    assert pq.read_table(out / "data/text/train-00000-of-00002.parquet").column_names == ["id", "source", "text",
+                                                                                          "meta"]
+    chats = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "c1"))
+    docs = datasets.load_dataset(str(out), "text", cache_dir=str(tmp_path / "c2"))
+    assert chats["train"]["id"] == [f"c{i}" for i in range(9) if i % 3]
+    assert chats["train"].column_names == ["id", "source", "messages", "meta"]
+    assert docs["train"]["id"] == ["d0", "d3", "d6"] and docs["train"][1]["text"] == "# Book 3\n\nText."

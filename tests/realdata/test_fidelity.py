@@ -138,3 +138,40 @@ def test_llm360_packing_has_the_sample_structure(realdata: Path, crystal_tokeniz
                 assert m[k] == 1
     if not packed:
         pytest.skip("sample too small to fill a row")
+
+
+def test_faithful_mode_encodes_llm360s_empty_final_answer(realdata: Path, tmp_path: Path) -> None:
+    """The conversation LLM360 ended with an empty answer (``<|im_end|></s>``): our default rejects it (above);
+    the faithful switch (``allow_empty_final_answer``, set by manifests/stage3a_llm360.yaml) keeps it, and it
+    encodes to LLM360's own ids and mask."""
+    from crystalmix.core.records import Conversation
+    from crystalmix.core.tokenizer import load_tokenizer
+    from sft_builder.chat import ChatEncoder, load_template
+    from sft_builder.sources.base import make_adapter
+
+    tok = load_tokenizer(realdata / "tokenizers" / "crystalcoder")
+    rows = _rows(realdata)
+    _, _, empty = _complete_conversations(rows)
+    assert empty
+    src = tmp_path / "empty.jsonl"
+    src.write_text("".join(json.dumps(_to_record(tok, ids, k)) + "\n" for k, ids in enumerate(empty)))
+    kept = [c for c in make_adapter("conversations", {"allow_empty_final_answer": True}).stream([str(src)])
+            if isinstance(c, Conversation)]
+    assert len(kept) == len(empty) and all(c.messages[-1].content == "" for c in kept)
+    encoded = ChatEncoder(tok, load_template("crystalchat")).encode(kept)
+    for ids, enc in zip(empty, encoded, strict=True):
+        assert isinstance(enc, Encoded)
+        assert enc.input_ids.tolist() == ids and ids[-2:] == [IM_END, EOS]
+        # LLM360's mask of the same tokens: token k's mask is loss_mask[k-1] of the row that holds it
+        row = next(r for r in rows if _holds(r["token_ids"], ids))
+        s = _holds(row["token_ids"], ids) - 1
+        assert enc.loss_mask[1:].tolist() == row["loss_mask"][s:s + len(ids) - 1]
+        assert enc.loss_mask[-1] == 1 and enc.loss_mask[:-1].sum() == 0, "only </s> is trained"
+
+
+def _holds(tokens: list[int], ids: list[int]) -> int:
+    """1 + the position of `ids` inside `tokens` (0 when absent)."""
+    for s in range(len(tokens) - len(ids) + 1):
+        if tokens[s:s + len(ids)] == ids:
+            return s + 1
+    return 0

@@ -62,7 +62,7 @@ def _gz_cut(tmp_path: Path) -> str:
     (["--source", "nope", "x.json"],
      "unknown adapter 'nope'; valid adapters: alpaca, conversations, guanaco, oasst1, rosetta, sharegpt"),
     (["--source", "alpaca", "-o", "colour=red", "x.json"], "unknown option 'colour' for adapter 'alpaca'; "
-                                                          "valid options: column_map, join"),
+                                                          "valid options: allow_empty_final_answer, column_map, join"),
     (["--source", "oasst1", "-o", "paths=some", "x.json"], "bad value 'some' for option 'paths'"),
     (["--source", "alpaca", "-o", "novalue", "x.json"], "--option expects key=value"),
     (["--source", "alpaca", "missing/file.json"], "missing/file.json: no such file or folder"),
