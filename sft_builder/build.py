@@ -42,7 +42,7 @@ from sft_builder.steps.dedup import ExactDedup, NearDedup
 from sft_builder.steps.language import Language
 from sft_builder.steps.table import STEPS, stage_order
 
-CODE_VERSION = "build-7"  # bump when a change of code changes outputs, so old stages are not reused
+CODE_VERSION = "build-8"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Callable[[str, int], None]  # (task description, items done) -> None
 
 
