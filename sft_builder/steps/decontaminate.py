@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from crystalmix.core.config import at_least, between, one_of, spec
+from crystalmix.core.digest import file_digest
 from crystalmix.core.errors import UserError
 from crystalmix.core.readers import iter_records
 from crystalmix.core.records import Conversation, Role, UnparsedRecord
@@ -236,7 +237,6 @@ def benchmark_ngrams(text: str, n: int) -> np.ndarray:
     return np.unique(grams[~only_short])
 
 
-@lru_cache(maxsize=8)
 def build_index(
     benchmarks: tuple[BenchmarkConfig, ...],
     n: int,
@@ -244,7 +244,21 @@ def build_index(
     min_ngrams: int = 10,
     span: int = 50,
 ) -> BenchmarkIndex:
-    """Hash every n-gram of every benchmark text once (cached: all sources share one index)."""
+    """Hash every n-gram of every benchmark text once (cached: all sources share one index). The cache is
+    keyed on the files' content too: a benchmark edited between two builds in one process is read again."""
+    stamp = tuple(file_digest(b.path) if b.path and Path(b.path).is_file() else None for b in benchmarks)
+    return _build_index(benchmarks, stamp, n, coverage, min_ngrams, span)
+
+
+@lru_cache(maxsize=8)
+def _build_index(
+    benchmarks: tuple[BenchmarkConfig, ...],
+    stamp: tuple[str | None, ...],
+    n: int,
+    coverage: float,
+    min_ngrams: int,
+    span: int,
+) -> BenchmarkIndex:
     labels: list[str] = []
     owner_of: dict[str, int] = {}
     bench_of: list[int] = []
