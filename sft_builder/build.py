@@ -1,8 +1,10 @@
 """`crystalmix build`: run a manifest's sources through the steps into one mix, in resumable stages.
 
-Stages, each a folder under ``DIR/.work`` named by the fingerprint of everything it depends on, written
-atomically and closed by a ``stats.json`` marker, so a rerun skips finished stages and a changed manifest
-redoes exactly the stages it affects:
+Stages, each a folder under ``DIR/.work`` named by the fingerprint of everything it depends on (settings,
+and the content digests of the files it reads: inputs, files named in step settings, the previous stage's
+output), written atomically and closed by a ``done.json`` marker recording the size and digest of every
+file it wrote, so a rerun reuses a finished stage only when its files are intact, and a changed manifest or
+input redoes exactly the stages it affects:
 
 1. ``ingest`` (one per source, parallel with ``workers``): adapter, then the record steps listed before
    the first dedup step.
@@ -11,7 +13,8 @@ redoes exactly the stages it affects:
 4. ``tokenize`` (when the manifest has a ``tokenize`` section): issue 4's stage, once per split.
 
 Final outputs (``conversations/``, ``rejects/``, ``report.json``, ``report.md``) are then published from
-the stage folders; their bytes depend only on the manifest, the inputs and the seed.
+the stage folders, all or nothing: written into ``DIR/.work/publish`` first, then renamed into place. They
+are copies, never links into the cache, and their bytes depend only on the manifest, the inputs and the seed.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from glob import glob
 from pathlib import Path
 from typing import Any
 
-from crystalmix.core.atomic import atomic_open, atomic_path, fingerprint, sweep_temporaries, write_json
+from crystalmix.core import hdf5
+from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
+from crystalmix.core.digest import Digests, config_files, hub_revision, records, text_digest, tokenizer_digest
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
 from crystalmix.core.workers import WorkerPool
 from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
@@ -70,38 +75,70 @@ def split_order(m: Manifest) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return m.order[:idx], m.order[idx:]
 
 
-def input_state(src: SourceConfig) -> list[Any]:
-    """What the inputs are right now (paths, sizes, mtimes), so changed data invalidates the ingest stage."""
+def input_state(src: SourceConfig, base: Path, digests: Digests) -> list[Any]:
+    """What the inputs hold right now: each file's name (as the outputs will show it), size and content
+    digest, so changed data, even with the same size and time, invalidates the ingest stage."""
     out: list[Any] = []
     for spec in src.inputs:
         if is_hub(spec) and not Path(spec).exists():
-            out.append(["hub", hub_name(spec), src.split, list(src.data_files)])
+            out.append(["hub", hub_name(spec), src.split, list(src.data_files)])  # its revision: in the marker
             continue
         p = Path(spec)
         matches = [p] if p.exists() else sorted(Path(x) for x in glob(spec, recursive=True))
         files = [f for m in matches for f in (sorted(m.rglob("*")) if m.is_dir() else [m])]
         for f in files:
             if f.is_file():
-                st = f.stat()
-                out.append([str(f), st.st_size, st.st_mtime_ns])
+                out.append([relative(str(f), base), f.stat().st_size, digests.file(f)])
     return out
 
 
-def ingest_fingerprint(m: Manifest, src: SourceConfig) -> str:
+def hub_state(src: SourceConfig) -> dict[str, str | None]:
+    """The revisions of a source's hub inputs as the local cache knows them (recorded in its marker)."""
+    return {hub_name(x): hub_revision(hub_name(x)) for x in src.inputs if is_hub(x) and not Path(x).exists()}
+
+
+def named_files(cfgs: Iterable[Any], base: Path, digests: Digests) -> list[Any]:
+    """Content of the files that settings name (a benchmark to decontaminate against, ...)."""
+    found = sorted({f for cfg in cfgs for f in config_files(cfg)})
+    return [[relative(f, base), digests.tree(f)] for f in found]
+
+
+def ingest_fingerprint(m: Manifest, src: SourceConfig, digests: Digests | None = None) -> str:
+    digests = digests or Digests()
     pre, _ = split_order(m)
+    base = m.path.parent
     steps = [[name, as_data(src.steps[name])] for name in pre if name in src.steps]
-    return fingerprint([CODE_VERSION, src.fingerprint_data(), input_state(src), steps])
+    settings = {**src.fingerprint_data(), "inputs": [relative(x, base) for x in src.inputs]}
+    files = named_files([src.options, *(src.steps[n] for n in pre if n in src.steps)], base, digests)
+    return fingerprint([CODE_VERSION, settings, input_state(src, base, digests), steps, files])
 
 
-def global_fingerprint(m: Manifest, ingest_fps: list[str]) -> str:
+def global_fingerprint(m: Manifest, ingest_kept: list[str], digests: Digests | None = None) -> str:
+    """Keyed on the content of each source's ingest output (`ingest_kept`: their digests)."""
     _, post = split_order(m)
     cfgs = [[name, {s.name: as_data(s.steps.get(name)) for s in m.sources}] for name in post]
-    return fingerprint([CODE_VERSION, ingest_fps, [s.name for s in m.sources], cfgs])
+    used = [s.steps[n] for n in post for s in m.sources if n in s.steps]
+    files = named_files([*(m.steps[n] for n in post if n in m.steps), *used], m.path.parent, digests or Digests())
+    names = [s.name for s in m.sources]
+    return fingerprint([CODE_VERSION, list(zip(names, ingest_kept, strict=True)), names, cfgs, files])
 
 
-def mix_fingerprint(m: Manifest, global_fp: str) -> str:
+def mix_fingerprint(m: Manifest, global_kept: str) -> str:
+    """Keyed on the content of the global stage's output (`global_kept`: its digest)."""
     mixing = [[s.name, s.weight, s.epochs, s.max_samples] for s in m.sources]
-    return fingerprint([CODE_VERSION, global_fp, m.seed, as_data(m.mix), as_data(m.split), mixing])
+    return fingerprint([CODE_VERSION, global_kept, m.seed, as_data(m.mix), as_data(m.split), mixing])
+
+
+def tokenize_fingerprint(m: Manifest, shards: dict[str, Any]) -> str:
+    """Keyed on the mix's parquet shards (`shards`: their records), the settings, and the content of the
+    tokenizer and template (a tokenizer rebuilt in place, an edited template: a new key)."""
+    from crystalmix.core.tokenizer import load_tokenizer
+    from sft_builder.chat import load_template
+
+    cfg = m.tokenize
+    tok = load_tokenizer(cfg.tokenizer)
+    template = load_template(cfg.template, tok)
+    return fingerprint([CODE_VERSION, shards, cfg.identity(), tokenizer_digest(tok), text_digest(template)])
 
 
 def relative(path: str, base: Path) -> str:
@@ -117,9 +154,34 @@ def config_fingerprint(m: Manifest) -> str:
     return fingerprint([CODE_VERSION, m.settings_fingerprint])
 
 
-def _done(folder: Path) -> dict[str, Any] | None:
-    marker = folder / "stats.json"
-    return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+MARKER = "done.json"  # a stage folder's last file: what it read (hub revisions) and wrote (sizes, digests)
+STAGE_FILES = ("kept.jsonl", "rejects.jsonl", "stats.json")
+
+
+def _seal(folder: Path, names: Iterable[str], inputs: Any = None) -> dict[str, Any]:
+    """Close a stage: record the size and digest of each file it wrote, and what it read."""
+    done = {"outputs": records(folder, names, Digests()), "inputs": inputs}
+    write_json(folder / MARKER, done)
+    return done
+
+
+def _reuse(folder: Path, digests: Digests, inputs: Any = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(stats, marker) of a finished stage whose files are all intact and whose inputs are the same; else
+    None, and the folder is emptied for the stage to run again."""
+    try:
+        done = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        if done.get("inputs") == inputs and digests.problem(folder, done["outputs"]) is None:
+            return json.loads((folder / "stats.json").read_text(encoding="utf-8")), done
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return None
+
+
+def _digest(done: dict[str, Any], name: str) -> str:
+    return str(done["outputs"][name]["xxh3"])
 
 
 def _timed(items: Iterable[Item], key: str, times: dict[str, float], counts: Counter[str]) -> Iterator[Item]:
@@ -235,6 +297,7 @@ def run_ingest(
     if decon is not None:
         stats["decontaminate"] = decon
     write_json(folder / "stats.json", stats)
+    _seal(folder, STAGE_FILES, hub_state(src))
     return stats
 
 
@@ -291,6 +354,7 @@ def run_global(
         "counts": dict(counts),
     }
     write_json(folder / "stats.json", stats)
+    _seal(folder, STAGE_FILES)
     return stats
 
 
@@ -325,17 +389,18 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     result = BuildResult(out, {})
 
     # 1. ingest, one stage per source
-    fps = [ingest_fingerprint(m, s) for s in m.sources]
+    digests = Digests()  # each input read once in this run
+    fps = [ingest_fingerprint(m, s, digests) for s in m.sources]
     dirs = [work / f"ingest-{s.name}-{fp}" for s, fp in zip(m.sources, fps, strict=True)]
     ingest: dict[str, dict[str, Any]] = {}
+    sealed: dict[str, dict[str, Any]] = {}
     todo = []
     for s, d in zip(m.sources, dirs, strict=True):
-        done = _done(d)
-        if done is not None:
-            ingest[s.name] = done
+        reused = _reuse(d, digests, hub_state(s))
+        if reused is not None:
+            ingest[s.name], sealed[s.name] = reused
             result.skipped_stages.append(d.name)
         else:
-            d.mkdir(parents=True, exist_ok=True)
             todo.append((s, d))
     if workers > 1 and len(todo) > 1:
         with WorkerPool(min(workers, len(todo)), start="fork") as pool:
@@ -348,56 +413,73 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     else:
         for s, d in todo:
             ingest[s.name] = run_ingest(m, s, d, progress)
+    for s, d in todo:
+        sealed[s.name] = json.loads((d / MARKER).read_text(encoding="utf-8"))
 
-    # 2. across sources
-    gfp = global_fingerprint(m, fps)
+    # 2. across sources, keyed on what the ingest stages hold
+    gfp = global_fingerprint(m, [_digest(sealed[s.name], "kept.jsonl") for s in m.sources], digests)
     gdir = work / f"global-{gfp}"
-    glob_stats = _done(gdir)
-    if glob_stats is None:
-        gdir.mkdir(parents=True, exist_ok=True)
+    reused = _reuse(gdir, digests)
+    if reused is None:
         glob_stats = run_global(m, dirs, gdir, progress)
+        gdone = json.loads((gdir / MARKER).read_text(encoding="utf-8"))
     else:
+        glob_stats, gdone = reused
         result.skipped_stages.append(gdir.name)
 
     # 3. mix, split, shuffle, parquet
-    mfp = mix_fingerprint(m, gfp)
+    mfp = mix_fingerprint(m, _digest(gdone, "kept.jsonl"))
     mdir = work / f"mix-{mfp}"
-    mix_stats = _done(mdir)
-    if mix_stats is None:
-        mdir.mkdir(parents=True, exist_ok=True)
+    reused = _reuse(mdir, digests)
+    if reused is None:
         mix_stats = run_mix(m, gdir / "kept.jsonl", mdir, progress)
         write_json(mdir / "stats.json", mix_stats)
+        mdone = _seal(mdir, [*STAGE_FILES[1:], *(p.name for p in mdir.glob("*.parquet"))])
     else:
+        mix_stats, mdone = reused
         result.skipped_stages.append(mdir.name)
+    shards = {k: v for k, v in mdone["outputs"].items() if k.endswith(".parquet")}
 
-    # 4. optional tokenize stage (issue 4), once per split, resumable on its own
+    # 4. optional tokenize stage (issue 4), once per split: a verified published folder is reused, else the
+    # stage runs (or resumes) under .work/publish and is published with the rest
+    staging = work / "publish"
+    if staging.exists():
+        for old in staging.iterdir():  # a killed tokenize stage's rows stay, to resume from
+            if old.is_dir() and old.name != "tokenized":
+                shutil.rmtree(old)
+            elif old.is_file():
+                old.unlink()
     tokenize_stats: dict[str, Any] = {}
     if m.tokenize is not None:
-        from sft_builder.encode import run_tokenize
+        from sft_builder.encode import finished, run_tokenize
 
-        identity = m.tokenize.identity() if hasattr(m.tokenize, "identity") else m.tokenize_raw
-        tfp = fingerprint([mfp, identity])
+        tfp = tokenize_fingerprint(m, shards)
         for split in ("train", "test"):
             files = sorted(mdir.glob(f"{split}-*.parquet"))
             if not files:
                 continue
-            convs = (c for f in files for c in iter_parquet(f))
-            stats = run_tokenize(convs, m.tokenize, out / "tokenized" / split, seed=m.seed, fingerprint=tfp)
+            stats = finished(out / "tokenized" / split, tfp, digests)
+            if stats is None:
+                convs = (c for f in files for c in iter_parquet(f))
+                stats = run_tokenize(convs, m.tokenize, staging / "tokenized" / split, seed=m.seed,
+                                     fingerprint=tfp)
             # whether the stage was reused must not change the report's bytes
             tokenize_stats[split] = {k: v for k, v in stats.items() if k != "skipped"}
 
-    # publish
-    _publish_conversations(mdir, out / "conversations")
+    # publish, all or nothing: every new file is written under .work/publish, then renamed into place
+    _stage_conversations(mdir, shards, out / "conversations", staging / "conversations", digests)
     sampler = RejectSampler(m.seed)
-    _publish_rejects(m, dirs, gdir, mdir, out / "rejects", sampler)
+    steps = _publish_rejects(m, dirs, gdir, mdir, staging / "rejects", sampler)
     for split in tokenize_stats:
-        _sample_rejects(out, out / "tokenized" / split / "rejects.jsonl", sampler)
+        root = staging if (staging / "tokenized" / split).is_dir() else out
+        _sample_rejects(root, root / "tokenized" / split / "rejects.jsonl", sampler)
     report = make_report(
         m, ingest, glob_stats, mix_stats, tokenize_stats, fingerprint=config_fingerprint(m),
         stage_order=stage_order(),
     )
     report["reject_samples"] = sampler.result()
-    write_report(out, report)
+    write_report(staging, report)
+    _commit(staging, out, shards, steps, set(tokenize_stats))
     result.report = report
     _collect_timings(result, ingest, glob_stats, mix_stats)
     return result
@@ -444,27 +526,47 @@ def iter_parquet(path: Path) -> Iterator[Conversation]:
             yield Conversation.from_dict({**row, "meta": json.loads(row["meta"])}, allow_empty_final_answer=True)
 
 
-def _publish_conversations(src: Path, dst: Path) -> None:
-    """Hard-link (or copy) the mix's shards into place and remove shards a previous build left behind."""
-    dst.mkdir(parents=True, exist_ok=True)
-    names = {p.name for p in src.glob("*.parquet")}
-    for name in sorted(names):
-        if (dst / name).exists() and os.path.samefile(dst / name, src / name):
-            continue  # already published (renaming a hard link over itself would be a no-op)
-        with atomic_path(dst / name) as tmp:
-            try:
-                os.link(src / name, tmp)
-            except OSError:
-                shutil.copyfile(src / name, tmp)
-    for old in dst.glob("*.parquet"):
-        if old.name not in names:
-            old.unlink()
+def _stage_conversations(src: Path, shards: dict[str, Any], published: Path, staging: Path,
+                         digests: Digests) -> None:
+    """Copy into `staging` each mix shard that is not already published intact (copies, never links: a
+    published file damaged later must not damage the cache, nor the other way round)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    for name in sorted(shards):
+        if digests.problem(published, {name: shards[name]}) is not None:
+            shutil.copyfile(src / name, staging / name)
+
+
+def _commit(staging: Path, out: Path, shards: Iterable[str], steps: Iterable[str], splits: set[str]) -> None:
+    """Rename every staged file into place (markers last), then remove what a previous build left that this
+    one did not write: parquet shards, reject files, tokenized splits and their data files."""
+    staged = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: (p.name.startswith("."), p))
+    for path in staged:
+        final = out / path.relative_to(staging)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, final)
+    keep = {"conversations": set(shards), "rejects": {f"{s}.jsonl" for s in steps}}
+    for folder, names in keep.items():
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        for old in (out / folder).glob("*.parquet" if folder == "conversations" else "*.jsonl"):
+            if old.name not in names:
+                old.unlink()
+    tokenized = out / "tokenized"
+    for split in (p for p in tokenized.iterdir() if p.is_dir()) if tokenized.is_dir() else ():
+        if split.name not in splits:
+            shutil.rmtree(split)
+            continue
+        listed = {f["name"] for f in hdf5.read_metadata(split).get("files", [])}
+        for old in [*split.glob("data-*.h5"), *split.glob("data-*.jsonl")]:
+            if old.name not in listed:
+                old.unlink()
+    shutil.rmtree(staging)
 
 
 def _publish_rejects(m: Manifest, ingest_dirs: list[Path], gdir: Path, mdir: Path, dst: Path,
-                     sampler: RejectSampler | None = None) -> None:
+                     sampler: RejectSampler | None = None) -> list[str]:
     """One ``rejects/<step>.jsonl`` per step, records in source priority order then stream order; `sampler`
-    sees each reject with its line in the published file (the report's samples link there)."""
+    sees each reject with its line in the published file (the report's samples link there). Returns the
+    steps written."""
     dst.mkdir(parents=True, exist_ok=True)
     files = [*(d / "rejects.jsonl" for d in ingest_dirs), gdir / "rejects.jsonl", mdir / "rejects.jsonl"]
     handles: dict[str, Any] = {}
@@ -481,6 +583,4 @@ def _publish_rejects(m: Manifest, ingest_dirs: list[Path], gdir: Path, mdir: Pat
                     lines[step] += 1
                     if sampler is not None:
                         sampler.offer(f"{dst.name}/{step}.jsonl", lines[step], rec)
-    for old in dst.glob("*.jsonl"):
-        if old.stem not in handles:
-            old.unlink()
+    return sorted(handles)

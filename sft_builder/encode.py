@@ -27,6 +27,7 @@ import numpy as np
 from crystalmix.core import hdf5
 from crystalmix.core.atomic import atomic_open, atomic_path, sweep_temporaries, write_json
 from crystalmix.core.config import Inline, at_least, between, build, non_empty, one_of, spec
+from crystalmix.core.digest import Digests, hasher, records
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import Conversation, Rejected, RejectWriter, rejects_path_for
 from crystalmix.core.tokenizer import (
@@ -44,6 +45,7 @@ from sft_builder.report_data import length_bin
 
 OUTPUTS = ("hdf5", "megatron-jsonl")
 REJECTS_NAME = "rejects.jsonl"  # beside the training files: conversations that give no training example
+DONE_NAME = ".done.json"  # written last: the fingerprint, and the size and digest of every file of the folder
 BATCH = 256  # conversations per encoding task; fixed so batching never shows in the output
 
 
@@ -168,41 +170,45 @@ def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out
     """Write the packed training files, ``rejects.jsonl`` and ``metadata.json`` into `out_dir`; returns the
     report's stats.
 
-    A folder whose metadata already carries `fingerprint` is complete and left alone (``skipped: true``);
-    otherwise finished pieces of an interrupted run with the same fingerprint are reused.
+    A folder finished under `fingerprint` whose files are all intact (sizes and digests recorded in
+    ``.done.json``) is left alone (``skipped: true``); otherwise the pieces an interrupted run with the same
+    fingerprint finished, and that are still intact, are reused, and the rest is written again.
     """
     out_dir = Path(out_dir)
     meta_path = out_dir / hdf5.METADATA_NAME
     rejects = out_dir / REJECTS_NAME
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        complete = rejects.exists() and all((out_dir / f["name"]).exists() for f in meta.get("files", []))
-        if meta.get("fingerprint") == fingerprint and complete:
-            return {**meta.get("report", {}), "skipped": True}
+    digests = Digests()
+    report = finished(out_dir, fingerprint, digests)
+    if report is not None:
+        return {**report, "skipped": True}
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(out_dir)
+    (out_dir / DONE_NAME).unlink(missing_ok=True)  # the folder is about to change
     spill, spill_meta = out_dir / f".rows-{fingerprint}.bin", out_dir / f".rows-{fingerprint}.json"
     for stale in [*out_dir.glob(".rows-*"), meta_path]:  # leftovers of another configuration
         if stale not in (spill, spill_meta):
             stale.unlink(missing_ok=True)
-    if spill_meta.exists() and not rejects.exists():  # the encoding pass is incomplete without its rejects
-        spill_meta.unlink()
-    if not spill_meta.exists():
+    # the encoding pass is reused only when the rows and rejects it wrote are intact
+    encoded = _read_json(spill_meta)
+    if "report" not in encoded or digests.problem(out_dir, encoded.get("outputs", {})) is not None:
+        spill_meta.unlink(missing_ok=True)
         for old in _data_files(out_dir):
             old.unlink()
+        encoded = {}
     tok = load_tokenizer(cfg.tokenizer)
     specials = special_token_ids(tok)
-    if spill_meta.exists():
-        report = json.loads(spill_meta.read_text(encoding="utf-8"))
+    if encoded:
+        report = encoded["report"]
     else:
-        report = _encode_and_pack(conversations, cfg, tok, specials, spill, rejects)
-        write_json(spill_meta, report)
+        report, spill_record = _encode_and_pack(conversations, cfg, tok, specials, spill, rejects)
+        outputs = {spill.name: spill_record, REJECTS_NAME: digests.record(rejects)}
+        write_json(spill_meta, {"report": report, "outputs": outputs, "written": {}})
     n_rows = int(report["rows"])
     order = np.arange(n_rows)
     if cfg.shuffle:
         order = np.random.default_rng([seed, 0x5F7]).permutation(n_rows)
     rows = np.memmap(spill, dtype=np.int32, mode="r", shape=(n_rows, 4, cfg.seq_len)) if n_rows else None
-    files, totals = _write_outputs(rows, order, cfg, out_dir, specials["pad"])
+    files, totals = _write_outputs(rows, order, cfg, out_dir, specials["pad"], spill_meta, digests)
     report["files"] = len(files)
     report.update(totals)
     meta = hdf5.build_metadata(
@@ -212,19 +218,42 @@ def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out
         # which bundled demo tokenizer (by content hash), so `inspect` can tell a file from another release
         demo_tokenizer=demo_tokenizer_id() if cfg.tokenizer == DEMO else None,
     )
-    hdf5.write_metadata(out_dir, meta)  # written last: its presence marks the folder complete
+    hdf5.write_metadata(out_dir, meta)
     del rows
-    spill.unlink(missing_ok=True)
+    names = [*(name for name, _ in files), REJECTS_NAME, hdf5.METADATA_NAME]
+    write_json(out_dir / DONE_NAME, {"fingerprint": fingerprint, "files": records(out_dir, names, digests)})
+    spill.unlink(missing_ok=True)  # after the marker: a run killed before it still has the rows to resume
     spill_meta.unlink(missing_ok=True)
     return {**report, "skipped": False}
+
+
+def finished(out_dir: Path, fingerprint: str, digests: Digests | None = None) -> dict[str, Any] | None:
+    """The report of a folder finished under `fingerprint` whose files are all intact, else None."""
+    done = _read_json(Path(out_dir) / DONE_NAME)
+    if done.get("fingerprint") != fingerprint or not isinstance(done.get("files"), dict):
+        return None
+    if (digests or Digests()).problem(out_dir, done["files"]) is not None:
+        return None
+    report = _read_json(Path(out_dir) / hdf5.METADATA_NAME).get("report")
+    return report if isinstance(report, dict) else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file, or {} when it is missing or damaged (then what it described is redone)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _data_files(out_dir: Path) -> list[Path]:
     return sorted([*out_dir.glob("data-*.h5"), *out_dir.glob("data-*.jsonl")])
 
 
-def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig, tok: Any,
-                     specials: dict[str, int], spill: Path, rejects_path: Path) -> dict[str, Any]:
+def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig, tok: Any, specials: dict[str, int],
+                     spill: Path, rejects_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Encode and pack into the spill file; returns the report and the spill's size and digest."""
     per_source: dict[str, _SourceStats] = defaultdict(_SourceStats)
     encoder = make_encoder(cfg, tok) if cfg.n_workers() <= 1 else None
     rejects = RejectWriter(rejects_path)
@@ -244,19 +273,20 @@ def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig,
             yield item
 
     stats = PackStats()
+    digest, size = hasher(), 0
     with rejects, atomic_path(spill) as tmp, open(tmp, "wb") as fh:
         block: list[np.ndarray] = []
         rows = pack(kept(), cfg.packing, cfg.seq_len, specials["pad"], stats, cfg.pack_buffer)  # type: ignore[arg-type]
         for row in rows:
             block.append(row)
             if len(block) == hdf5.WRITE_BATCH:
-                fh.write(np.stack(block).tobytes())
+                size += _write_block(fh, block, digest)
                 block = []
         if block:
-            fh.write(np.stack(block).tobytes())
+            size += _write_block(fh, block, digest)
     if stats.rows == 0:  # e.g. a tiny test split under llm360 packing: an empty, valid folder, not an error
         stats.counts["no_rows"] = 1
-    return {
+    report = {
         "conversations": sum(s.conversations for s in per_source.values()),
         "dropped": dict(sorted(rejects.counts.items())),
         "packing": cfg.packing,
@@ -266,13 +296,25 @@ def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig,
         "rows": stats.rows,
         "per_source": {k: asdict(v) for k, v in sorted(per_source.items())},
     }
+    return report, {"size": size, "xxh3": digest.hexdigest()}
 
 
-def _write_outputs(rows: np.ndarray | None, order: np.ndarray, cfg: TokenizeConfig, out_dir: Path,
-                   pad_id: int) -> tuple[list[tuple[str, int]], dict[str, int]]:
-    """Write rows in `order`, `samples_per_file` per file; files already present are kept (resume)."""
+def _write_block(fh: Any, block: list[np.ndarray], digest: Any) -> int:
+    data = np.stack(block).tobytes()
+    fh.write(data)
+    digest.update(data)
+    return len(data)
+
+
+def _write_outputs(rows: np.ndarray | None, order: np.ndarray, cfg: TokenizeConfig, out_dir: Path, pad_id: int,
+                   progress: Path, digests: Digests) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """Write rows in `order`, `samples_per_file` per file. A file an interrupted run finished is kept when it
+    is intact (its size and digest are recorded under ``written`` in the `progress` file); any other is
+    written again."""
     files: list[tuple[str, int]] = []
     totals = dict.fromkeys(hdf5.STAT_KEYS, 0)
+    state = _read_json(progress)
+    written: dict[str, Any] = state.get("written", {})
     per = cfg.samples_per_file
     for index, start in enumerate(range(0, len(order), per)):
         idx = order[start:start + per]
@@ -283,12 +325,14 @@ def _write_outputs(rows: np.ndarray | None, order: np.ndarray, cfg: TokenizeConf
             block = np.asarray(rows[idx[b:b + hdf5.WRITE_BATCH]])
             totals = hdf5.add_stats(totals, hdf5.row_stats(block[:, :3], pad_id))
         files.append((path.name, len(idx)))
-        if path.exists():
+        if path.name in written and digests.problem(out_dir, {path.name: written[path.name]}) is None:
             continue
         if cfg.output == "hdf5":
             _write_h5(path, rows, idx, cfg.seq_len)
         else:
             _write_jsonl(path, rows, idx)
+        written[path.name] = digests.record(path)
+        write_json(progress, {**state, "written": written})
     return files, totals
 
 

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
             raise UserError("no data-*.h5 files found under this folder", path=folder)
         bad = 0
         for f in folders:
-            rows, problems = hdf5.validate_folder(f)
+            rows, problems = hdf5.validate_folder(f, check_tokenizer=True)
             if problems:
                 bad += 1
                 console.print(f"[red]INVALID[/] {f}", highlight=False)

@@ -383,12 +383,29 @@ def data_folders(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def validate_folder(folder: str | Path, *, check_shift: bool = True) -> tuple[int, list[str]]:
+def current_vocab_size(spec: Any) -> int | None:
+    """The size of the tokenizer a metadata file names, as it is now: for ``demo`` and local paths only (a hub
+    id would need the network); None when it cannot be loaded."""
+    from crystalmix.core.errors import UserError
+    from crystalmix.core.tokenizer import DEMO, load_tokenizer
+
+    if not isinstance(spec, str) or (spec != DEMO and not Path(spec).exists()):
+        return None
+    try:
+        return len(load_tokenizer(spec))
+    except (UserError, OSError, ValueError):
+        return None
+
+
+def validate_folder(folder: str | Path, *, check_shift: bool = True,
+                    check_tokenizer: bool = False) -> tuple[int, list[str]]:
     """Validate every ``data-*.h5`` of one folder against its ``metadata.json``; returns (rows, problems).
 
     Beyond `validate_file` per file (vocabulary from ``vocab_size``, padding from ``pad_id``), checks that
     the files listed in the metadata are exactly those present with the listed ``n_examples``, and that the
-    recomputed token statistics equal the recorded ones.
+    recomputed token statistics equal the recorded ones. With `check_tokenizer`, the tokenizer the metadata
+    names (when local) must still have ``vocab_size`` ids, and ids are checked against it as it is now: a
+    tokenizer rebuilt in place since the build is found, with the ids it no longer holds.
     """
     folder = Path(folder)
     problems: list[str] = []
@@ -404,6 +421,11 @@ def validate_folder(folder: str | Path, *, check_shift: bool = True) -> tuple[in
     eos_id = meta.get("eos_id", specials.get("eos"))
     if vocab is None or pad_id is None:
         problems.append(f"{folder / METADATA_NAME}: missing vocab_size or pad id")
+    now = current_vocab_size(meta.get("tokenizer")) if check_tokenizer and vocab is not None else None
+    if now is not None and now != int(vocab):
+        problems.append(f"{folder / METADATA_NAME}: vocab_size={vocab}, but tokenizer {meta['tokenizer']} now has "
+                        f"{now} ids (changed since this folder was built?)")
+        vocab = min(int(vocab), now)
     listed = {f["name"]: int(f["n_examples"]) for f in meta.get("files", [])}
     present = sorted(p.name for p in folder.glob("data-*.h5"))
     for name in sorted(set(listed) - set(present)):
