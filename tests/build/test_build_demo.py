@@ -131,14 +131,21 @@ def test_changed_manifest_redoes_only_what_it_changes(tmp_path: Path) -> None:
     result = build(load_manifest(m2), work)
     assert {s.split("-")[0] for s in result.skipped_stages} == {"ingest", "global"}
     assert result.report["sources"]["evol_codealpaca"]["kept"] < first["sources"]["evol_codealpaca"]["kept"]
-    # one source's filter override: that source's ingest and everything after it
-    m2.write_text(text.replace("language: false                    # code", "language: {}  # code"))
-    result = build(load_manifest(m2), work)
-    redone = {d.name for d in (work / ".work").iterdir()} - set(result.skipped_stages)
-    assert {d.split("-")[0] + "-" + d.split("-")[1] for d in redone if d.startswith("ingest")} == {
-        "ingest-codealpaca"
-    }
-    assert any(d.startswith("global-") for d in redone) and any(d.startswith("mix-") for d in redone)
+    # one source's filter override: that source's ingest, and the stages after it when its output changed
+    # (stages are keyed on the content of what they read)
+    (orig,) = (work / ".work").glob("ingest-codealpaca-*")
+    old = (orig / "kept.jsonl").read_bytes()
+    for override, changes in (("language: {}  # code", None), ("quality: {min_chars: 400}  # code", True)):
+        before = {d.name for d in (work / ".work").iterdir()}
+        m2.write_text(text.replace("language: false                    # code", override))
+        result = build(load_manifest(m2), work)
+        redone = {d.name for d in (work / ".work").iterdir()} - set(result.skipped_stages) - before
+        (ingest,) = (d for d in redone if d.startswith("ingest"))
+        assert ingest.startswith("ingest-codealpaca-")
+        new = (work / ".work" / ingest / "kept.jsonl").read_bytes()
+        assert changes is None or changes == (old != new)
+        assert any(d.startswith("global-") for d in redone) == (old != new)
+        assert any(d.startswith("mix-") for d in redone) == (old != new)
 
 
 @pytest.mark.slow
