@@ -358,8 +358,9 @@ def _write_jsonl(path: Path, rows: np.ndarray, idx: np.ndarray) -> None:
     with atomic_open(path) as fh:
         for block in _batched_rows(rows, idx):
             for r in block:
-                fh.write(json.dumps({"token_ids": r[0].tolist(), "label_ids": r[2].tolist(),
-                                     "loss_mask": r[1].tolist()}) + "\n")
+                # LLM360's key order and separators (their sample's bytes): token_ids, loss_mask, label_ids
+                fh.write(json.dumps({"token_ids": r[0].tolist(), "loss_mask": r[1].tolist(),
+                                     "label_ids": r[2].tolist()}) + "\n")
 
 
 # -- `crystalmix encode`: one interchange file, one line per conversation -----------------------------------

@@ -74,3 +74,33 @@ def test_unset_variable_and_missing_path_are_user_errors(tmp_path: Path) -> None
     with pytest.raises(UserError, match="notes.txt"):
         load_tokenizer(tmp_path / "notes.txt")
     assert json.loads(demo_tokenizer_file("tokenizer_config.json"))["tokenizer_class"] == "PreTrainedTokenizerFast"
+
+
+def test_hub_id_is_read_as_a_folder_so_custom_classes_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LLM360/CrystalChat names CrystalCoderTokenizer (remote code): a hub id is fetched, then read as a folder."""
+    import huggingface_hub
+
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text(tokenizer_json(load_tokenizer("demo")), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "CrystalCoderTokenizer", "auto_map": {"AutoTokenizer": ["x.CrystalCoderTokenizer", None]},
+         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}), encoding="utf-8")
+    asked: list[tuple[str, list[str]]] = []
+
+    def fake(name: str, allow_patterns: list[str]) -> str:
+        asked.append((name, allow_patterns))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    tok = load_tokenizer("LLM360/CrystalChat")
+    assert asked[0][0] == "LLM360/CrystalChat" and "tokenizer.json" in asked[0][1]
+    assert tok.bos_token == "<s>" and tok("a b", add_special_tokens=False)["input_ids"] == \
+        load_tokenizer("demo")("a b", add_special_tokens=False)["input_ids"]
+
+    def offline(name: str, allow_patterns: list[str]) -> str:
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(UserError, match="LLM360/CrystalChat.*hub lookup failed"):
+        load_tokenizer("LLM360/CrystalChat")

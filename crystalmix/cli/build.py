@@ -105,6 +105,10 @@ def run_check(m: Any) -> None:
             ", ".join(n for n in m.order if n not in s.steps) or "-",
         )
     Console().print(table)
+    tok = getattr(m.tokenize, "tokenizer", None)
+    if tok and tok != "demo" and is_hub(tok) and not Path(tok).exists():
+        notes.append(f"tokenize: tokenizer {tok} is a hub id, fetched when the tokenize stage runs (its form "
+                     "checked here)")
     for name, why in m.skipped:
         notes.append(f"{name}: {why}")
     for n in notes:

@@ -94,11 +94,24 @@ def load_tokenizer(spec: str | Path) -> Any:
             raise UserError(f"cannot load a tokenizer from this folder: {exc}", path=path) from None
     if path.exists():
         raise UserError("not a tokenizer folder or tokenizer.json", path=path)
+    return _load_hub(str(spec))
+
+
+def _load_hub(name: str) -> Any:
+    """A hub id: its tokenizer files are fetched (or found in the hub cache), then read as a folder, so a
+    repository whose config names a custom class (LLM360/CrystalChat's ``CrystalCoderTokenizer``) loads
+    without running remote code, as a local copy of it does."""
     try:
-        return AutoTokenizer.from_pretrained(str(spec))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load tokenizer {str(spec)!r} (not 'demo' nor a local path; hub lookup "
-                        f"failed: {exc})") from None
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(name, allow_patterns=[*TOKENIZER_FILES, "special_tokens_map.json"])
+    except Exception as exc:  # offline, unknown repo, network: the hub client's errors have no common base
+        raise UserError(f"cannot load tokenizer {name!r} (not 'demo' nor a local path; hub lookup "
+                        f"failed: {type(exc).__name__}: {exc})") from None
+    try:
+        return load_tokenizer(folder)
+    except UserError as exc:
+        raise UserError(f"tokenizer {name!r} from the hub: {exc}") from None
 
 
 def _fast_from_file(tokenizer_file: Path, cfg: dict[str, Any]) -> Any:
