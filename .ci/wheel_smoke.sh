@@ -74,6 +74,20 @@ step "the demo build"
 (cd "$WORK/demo" && find . -path ./.work -prune -o -type f \( -name '*.parquet' -o -name '*.h5' -o -name report.json \) -print \
     | LC_ALL=C sort | xargs sha256sum)
 
+step "export the demo build (a Hub folder datasets loads, with the report's plots)"
+"$CM" export "$WORK/demo" --out "$WORK/demo-hub" --manifest "$CHECKOUT/manifests/demo.yaml"
+"$VPY" - "$WORK/demo-hub" "$WORK/hf-export-cache" <<'EOF'
+import sys
+from pathlib import Path
+
+import datasets
+
+hub = Path(sys.argv[1])
+ds = datasets.load_dataset(str(hub), cache_dir=sys.argv[2])
+assert ds["train"].num_rows > 0 and (hub / "dataset_info.json").is_file() and list(hub.glob("plots/*.png"))
+print("export:", {k: v.num_rows for k, v in ds.items()})
+EOF
+
 step "encode --tokenizer demo --template crystalchat"
 cat > conversations.jsonl <<'EOF'
 {"id": "a", "source": "smoke", "messages": [{"role": "user", "content": "Write hello world in Python."}, {"role": "assistant", "content": "print('hello world')"}]}

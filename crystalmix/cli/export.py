@@ -19,23 +19,35 @@ def register(app: typer.Typer) -> None:
 def export_command(
     build_dir: Annotated[Path, typer.Argument(help="A finished `crystalmix build` output folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the Hub dataset into.")],
-    manifest: Annotated[Path | None, typer.Option(help="The build's manifest (origins and licences).")] = None,
-    name: Annotated[str, typer.Option(help="Dataset name for the card.")] = "crystalmix-sft",
-    rows_per_shard: Annotated[int, typer.Option(min=1, help="Conversations per parquet shard.")] = 100_000,
-    push: Annotated[str | None, typer.Option(help="Also upload to this hub repo id (needs network).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="The build's manifest (origins, licences, hub ids).")] = None,
+    name: Annotated[str, typer.Option(help="Dataset name (card, LLaMA-Factory entries).")] = "crystalmix-sft",
+    pretty_name: Annotated[str | None, typer.Option(help="Title of the card (default: --name).")] = None,
+    rows_per_shard: Annotated[int, typer.Option(min=1, help="Records per parquet shard.")] = 100_000,
+    push: Annotated[str | None, typer.Option(help="Also upload to this hub repo id (network and a token).")] = None,
     public: Annotated[bool, typer.Option(help="Create the hub repo public (default private).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder or repo holding other files.")] = False,
 ) -> None:
-    """Write Hub-ready parquet shards and a dataset card (sources, licences, token counts) for a build."""
-    from sft_builder.export import ExportConfig, export_build, push_to_hub
+    """Write a Hub dataset folder for a build: parquet configs, a dataset card (sources, licences, tokens, plots,
+    how to train), LLaMA-Factory's dataset_info.json; optionally push it."""
+    from sft_builder.export import ExportConfig, export_build, prepare_push, push_to_hub
 
+    # no token, no network, a refused token or someone else's repo: one line now, before anything is written
+    target = prepare_push(push, force=force) if push else None
     m = None
     if manifest is not None:
         from sft_builder.manifest import load_manifest
 
         m = load_manifest(manifest)
-    summary = export_build(ExportConfig(build_dir, out, dataset_name=name, rows_per_shard=rows_per_shard), m)
-    rows = ", ".join(f"{k} {v:,}" for k, v in summary["rows"].items() if v)
-    n_files = sum(len(v) for v in summary["files"].values())
-    console.print(f"wrote {out}/README.md and {n_files} parquet shard(s): {rows}")
+    cfg = ExportConfig(build_dir, out, dataset_name=name, pretty_name=pretty_name, rows_per_shard=rows_per_shard,
+                       repo_id=push, force=force)
+    summary = export_build(cfg, m)
+    parts = [f"{kind} " + ", ".join(f"{s} {n:,}" for s, n in summary[kind]["rows"].items() if n)
+             for kind in ("messages", "text") if any(summary[kind]["rows"].values())]
+    n_files = sum(len(f) for kind in ("messages", "text") for f in summary[kind]["files"].values())
+    console.print(f"wrote {out}/README.md, dataset_info.json, {len(summary['plots'])} plot(s) and {n_files} "
+                  f"parquet shard(s): {'; '.join(parts)}", highlight=False, soft_wrap=True)
+    if m is None:
+        console.print("no --manifest: the card names no hub ids and shows the licences as unknown", soft_wrap=True)
     if push:
-        console.print(f"uploaded: {push_to_hub(out, push, private=not public)}")
+        url = push_to_hub(out, push, private=not public, target=target)
+        console.print(f"uploaded: {url}", highlight=False, soft_wrap=True)
