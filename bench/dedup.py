@@ -7,6 +7,11 @@ inside each family (the original and its copies): earliest first, a document goe
 threshold with a kept member of its family.
 Unrelated documents share next to no 5-grams (random words from a 20,000-word vocabulary).
 The plain loop (`MinHash(128)`, one `update` per 5-gram shingle) is timed on a sample and scaled.
+
+The index is run twice on the same signatures, in the same order: the build's compact index (band keys in
+RAM, signatures on disk) and the reference, datasketch's `MinHashLSH` with every signature in RAM. Both must
+make the same decisions (`same_decisions`); each gets its speed (documents per second, untraced) and its
+traced peak memory per document (tracemalloc over filling and resolving, a second untimed run).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import json
 import random
 import resource
 import time
+import tracemalloc
+from collections.abc import Callable
 
 import numpy as np
 
@@ -118,35 +125,61 @@ def main() -> None:
     # the build's order of steps: exact duplicates first (digest of normalised text), then near duplicates
     # Every document gets the same source, ranks and length in its key, so the id (the arrival number, zero
     # padded) orders them: the earliest of a cluster stays, as the ground truth above assumes.
-    index = NearIndex(128, args.threshold, sketch_k=SKETCH_K)
-    members = Members()
     seen: set[int] = set()
-    removed = set()
+    exact: set[int] = set()
     indexed: list[int] = []
-    t = time.perf_counter()
+    members = Members()
     for i, d in enumerate(docs):
         key = hash(normalise(d))
         if key in seen:
-            removed.add(i)
+            exact.add(i)
             continue
         seen.add(key)
-        index.add(sigs[i], sketches[i])
         members.add((0, NO_RANKS, 0, f"{i:09d}"))
         indexed.append(i)
-    winner = index.resolve(keep_order(members))
-    removed.update(indexed[k] for k in np.flatnonzero(winner != np.arange(len(winner))).tolist())
-    index_rate = len(docs) / (time.perf_counter() - t)
+    order = keep_order(members)
+    rows = np.asarray(indexed)
+
+    def run(reference: bool) -> tuple[np.ndarray, NearIndex]:
+        index = NearIndex(128, args.threshold, sketch_k=SKETCH_K)
+        for s in range(0, len(rows), 512):
+            index.add_many(sigs[rows[s:s + 512]], sketches[rows[s:s + 512]])
+        winner = index.resolve_datasketch(order) if reference else index.resolve(order)
+        index.close()
+        return winner, index
+
+    def measure(fn: Callable[[], tuple[np.ndarray, NearIndex]]) -> tuple[np.ndarray, NearIndex, float, float]:
+        t = time.perf_counter()
+        winner, index = fn()
+        rate = len(rows) / (time.perf_counter() - t)
+        tracemalloc.start()
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return winner, index, rate, peak / max(len(rows), 1)
+
+    winner, index, index_rate, ours_bytes = measure(lambda: run(False))
+    ref_winner, _, ref_rate, ref_bytes = measure(lambda: run(True))
+    removed = exact | {indexed[k] for k in np.flatnonzero(winner != np.arange(len(winner))).tolist()}
+    ref_removed = exact | {indexed[k] for k in np.flatnonzero(ref_winner != np.arange(len(ref_winner))).tolist()}
 
     tp = len(removed & truth)
+    ref_tp = len(ref_removed & truth)
     print(json.dumps({
         "speedup": round(ours / plain, 2),
         "recall": round(tp / len(truth), 4) if truth else 1.0,
         "precision": round(tp / len(removed), 4) if removed else 1.0,
+        "same_decisions": bool((winner == ref_winner).all()),
+        "index_bytes_per_record": round(ours_bytes), "index_disk_bytes_per_record": index.row_bytes,
+        "index_per_s": round(index_rate),
+        "datasketch_bytes_per_record": round(ref_bytes), "datasketch_per_s": round(ref_rate),
+        "datasketch_recall": round(ref_tp / len(truth), 4) if truth else 1.0,
+        "datasketch_precision": round(ref_tp / len(ref_removed), 4) if ref_removed else 1.0,
+        "ratio_bytes": round(ours_bytes / ref_bytes, 3), "ratio_speed": round(index_rate / ref_rate, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "docs": len(docs), "true_duplicates": len(truth), "removed": len(removed),
-        "signatures_per_s": round(ours), "plain_per_s": round(plain), "index_per_s": round(index_rate),
+        "signatures_per_s": round(ours), "plain_per_s": round(plain),
         "bands_rows": [index.bands, index.rows],
-        "index_arrays_mb": round((index.sigs.nbytes + index.sketches.nbytes) / 2**20, 1),
     }))
 
 

@@ -9,16 +9,18 @@ straight through.
 
 Exact dedup keys on a digest of the normalised turns. Near dedup is MinHash + LSH: signatures are computed
 for a batch of documents at once in numpy (one xxhash per word, word n-grams combined arithmetically,
-permutations as a multiply-shift family over a whole matrix), fed to datasketch's `MinHashLSH` for the
-candidate search, and each candidate is confirmed by the signatures' agreement, so the index keeps
-signatures (a few hundred bytes per document) and never texts. Documents go through the LSH best first
-(`NearIndex.resolve`): each is kept unless it matches an already kept, hence better, document.
+permutations as a multiply-shift family over a whole matrix, the same values datasketch's `MinHash` takes).
+The index keeps 64-bit keys of the LSH bands in RAM (about 110 bytes per document) and the signatures on
+disk, never texts; candidates sharing a band are confirmed by the signatures' agreement. Documents are
+resolved best first (`NearIndex.resolve`, which decides as datasketch's `MinHashLSH` walked the same way,
+kept as `resolve_datasketch`): each is kept unless it matches an already kept, hence better, document.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import os
 import pickle
 import tempfile
 from array import array
@@ -503,13 +505,22 @@ def optimal_params(
 
 
 class NearIndex:
-    """Signatures (and bottom-k sketches) of every document; `resolve` finds the duplicates, best first.
+    """Signatures (and bottom-k sketches) of every document on disk, band keys in RAM; `resolve` finds the
+    duplicates, best first.
 
-    `resolve(order)` walks the documents from best to worst through datasketch's `MinHashLSH`, which only
-    ever holds the kept ones: a document is a duplicate when a kept document is a confirmed match, and is
-    then assigned to its most similar kept match; otherwise it is kept and inserted. A candidate is
-    confirmed when the pooled Jaccard estimate of the signature agreement and the bottom-k sketch reaches
-    the threshold; pooling roughly halves the estimate's variance near the threshold.
+    `resolve(order)` makes the decisions datasketch's `MinHashLSH` makes when documents go through it best
+    first and only kept ones are inserted (`resolve_datasketch`, the reference the bench and a test compare
+    against): a document is a duplicate when a kept, hence better, document shares one of its LSH bands and
+    is a confirmed match, and is then assigned to its most similar kept match (ties: the better one);
+    otherwise it is kept. A candidate is confirmed when the pooled Jaccard estimate of the signature
+    agreement and the bottom-k sketch reaches the threshold; pooling roughly halves the estimate's variance
+    near the threshold.
+
+    Memory: each band of a signature is hashed to 64 bits (a collision between different bands is about
+    2**-64 per pair, and would only add a candidate that the signatures still have to confirm), so RAM holds
+    ``bands * 8`` bytes per document; signatures and sketches are appended to a temporary file in `folder`
+    and read back only for the documents that share a band with another. Resolving sorts each band's keys,
+    keeps only buckets with two or more documents, and walks just those documents best first.
 
     Walking best first makes the result independent of arrival order, and every removed document is itself
     similar to the better document it names (no chains: a truncated branch that resembles three distinct
@@ -523,52 +534,160 @@ class NearIndex:
         bands: int | None = None,
         rows: int | None = None,
         sketch_k: int = 0,
+        folder: str | Path | None = None,
     ) -> None:
         if bands is None or rows is None:
             # LSH only proposes candidates; the signatures confirm them, so lean towards recall.
             bands, rows = optimal_params(max(threshold - 0.1, 0.05), num_perm)
         self.bands, self.rows = bands, rows
         self.num_perm = num_perm
+        self.sketch_k = sketch_k
         self.threshold = threshold
-        self.sigs = np.empty((1024, num_perm), dtype=np.uint32)
-        self.sketches = np.empty((1024, sketch_k), dtype=np.uint32)
+        self.keys = np.empty((1024, bands), dtype=np.uint64)
         self.size = 0
+        self.row_bytes = (num_perm + sketch_k) * 4
+        self.fh: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
+        mix = np.random.default_rng(0x5EED).integers(1, 2**63, (bands, rows), dtype=np.uint64)
+        self.mix = mix | np.uint64(1)  # odd multipliers, one per position within a band
 
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def ram_bytes(self) -> int:
+        """Bytes the index holds in RAM for the documents added so far (the band keys)."""
+        return self.size * self.bands * 8
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.size * self.row_bytes
+
+    def band_keys(self, sigs: np.ndarray) -> np.ndarray:
+        """``(len(sigs), bands)`` 64-bit hashes of each band of each signature."""
+        sigs = np.asarray(sigs, dtype=np.uint32).reshape(-1, self.num_perm)
+        out = np.zeros((len(sigs), self.bands), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for j in range(self.rows):
+                cols = sigs[:, j : self.bands * self.rows : self.rows].astype(np.uint64)  # column j of each band
+                out ^= cols * self.mix[:, j]
+                out = (out ^ (out >> np.uint64(29))) * np.uint64(0xBF58476D1CE4E5B9)
+        return out
+
     def add(self, sig: np.ndarray, sketch: np.ndarray | None = None) -> int:
         """Store a document's signature (and sketch); returns its number."""
-        key = self.size
-        if key == len(self.sigs):
-            self.sigs = np.concatenate([self.sigs, np.empty_like(self.sigs)])
-            self.sketches = np.concatenate([self.sketches, np.empty_like(self.sketches)])
-        self.sigs[key] = sig
-        if sketch is not None and self.sketches.shape[1]:
-            self.sketches[key] = sketch
-        self.size += 1
-        return key
+        sk = None if sketch is None else np.asarray(sketch).reshape(1, -1)
+        return self.add_many(np.asarray(sig).reshape(1, -1), sk)
+
+    def add_many(self, sigs: np.ndarray, sketches: np.ndarray | None = None) -> int:
+        """Store a batch of signatures (and sketches); returns the number of the first."""
+        n = len(sigs)
+        first = self.size
+        while first + n > len(self.keys):
+            self.keys = np.concatenate([self.keys, np.empty_like(self.keys)])
+        self.keys[first : first + n] = self.band_keys(sigs)
+        rows = np.zeros((n, self.num_perm + self.sketch_k), dtype=np.uint32)
+        rows[:, : self.num_perm] = sigs
+        if sketches is not None and self.sketch_k:
+            rows[:, self.num_perm :] = sketches
+        self.fh.write(rows.tobytes())
+        self.size += n
+        return first
+
+    def rows_of(self, docs: list[int]) -> np.ndarray:
+        """Signatures and sketches of `docs`, read back from the file: ``(len(docs), num_perm + sketch_k)``."""
+        fd, rb = self.fh.fileno(), self.row_bytes
+        buf = b"".join(os.pread(fd, rb, d * rb) for d in docs)
+        return np.frombuffer(buf, dtype=np.uint32).reshape(len(docs), -1)
+
+    def all_rows(self) -> np.ndarray:
+        self.fh.flush()
+        return self.rows_of(list(range(self.size)))
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def _buckets(self, rank: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """Per band, the keys of buckets with two or more documents (sorted) and those documents; and which
+        documents are in any such bucket."""
+        keys = self.keys[: self.size]
+        mate = np.zeros(self.size, dtype=bool)
+        out = []
+        for band in range(self.bands):
+            k = keys[:, band]
+            o = np.argsort(k, kind="stable")
+            ks = k[o]
+            same = ks[1:] == ks[:-1]
+            shared = np.r_[same, False] | np.r_[False, same]
+            o, ks = o[shared], ks[shared]
+            sub = np.lexsort((rank[o], ks))  # within a bucket, best first
+            o, ks = o[sub], ks[sub]
+            mate[o] = True
+            out.append((ks, o))
+        return out, mate
 
     def resolve(self, order: np.ndarray) -> np.ndarray:
         """For each document, the document kept in its place (itself when kept), walking `order` best first."""
+        self.fh.flush()
+        n = self.size
+        winner = np.arange(n, dtype=np.int64)
+        if n == 0:
+            return winner
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        buckets, mate = self._buckets(rank)
+        walk = order[mate[order]]  # only documents sharing a bucket can be or have duplicates
+        bounds = []
+        for band, (ks, _) in enumerate(buckets):
+            k = self.keys[walk, band]
+            bounds.append((np.searchsorted(ks, k, "left"), np.searchsorted(ks, k, "right")))
+        kept = np.ones(n, dtype=bool)
+        np_ = self.num_perm
+        for w, i in enumerate(walk.tolist()):
+            r = rank[i]
+            found: list[np.ndarray] = []
+            for band, (_, o) in enumerate(buckets):
+                lo, hi = int(bounds[band][0][w]), int(bounds[band][1][w])
+                if hi - lo > 1:
+                    found.append(o[lo:hi])
+            cand = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+            cand = cand[(rank[cand] < r) & kept[cand]]
+            if not len(cand):
+                continue
+            docs = cand[np.argsort(rank[cand])]  # best first, as datasketch's insertion keys sort
+            rows = self.rows_of([i, *docs.tolist()])
+            sig, others = rows[0, :np_], rows[1:]
+            sims = (others[:, :np_] == sig).mean(axis=1)
+            if self.sketch_k:
+                sk = rows[0, np_:]
+                sims = np.array([self._pooled(a, sk, o[np_:]) for a, o in zip(sims, others, strict=True)])
+            j = int(np.argmax(sims))  # ties: the better document
+            if sims[j] >= self.threshold:
+                winner[i] = docs[j]
+                kept[i] = False
+        return winner
+
+    def resolve_datasketch(self, order: np.ndarray) -> np.ndarray:
+        """The reference: the same walk through datasketch's `MinHashLSH`, with every signature in RAM."""
         from datasketch import LeanMinHash, MinHashLSH
 
+        rows = self.all_rows()
+        sigs, sketches = rows[:, : self.num_perm], rows[:, self.num_perm :]
         lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm, params=(self.bands, self.rows))
         winner = np.empty(self.size, dtype=np.int64)
         kept: list[int] = []  # LSH key -> document; keys grow with quality, so ties go to the better one
         for i in order.tolist():
-            sig = self.sigs[i]
+            sig = sigs[i]
             # our own 32-bit signatures; the scheme label only stops an index from mixing kinds of signature
             mh = LeanMinHash(seed=1, hashvalues=sig, scheme="affine32")
             cands = lsh.query(mh)
             if cands:
                 keys = np.fromiter(sorted(cands), dtype=np.int64, count=len(cands))
                 docs = np.array([kept[k] for k in keys.tolist()], dtype=np.int64)
-                sims = (self.sigs[docs] == sig).mean(axis=1)
-                if self.sketches.shape[1]:
-                    sk = self.sketches[i]
-                    sims = np.array([self._pooled(a, sk, self.sketches[d]) for a, d in zip(sims, docs, strict=True)])
-                j = int(np.argmax(sims))  # ties: the better document, since keys are sorted
+                sims = (sigs[docs] == sig).mean(axis=1)
+                if self.sketch_k:
+                    sk = sketches[i]
+                    sims = np.array([self._pooled(a, sk, sketches[d]) for a, d in zip(sims, docs, strict=True)])
+                j = int(np.argmax(sims))
                 if sims[j] >= self.threshold:
                     winner[i] = docs[j]
                     continue
@@ -581,7 +700,7 @@ class NearIndex:
         """Signature agreement pooled with the bottom-k estimate |U_k ∩ A ∩ B| / |U_k|, weighted by sizes."""
         a = a[a != MinHasher.EMPTY]
         b = b[b != MinHasher.EMPTY]
-        union = np.union1d(a, b)[: self.sketches.shape[1]]
+        union = np.union1d(a, b)[: self.sketch_k]
         if not len(union):
             return agree
         both = np.intersect1d(a, b, assume_unique=True)
@@ -593,8 +712,8 @@ class NearIndex:
 class NearDedup:
     """Near-dedup step: signs the stream a batch at a time into the index, then keeps the best of each cluster.
 
-    Memory per indexed record: its signature and sketch, its `Members` key and, while resolving, the LSH
-    bucket entries of the kept ones.
+    Memory per indexed record: its band keys and its `Members` key in RAM (while resolving, a few more
+    arrays of 8 bytes per record), its signature and sketch on disk in `spill_dir`.
     """
 
     name = "near_dedup"
@@ -612,7 +731,7 @@ class NearDedup:
         self.order = KeepOrder(priorities)
         self.spill_dir = spill_dir
         self.hasher = MinHasher(cfg.num_perm, cfg.shingle_size, cfg.seed)
-        self.index = NearIndex(cfg.num_perm, cfg.threshold, cfg.bands, cfg.rows, cfg.sketch_k)
+        self.index = NearIndex(cfg.num_perm, cfg.threshold, cfg.bands, cfg.rows, cfg.sketch_k, spill_dir)
         self.members = Members()
         self.changes: dict[str, int] = {"too_short_to_compare": 0}
         self.log = ClusterLog()
@@ -631,10 +750,12 @@ class NearDedup:
                     batch = []
             if batch:
                 self._index(batch, spill)
+            winner = self.index.resolve(keep_order(self.members))
         except BaseException:
             spill.close()
             raise
-        winner = self.index.resolve(keep_order(self.members))
+        finally:
+            self.index.close()
         self.log = _follow(winner, self.members)
         yield from _replay(self, spill, self.members, winner, "near_duplicate", f"Jaccard >= {self.cfg.threshold}")
 
@@ -642,16 +763,13 @@ class NearDedup:
         todo = [i for i, c in enumerate(batch) if c.source not in self.skip]
         texts = [content_text(batch[i], include_system=self.cfg.include_system) for i in todo]
         sigs, sketches = self.hasher.sign(texts, self.cfg.sketch_k)
+        empty = (sigs == MinHasher.EMPTY).all(axis=1)  # fewer words than a shingle: exact dedup's job
+        self.index.add_many(sigs[~empty], sketches[~empty])
         sig_of = {i: n for n, i in enumerate(todo)}
         for i, conv in enumerate(batch):
             n = sig_of.get(i)
-            if n is None:
+            if n is None or empty[n]:
+                self.changes["too_short_to_compare"] += n is not None
                 spill.write(-1, conv)
                 continue
-            sig = sigs[n]
-            if sig[0] == MinHasher.EMPTY and (sig == MinHasher.EMPTY).all():
-                self.changes["too_short_to_compare"] += 1  # fewer words than a shingle: exact dedup's job
-                spill.write(-1, conv)
-                continue
-            self.index.add(sig, sketches[n])
             spill.write(self.members.add(self.order.key(conv)), conv)
