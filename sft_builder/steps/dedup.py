@@ -9,7 +9,7 @@ straight through.
 
 Exact dedup keys on a digest of the normalised turns. Near dedup is MinHash + LSH: signatures are computed
 for a batch of documents at once in numpy (one xxhash per word, word n-grams combined arithmetically,
-permutations as a multiply-shift family over a whole matrix, the same values datasketch's `MinHash` takes).
+permutations as a multiply-shift family over a whole matrix; 32-bit values a datasketch `LeanMinHash` carries).
 The index keeps 64-bit keys of the LSH bands in RAM (about 110 bytes per document) and the signatures on
 disk, never texts; candidates sharing a band are confirmed by the signatures' agreement. Documents are
 resolved best first (`NearIndex.resolve`, which decides as datasketch's `MinHashLSH` walked the same way,
