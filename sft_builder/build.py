@@ -35,6 +35,7 @@ from typing import Any
 from crystalmix.core import hdf5
 from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
 from crystalmix.core.digest import Digests, config_files, hub_revision, records, text_digest, tokenizer_digest
+from crystalmix.core.readers import FilePart, plan_parts
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
 from crystalmix.core.workers import WorkerPool
 from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
@@ -250,13 +251,31 @@ def _changes(steps: list[tuple[str, Any]]) -> dict[str, int]:
 
 
 # -- stage 1: ingest one source ------------------------------------------------------------------------------
+def plan_ingest(src: SourceConfig) -> list[FilePart] | None:
+    """The parts one source's ingest is cut into (files, and line ranges of big JSONL files), so several
+    workers share one source; None when it is read as one (hub inputs, adapters with state across records,
+    a file named twice). The parts depend only on the inputs, never on the number of workers."""
+    adapter = make_adapter(src.adapter, src.options, source=src.name)
+    if not adapter.can_split():
+        return None
+    parts = plan_parts(list(src.inputs), split=src.split, data_files=list(src.data_files) or None)
+    if parts is None or len(parts) < 2 or len({(p.path, p.start) for p in parts}) < len(parts):
+        return None  # a file read twice is left to the whole-source reader, which names it
+    return parts
+
+
 def run_ingest(
-    m: Manifest, src: SourceConfig, folder: Path, progress: Progress | None = None
+    m: Manifest, src: SourceConfig, folder: Path, progress: Progress | None = None,
+    part: tuple[list[FilePart], int] | None = None,
 ) -> dict[str, Any]:
-    """Adapter + per-source record steps for one source; returns (and writes) its stats."""
+    """Adapter + per-source record steps for one source, or for one `part` of it (the parts and which one);
+    returns (and writes) its stats."""
     pre, _ = split_order(m)
     adapter = make_adapter(src.adapter, src.options, source=src.name)
-    stream = adapter.stream(list(src.inputs), split=src.split, data_files=list(src.data_files) or None)
+    if part is None:
+        stream = adapter.stream(list(src.inputs), split=src.split, data_files=list(src.data_files) or None)
+    else:
+        stream = adapter.stream_part(*part)
     steps = [(name, STEPS[name].make(src.steps[name])) for name in pre if name in src.steps]
     times: dict[str, float] = {}
     counts: Counter[str] = Counter()
@@ -301,9 +320,64 @@ def run_ingest(
     return stats
 
 
-def _ingest_worker(args: tuple[Manifest, str, str]) -> dict[str, Any]:
-    m, name, folder = args
-    return run_ingest(m, m.source(name), Path(folder))
+def _ingest_worker(args: tuple[Manifest, str, str, list[FilePart] | None, int]) -> dict[str, Any]:
+    m, name, folder, parts, index = args
+    return run_ingest(m, m.source(name), Path(folder), part=None if parts is None else (parts, index))
+
+
+def _add(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
+
+
+def merge_parts(m: Manifest, src: SourceConfig, part_dirs: list[Path], folder: Path) -> dict[str, Any]:
+    """One source's stage from its parts' stages: outputs concatenated in part order, counts added, the
+    first rewrite samples kept; the same bytes reading the source whole would have written."""
+    from sft_builder.steps.clean import MAX_SAMPLES
+
+    parts = [json.loads((d / "stats.json").read_text(encoding="utf-8")) for d in part_dirs]
+    for name in ("kept.jsonl", "rejects.jsonl"):
+        with atomic_open(folder / name, "wb") as out:
+            for d in part_dirs:
+                with open(d / name, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 20)
+    stats: dict[str, Any] = {"source": src.name, "read": 0, "kept": 0}
+    sums: dict[str, dict[str, Any]] = {k: {} for k in ("dropped", "changes", "fixes", "languages", "timings",
+                                                        "counts")}
+    samples: dict[str, list[Any]] = {}
+    decon: dict[str, dict[str, Any]] | None = None
+    for st in parts:
+        stats["read"] += st["read"]
+        stats["kept"] += st["kept"]
+        for k, acc in sums.items():
+            _add(acc, st[k])
+        for n, lst in st["rewrite_samples"].items():
+            samples[n] = (samples.get(n, []) + lst)[:MAX_SAMPLES]
+        if "decontaminate" in st:
+            if decon is None:
+                decon = {b: dict(v) for b, v in st["decontaminate"].items()}
+            else:
+                for b, v in st["decontaminate"].items():
+                    for k in ("removed_by_prompt", "removed_by_solution"):
+                        decon[b][k] += v[k]
+    pre, _ = split_order(m)
+    step_at = {name: i for i, name in enumerate(pre)}
+    changes = sums["changes"]
+    stats.update(
+        dropped=dict(sorted(sums["dropped"].items())),
+        changes={k: changes[k] for k in sorted(changes, key=lambda k: (step_at.get(k.split(":")[0], 0), k))},
+        rewrite_samples=samples,
+        fixes=dict(sorted(sums["fixes"].items())),
+        languages=dict(sorted(sums["languages"].items())),
+        timings=sums["timings"],
+        counts=sums["counts"],
+    )
+    if decon is not None:
+        stats["decontaminate"] = decon
+    shutil.rmtree(folder / "parts")
+    write_json(folder / "stats.json", stats)
+    _seal(folder, STAGE_FILES, hub_state(src))
+    return stats
 
 
 # -- stage 2: across sources ---------------------------------------------------------------------------------
@@ -402,18 +476,35 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
             result.skipped_stages.append(d.name)
         else:
             todo.append((s, d))
-    if workers > 1 and len(todo) > 1:
-        with WorkerPool(min(workers, len(todo)), start="fork") as pool:
-            for (s, _), stats in zip(
-                todo, pool.map(_ingest_worker, [(m, s.name, str(d)) for s, d in todo]), strict=True
-            ):
-                ingest[s.name] = stats
-                if progress is not None:
-                    progress(s.name, stats["read"])
-    else:
-        for s, d in todo:
-            ingest[s.name] = run_ingest(m, s, d, progress)
+    # a source whose inputs split into parts is ingested part by part, then merged
+    tasks: list[tuple[Manifest, str, str, list[FilePart] | None, int]] = []
+    split_dirs: dict[str, list[Path]] = {}
     for s, d in todo:
+        parts = plan_ingest(s)
+        if parts is None:
+            tasks.append((m, s.name, str(d), None, 0))
+            continue
+        split_dirs[s.name] = [d / "parts" / f"{i:05d}" for i in range(len(parts))]
+        for i, pd in enumerate(split_dirs[s.name]):
+            pd.mkdir(parents=True)
+            tasks.append((m, s.name, str(pd), parts, i))
+    if workers > 1 and len(tasks) > 1:
+        with WorkerPool(min(workers, len(tasks)), start="fork") as pool:
+            for task, stats in zip(tasks, pool.map(_ingest_worker, tasks), strict=True):
+                if task[3] is None:
+                    ingest[task[1]] = stats
+                if progress is not None:
+                    progress(task[1], stats["read"])
+    else:
+        for task in tasks:
+            src = m.source(task[1])
+            if task[3] is None:
+                ingest[task[1]] = run_ingest(m, src, Path(task[2]), progress)
+            else:
+                run_ingest(m, src, Path(task[2]), progress, part=(task[3], task[4]))
+    for s, d in todo:
+        if s.name in split_dirs:
+            ingest[s.name] = merge_parts(m, s, split_dirs[s.name], d)
         sealed[s.name] = json.loads((d / MARKER).read_text(encoding="utf-8"))
 
     # 2. across sources, keyed on what the ingest stages hold

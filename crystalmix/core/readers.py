@@ -26,6 +26,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from glob import glob, has_magic
 from itertools import chain
@@ -197,6 +198,18 @@ def _folder_files(folder: Path, patterns: list[str], known: tuple[str, ...]) -> 
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+class FileReader:
+    """The reader of one local file, as `plan_inputs` returns it for files: `path` names the file."""
+
+    __slots__ = ("path", "read")
+
+    def __init__(self, path: Path, read: Reader) -> None:
+        self.path, self.read = path, read
+
+    def __call__(self) -> Iterator[RawRecord]:
+        return self.read()
+
+
 def _file_reader(path: Path, text_files: bool = False, columns: tuple[str, ...] | None = None,
                  optional: tuple[str, ...] = ()) -> Reader:
     name = path.name.lower()
@@ -204,12 +217,84 @@ def _file_reader(path: Path, text_files: bool = False, columns: tuple[str, ...] 
     if not name.endswith(known):
         raise BadFileError(f"unknown file type (known: {', '.join(known)})", path=path)
     if name.endswith(".parquet"):
-        return lambda: _read_parquet(path, columns, optional)
+        return FileReader(path, lambda: _read_parquet(path, columns, optional))
     if name.endswith(".arrow"):
-        return lambda: _read_arrow(path, columns, optional)
+        return FileReader(path, lambda: _read_arrow(path, columns, optional))
     if name.endswith(KNOWN_TEXT):
-        return lambda: _read_text_lines(path)
-    return lambda: _read_json_file(path)
+        return FileReader(path, lambda: _read_text_lines(path))
+    return FileReader(path, lambda: _read_json_file(path))
+
+
+# -- parts of inputs, for reading one source in parallel ------------------------------------------------
+
+PART_BYTES = 64 << 20  # plain JSONL files larger than this are read in parts of about this size
+
+
+@dataclass(frozen=True, slots=True)
+class FilePart:
+    """One part of a source's local inputs: a whole file (`end` < 0), or the lines of a plain JSONL file
+    from byte `start` to byte `end` (both at line starts), the first of which is line ``first_line + 1``."""
+
+    path: str
+    start: int = 0
+    end: int = -1
+    first_line: int = 0
+
+
+def plan_parts(inputs: Sequence[str], *, split: str = "train", data_files: str | Sequence[str] | None = None,
+               text_files: bool = False, part_bytes: int | None = None) -> list[FilePart] | None:
+    """The inputs as parts that can be read independently and give, one after another, the records
+    `iter_records` gives; None when an input is not a local file (hub ids, ``save_to_disk`` folders).
+
+    A plain ``.jsonl``/``.ndjson`` file over `part_bytes` is cut at the first line start after every
+    `part_bytes` bytes (one pass counting newlines, so each part knows its first line number); other files
+    are one part each (a JSON array is parsed from its start; compressed streams cannot be entered midway).
+    """
+    readers = plan_inputs(inputs, split=split, data_files=data_files, text_files=text_files)
+    if not all(isinstance(r, FileReader) for r in readers):
+        return None
+    part_bytes = part_bytes or PART_BYTES
+    parts: list[FilePart] = []
+    for r in readers:
+        path: Path = r.path  # type: ignore[attr-defined]
+        size = path.stat().st_size if path.is_file() else 0
+        if path.name.lower().endswith((".jsonl", ".ndjson")) and size > part_bytes:
+            parts += _line_parts(path, size, part_bytes)
+        else:
+            parts.append(FilePart(str(path)))
+    return parts
+
+
+def _line_parts(path: Path, size: int, part_bytes: int) -> list[FilePart]:
+    cuts = [(0, 0)]  # (byte offset of a line start, lines before it)
+    pos = lines = 0
+    target = part_bytes
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(CHUNK):
+                at = 0
+                while pos + len(block) > target:
+                    i = block.find(b"\n", max(target - pos, at))
+                    if i < 0:
+                        break
+                    cut = pos + i + 1
+                    if cut >= size:
+                        break
+                    cuts.append((cut, lines + block.count(b"\n", 0, i + 1)))
+                    at, target = i + 1, cut + part_bytes
+                lines += block.count(b"\n")
+                pos += len(block)
+    except OSError as exc:
+        raise _stream_error(path, exc, 0) from None
+    ends = [c for c, _ in cuts[1:]] + [size]
+    return [FilePart(str(path), start, end, before) for (start, before), end in zip(cuts, ends, strict=True)]
+
+
+def read_part(part: FilePart, *, text_files: bool = False) -> Iterator[RawRecord]:
+    """The records of one part (see `plan_parts`), with the file name and line numbers of the whole file."""
+    if part.end < 0:
+        return _file_reader(Path(part.path), text_files)()
+    return _read_json_lines(Path(part.path), part.start, part.end, part.first_line)
 
 
 # -- compressed streams -----------------------------------------------------------------------------------
@@ -281,6 +366,34 @@ def _open_binary(path: Path) -> IO[bytes]:
 # Every way a read can fail below the JSON level: missing or unreadable file (OSError), gzip and zstd
 # corruption, and EOFError from a cut gzip stream (left alone, click would take it for Ctrl-D: "Aborted").
 _STREAM_ERRORS = (EOFError, OSError, zlib.error, zstandard.ZstdError)
+
+
+class _Range(io.RawIOBase):
+    """At most `left` bytes of an open file, from where it stands."""
+
+    def __init__(self, raw: IO[bytes], left: int) -> None:
+        self.raw, self.left = raw, left
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.left)
+        if n <= 0:
+            return 0
+        got = self.raw.readinto(memoryview(buffer)[:n])
+        self.left -= got or 0
+        return got or 0
+
+
+def _open_range(path: Path, start: int, end: int) -> IO[bytes]:
+    raw = open(path, "rb", buffering=0)  # noqa: SIM115 - closed with the wrapper
+    raw.seek(start)
+    return io.BufferedReader(_Range(raw, end - start), CHUNK)
 
 
 def _stream_error(path: Path, exc: Exception, line: int) -> BadFileError:
@@ -372,18 +485,22 @@ def _first_line_parses(path: Path) -> bool:
     return False
 
 
-def _read_json_lines(path: Path) -> Iterator[RawRecord]:
-    """One JSON value per line; blank lines are skipped; a bad line after a good one is a bad record."""
+def _read_json_lines(path: Path, start: int = 0, end: int = -1, first_line: int = 0) -> Iterator[RawRecord]:
+    """One JSON value per line; blank lines are skipped; a bad line after a good one is a bad record.
+
+    With `end` >= 0, only the lines from byte `start` to `end`, numbered from ``first_line + 1``; a part
+    after the first takes its first line as following a good one (the first part checks the file's start).
+    """
     file = str(path)
-    line = 0
-    seen_good = False
+    line = first_line
+    seen_good = start > 0
     fast = _fast_loads
     limit = MAX_RECORD
     # RawRecord(data, file, line) with its slots filled directly: the frozen __init__'s
     # object.__setattr__ calls cost a third of parsing a short line (RawRecord has nothing to validate).
     new, set_data, set_file, set_line, set_item = object.__new__, _SET_DATA, _SET_FILE, _SET_LINE, _SET_ITEM
     try:
-        with _open_binary(path) as fh:
+        with _open_binary(path) if end < 0 else _open_range(path, start, end) as fh:
             for raw in _lines(fh):
                 line += 1
                 if len(raw) == limit and not raw.endswith(b"\n"):  # cut by the limit: the line is too long

@@ -13,11 +13,16 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from crystalmix.core.config import OptionText, build
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import Conversation, InvalidRecordError, RawRecord, Rejected, UnparsedRecord
+from sft_builder.sources.common import FileLabels
+
+if TYPE_CHECKING:
+    from crystalmix.core.readers import FilePart
 
 Output = Conversation | Rejected
 
@@ -57,6 +62,7 @@ class Adapter(Generic[O]):
     name: ClassVar[str]
     forms: ClassVar[str]
     Options: ClassVar[type] = NoOptions
+    splittable: ClassVar[bool] = True  # False: state across records (seen ids), one part per source
 
     def __init__(self, options: O, source: str | None = None) -> None:
         self.options = options
@@ -81,6 +87,23 @@ class Adapter(Generic[O]):
         if type(self).run is Adapter.run:  # record by record: count in the same loop (one generator less)
             return self._run(records, count_records=True)
         return self.run(self._counted(records))
+
+    def can_split(self) -> bool:
+        """Whether parts of the inputs can be converted apart (`stream_part`) and give, one after another,
+        what `stream` gives: the adapter converts record by record and keeps nothing across records."""
+        return self.splittable and type(self).run is Adapter.run and type(self).read is Adapter.read
+
+    def stream_part(self, parts: Sequence[FilePart], index: int) -> Iterator[Output]:
+        """Convert part `index` of `parts` (`crystalmix.core.readers.plan_parts`) as `stream` would within
+        the whole run: the files before it are given their short labels first, in reading order."""
+        from crystalmix.core.readers import read_part
+
+        labels = getattr(self, "labels", None)
+        if isinstance(labels, FileLabels):
+            for p in parts[:index]:
+                if Path(p.path).stat().st_size:  # an empty file yields no record, so no label
+                    labels(p.path)
+        return self._run(read_part(parts[index]), count_records=True)
 
     def _counted(self, records: Iterable[RawRecord]) -> Iterator[RawRecord]:
         stats = self.stats

@@ -34,6 +34,7 @@ class ConversationsAdapter(Adapter[ConversationsOptions]):
     forms = ('{"id", "source", "messages": [{"role", "content"}] | "text", "meta"} (crystalmix interchange '
              'JSONL: conversations and documents)')
     Options = ConversationsOptions
+    splittable = False  # duplicate ids are found across the whole source
 
     def __init__(self, options: ConversationsOptions, source: str | None = None) -> None:
         super().__init__(options, source)
