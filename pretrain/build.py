@@ -1,12 +1,16 @@
 """`build_stage`: resolve the tokenizer, plan shards, run them on an executor, finalize the folder.
 
 The config fingerprint covers the manifest, the tokenizer's bytes and the input files' names and sizes;
-a folder built under another fingerprint is never silently reused (``--force`` rebuilds it).
+``.state/stage.json`` also records each input's content digest (read once per run). A folder built under
+another fingerprint, or from inputs whose content changed, is never silently reused (``--force`` rebuilds
+it from scratch). Files of finished shards are reused only intact: a missing or damaged one makes its
+shard run again (`outputs.LostFiles`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,11 +18,12 @@ from typing import Any, Protocol
 import xxhash
 
 from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
+from crystalmix.core.digest import Digests, hub_revision
 from crystalmix.core.errors import UserError
 from crystalmix.core.tokenizer import load_tokenizer, special_token_ids, tokenizer_json
 from pretrain.config import StageConfig
 from pretrain.executors import Marker, OnDone, Progress
-from pretrain.outputs import finalize
+from pretrain.outputs import LostFiles, finalize
 from pretrain.stages import STATE_DIR, ShardTask, StageContext, input_labels, make_plan, plan_files
 
 STAGE_STATE = "stage.json"
@@ -50,19 +55,22 @@ def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False,
                         "tokens: the model could not embed every id")
     files = plan_files(cfg)
     fp = stage_fingerprint(cfg, tok_json, files)
+    inputs = input_digests(cfg, files)
     state = out / STATE_DIR / STAGE_STATE
     if out.exists() and any(out.iterdir()):
         if not state.exists():
             raise UserError("output folder is not empty and was not made by `crystalmix pretrain build`; "
                             "pick a new --out", path=out)
-        old = json.loads(state.read_text(encoding="utf-8")).get("fingerprint")
-        if old != fp:
-            if not force:
-                raise UserError(f"output folder was built with another config (fingerprint {old}, now {fp}); "
-                                "use a new --out or --force to rebuild it", path=out)
-            shutil.rmtree(out)
+        if force:
+            shutil.rmtree(out)  # --force: from scratch, whatever the folder holds
+        else:
+            why = _changed(_read_state(state), fp, inputs)
+            if why:
+                raise UserError(f"output folder was built with {why}; use a new --out or --force to rebuild it",
+                                path=out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(state, {"fingerprint": fp, "stage": cfg.stage})  # first: it marks the folder as ours
+    # first: it marks the folder as ours, and what it is built from
+    write_json(state, {"fingerprint": fp, "stage": cfg.stage, "inputs": inputs})
     sweep_temporaries(out)
     tok_path = out / TOKENIZER_NAME
     if not tok_path.exists() or tok_path.read_text(encoding="utf-8") != tok_json:
@@ -87,16 +95,71 @@ def stage_fingerprint(cfg: StageConfig, tok_json: str, files: list[tuple[int, li
     return fingerprint({"config": conf, "inputs": inputs}, length=16)
 
 
+def input_digests(cfg: StageConfig, files: list[tuple[int, list[str], int]]) -> list[list[Any]]:
+    """Per source: ``[label, size, content digest]`` of each input (a hub source: its id and revision, when
+    the local cache knows it). Each file is read once, by a few threads (the digest releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    digests = Digests()
+    paths = [p for _, ps, _ in files for p in ps]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        found = dict(zip(paths, pool.map(digests.file, paths), strict=True))
+    out: list[list[Any]] = []
+    for i, ps, _ in files:
+        src = cfg.sources[i]
+        if src.hub:
+            out.append([src.name, [["hub", src.hub, hub_revision(src.hub)]]])
+        else:
+            out.append([src.name, [[lab, os.path.getsize(p), found[p]]
+                                   for p, lab in zip(ps, input_labels(ps), strict=True)]])
+    return out
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _changed(state: dict[str, Any], fp: str, inputs: list[list[Any]]) -> str | None:
+    """Why a folder built under `state` is not this build's (another config, or inputs that changed)."""
+    if state.get("fingerprint") != fp:
+        return f"another config (fingerprint {state.get('fingerprint')}, now {fp})"
+    if state.get("inputs") == inputs:
+        return None
+    old = {(src, str(rec[0])): rec for src, recs in state.get("inputs") or [] for rec in recs}
+    for src, recs in inputs:
+        for rec in recs:
+            if old.get((src, str(rec[0]))) != rec:
+                return f"other content in input {rec[0]} of source {src!r}"
+    return "inputs that are not recorded (an older version of crystalmix)"
+
+
 def build_stage(cfg: StageConfig, out_dir: str | Path, executor: Executor, *, force: bool = False,
                 skip_bad_files: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Build (or resume) one stage; returns the summary also written to ``build.json``."""
+    """Build (or resume) one stage; returns the summary also written to ``build.json``.
+
+    Shards whose files were lost or damaged since they finished run again before the folder is finalized.
+    """
     tasks, vocab_size = prepare(cfg, out_dir, force=force, skip_bad_files=skip_bad_files)
     bar = Progress(len(tasks), enabled=progress)
     try:
         markers = executor.run(tasks, bar)
+        for attempt in range(2):
+            try:
+                summary = finalize(tasks, markers, vocab_size, cfg.tokenizer_name or cfg.tokenizer)
+                break
+            except LostFiles as lost:
+                if attempt:  # files lost again right after their shards ran: not something a rerun fixes
+                    raise
+                redo = [t for t in tasks if t.name in lost.shards]
+                for t in redo:
+                    t.marker.unlink(missing_ok=True)
+                markers.update(executor.run(redo, bar))
     finally:
         bar.close()
-    summary = finalize(tasks, markers, vocab_size, cfg.tokenizer_name or cfg.tokenizer)
     if cfg.offline_mix and summary["folders"]:
         from pretrain.mix import mix_offline
 

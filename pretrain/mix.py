@@ -9,6 +9,7 @@ source plus the buffer, whatever the corpus size.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import yaml
 
 from crystalmix.core.atomic import write_json
+from crystalmix.core.digest import Digests, records, text_digest
 from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import (
     ShardedWriter,
@@ -31,6 +33,7 @@ from crystalmix.core.hdf5 import (
 from pretrain.config import StageConfig
 from pretrain.outputs import INDEX_NAME, MIXTURE_NAME
 from pretrain.split import data_subset_rows
+from pretrain.stages import STATE_DIR
 
 MIXED = "mixed"
 DONE = ".mixed.done"
@@ -118,12 +121,21 @@ def shuffle_buffer(rows: Iterator[np.ndarray], size: int, rng: np.random.Generat
 def mix_offline(out: Path, cfg: StageConfig, vocab_size: int) -> dict[str, Any]:
     """Write ``out/mixed/`` from the folders and weights of ``out/mixture.yaml``; idempotent."""
     dest = out / MIXED
-    entries = yaml.safe_load((out / MIXTURE_NAME).read_text(encoding="utf-8"))["mixture"]
-    done = dest / DONE
-    if done.exists():
-        return read_metadata(dest)["composition"]
+    mixture = (out / MIXTURE_NAME).read_text(encoding="utf-8")
+    entries = yaml.safe_load(mixture)["mixture"]
+    done, record = dest / DONE, out / STATE_DIR / "mixed.json"
+    # reused only when made from this mixture and every file it wrote is intact (a deleted or damaged file
+    # of mixed/ is written again)
+    key = {"mixture": text_digest(mixture), "fingerprint": read_metadata(out / entries[0]["data_dir"])["fingerprint"]}
+    try:
+        state = json.loads(record.read_text(encoding="utf-8"))
+        if done.exists() and state["key"] == key and Digests().problem(dest, state["files"]) is None:
+            return read_metadata(dest)["composition"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    record.unlink(missing_ok=True)
     if dest.exists():
-        shutil.rmtree(dest)  # a killed mix: start it over, it is a cheap pass
+        shutil.rmtree(dest)  # a killed, stale or damaged mix: start it over, it is a cheap pass
     sizes = [int(e["num_sequences"]) for e in entries]
     counts = plan_counts(sizes, [float(e["weight"]) for e in entries])
     rng = np.random.default_rng([cfg.seed, 0x6D6978])
@@ -149,4 +161,6 @@ def mix_offline(out: Path, cfg: StageConfig, vocab_size: int) -> dict[str, Any]:
         {"name": f.name, "first_sample": int(s), "n_examples": n} for f, s, n in zip(files, starts, n_per,
                                                                                    strict=True)]})
     done.write_text("ok\n", encoding="utf-8")
+    names = [p.name for p in sorted(dest.iterdir()) if p.is_file()]
+    write_json(record, {"key": key, "files": records(dest, names, Digests())})
     return composition

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from crystalmix.core.atomic import atomic_open, write_json
+from crystalmix.core.digest import Digests
 from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import add_stats, build_metadata, file_name, write_metadata
 from pretrain import cerebras
@@ -28,9 +29,23 @@ SUMMARY_NAME = "build.json"
 DATA_PARAMS_NAME = "data_params.json"
 
 
+class LostFiles(UserError):
+    """Files of finished shards that are missing or damaged: those shards must run again."""
+
+    def __init__(self, lost: dict[str, str]) -> None:
+        first = next(iter(sorted(lost.items())))
+        super().__init__(f"{len(lost)} finished shards lost files (first: {first[0]}: {first[1]})")
+        self.shards = lost
+
+
 def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_size: int,
              tokenizer_spec: str) -> dict[str, Any]:
-    """Move every shard's files to their final names and write the per-folder and stage-level files."""
+    """Move every shard's files to their final names and write the per-folder and stage-level files.
+
+    Files an earlier run wrote are placed (or kept in place) only with the size and digest their shard's
+    marker recorded; any other raises `LostFiles` naming the shards to run again, before anything is
+    written.
+    """
     ctx = tasks[0].ctx
     cfg, out = ctx.cfg, Path(ctx.out_dir)
     folders: dict[str, dict[str, Any]] = {}
@@ -67,6 +82,7 @@ def finalize(tasks: list[ShardTask], markers: dict[str, dict[str, Any]], vocab_s
             entry["stats"] = add_stats(entry["stats"], block["stats"])
             entry["documents"] += block["documents"]
             entry["cerebras"] = cerebras.add(entry["cerebras"], block.get("cerebras", {}))
+    _check_files(folders, markers, out)
     written = []
     for folder, entry in sorted(folders.items(), key=lambda kv: _folder_order(kv[1]["task"], kv[0])):
         if not entry["files"]:
@@ -173,18 +189,34 @@ def _all_outputs(tasks: list[ShardTask]) -> list[str]:
     return [f"{s.name}/epoch-{t.epoch}" for t in tasks for s in t.source.outputs()]
 
 
+def _check_files(folders: dict[str, dict[str, Any]], markers: dict[str, dict[str, Any]], out: Path) -> None:
+    """Every file to place must be intact: a staged file of a shard resumed from an earlier run, or a file
+    already placed (under its final name) by one, must have the size and digest its marker recorded.
+    Files written in this run were hashed as they were written and are not read again."""
+    digests, lost = Digests(), {}
+    for folder, entry in folders.items():
+        for i, (rel, _, shard, _) in enumerate(entry["files"]):
+            staged = out / rel
+            path = staged if staged.exists() else out / folder / file_name(i)
+            if staged.exists() and not markers[shard].get("resumed"):
+                continue
+            rec = markers[shard].get("digests", {}).get(rel)
+            why = "no recorded digest" if rec is None else digests.problem(path.parent, {path.name: rec})
+            if why is not None and shard not in lost:
+                lost[shard] = f"{path.relative_to(out)}: {why}"
+    if lost:
+        raise LostFiles(lost)
+
+
 def _place_folder(final: Path, entry: dict[str, Any], out: Path) -> None:
     """Rename staging files to data-00000.h5 ... (idempotent) and write the sample index."""
     final.mkdir(parents=True, exist_ok=True)
     names = []
-    for i, (rel, _, shard, _) in enumerate(entry["files"]):
+    for i, (rel, _, _, _) in enumerate(entry["files"]):
         target = final / file_name(i)
         staged = out / rel
         if staged.exists():
             os.replace(staged, target)
-        elif not target.exists():
-            raise UserError(f"shard {shard}: file {rel} is gone and {target.name} was never placed; "
-                            "rebuild with --force", path=final)
         names.append(target.name)
     for stale in final.glob("data-*.h5"):
         if stale.name not in names:

@@ -22,6 +22,7 @@ import numpy as np
 import xxhash
 
 from crystalmix.core.atomic import write_json
+from crystalmix.core.digest import Digests
 from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import ShardedWriter, add_stats, row_stats
 from pretrain import cerebras
@@ -168,7 +169,9 @@ def read_marker(task: ShardTask) -> dict[str, Any] | None:
         marker = json.loads(task.marker.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    return marker if marker.get("fingerprint") == task.ctx.fingerprint else None
+    # a marker without the digests of its files cannot have its files verified: its shard runs again
+    ok = marker.get("fingerprint") == task.ctx.fingerprint and isinstance(marker.get("digests"), dict)
+    return marker if ok else None
 
 
 @dataclass
@@ -267,6 +270,10 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
                 raise
             bad[exc.path] = str(exc)
     body["bad_files"] = [bad[p] for p in sorted(bad)]
+    # size and content of every file written, so a later run reuses them only intact (outputs.finalize)
+    digests = Digests()
+    body["digests"] = {rel: digests.record(Path(task.ctx.out_dir, rel))
+                       for o in body["outputs"].values() for rel in o["files"]}
     body.update({"shard": task.name, "input": task.label,
                  "fingerprint": task.ctx.fingerprint, "seconds": round(time.perf_counter() - start, 3)})
     write_json(task.marker, body)

@@ -24,7 +24,8 @@ def build(
     seed: Annotated[int | None, typer.Option(help="Override the manifest's seed.")] = None,
     seq_len: Annotated[int | None, typer.Option(help="Override the manifest's seq_len.")] = None,
     skip_bad_files: Annotated[bool, typer.Option(help="Record unreadable files, do not stop.")] = False,
-    force: Annotated[bool, typer.Option(help="Rebuild a folder made with another config.")] = False,
+    force: Annotated[bool, typer.Option(help="Rebuild from scratch: discard what the folder holds (needed when it "
+                                       "was built with another config or other input content).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Build one stage: per source and epoch, data-00000.h5 ... with metadata, index and mixture.yaml."""
