@@ -428,10 +428,11 @@ def _training_section(repo: str, name: str, has_docs: bool) -> list[str]:
         "      content: content", "    roles_to_train: [assistant]", "test_datasets:",
         f"  - path: {repo}", "    name: messages", "    split: test", "    type: chat_template",
         "    field_messages: messages", "chat_template: tokenizer_default", "```", "",
-        "**LLaMA-Factory**: the folder carries its `dataset_info.json`; point `dataset_dir` at the downloaded "
-        f"folder (`huggingface-cli download {repo} --repo-type dataset --local-dir {name}`):", "",
-        "```yaml", f"dataset_dir: {name}", f"dataset: {lf_name}", f"eval_dataset: {lf_name}_test",
-        "template: qwen", "```",
+        "**LLaMA-Factory**: the folder carries its `dataset_info.json`; download it "
+        f"(`hf download {repo} --repo-type dataset --local-dir {name}`) and point `dataset_dir` at it in the "
+        "data part of the training config:", "",
+        "```yaml", "stage: sft", f"dataset_dir: {name}", f"dataset: {lf_name}", f"eval_dataset: {lf_name}_test",
+        "template: qwen  # the chat template of the model you train", "```",
     ]
     if has_docs:
         lines += ["", f"The documents are the entries `{lf_name}_text` (pre-training form, `stage: pt`), and "
