@@ -29,6 +29,8 @@ from multiprocessing import get_context
 from types import TracebackType
 from typing import Any, Literal
 
+from crystalmix.core.interrupt import worker_init, worker_task
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _INIT_ERROR: BaseException | None = None  # the initializer's exception, in a worker process
 
@@ -56,6 +58,7 @@ def _watch_parent(parent: int, every: float = 0.5) -> None:
 def _start(parent: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
     global _INIT_ERROR
     die_with_parent(parent)
+    worker_init()  # Ctrl-C: the running task stops cleanly, the worker stays silent (crystalmix.core.interrupt)
     if initializer is None:
         return
     try:
@@ -67,7 +70,8 @@ def _start(parent: int, initializer: Callable[..., Any] | None, initargs: tuple[
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if _INIT_ERROR is not None:
         raise _INIT_ERROR
-    return fn(*args, **kwargs)
+    with worker_task():
+        return fn(*args, **kwargs)
 
 
 class WorkerPool(ProcessPoolExecutor):
