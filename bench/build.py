@@ -115,8 +115,10 @@ def peak_mb() -> float:
 
 
 def child_build(folder: Path, workers: int) -> dict[str, object]:
-    from sft_builder.build import build
+    from sft_builder.build import build, steady_allocator
     from sft_builder.manifest import load_manifest
+
+    steady_allocator()  # what `crystalmix build` sets before building (a process-wide setting, so not in `build`)
 
     t = time.perf_counter()
     result = build(load_manifest(manifest(folder)), folder / f"out{workers}", workers=workers)
@@ -131,7 +133,7 @@ def child_index(folder: Path) -> dict[str, object]:
     from sft_builder.build import read_conversations, steady_allocator
     from sft_builder.steps.dedup import ExactDedup, ExactDedupConfig, NearDedup, NearDedupConfig
 
-    steady_allocator()
+    steady_allocator()  # the allocator settings `crystalmix build` runs the index under
     base = peak_mb()
     with tempfile.TemporaryDirectory(dir=folder) as spill:
         steps = [ExactDedup(ExactDedupConfig(), spill_dir=spill), NearDedup(NearDedupConfig(), spill_dir=spill)]

@@ -138,13 +138,13 @@ def _changed(state: dict[str, Any], fp: str, inputs: list[list[Any]]) -> str | N
 
 
 def build_stage(cfg: StageConfig, out_dir: str | Path, executor: Executor, *, force: bool = False,
-                skip_bad_files: bool = False, progress: bool = True) -> dict[str, Any]:
+                skip_bad_files: bool = False, progress: bool = False) -> dict[str, Any]:
     """Build (or resume) one stage; returns the summary also written to ``build.json``.
 
     Shards whose files were lost or damaged since they finished run again before the folder is finalized.
     """
     tasks, vocab_size = prepare(cfg, out_dir, force=force, skip_bad_files=skip_bad_files)
-    bar = Progress(len(tasks), enabled=progress)
+    bar = Progress(tasks, enabled=progress)
     try:
         markers = executor.run(tasks, bar)
         for attempt in range(2):

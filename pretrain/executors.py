@@ -6,12 +6,14 @@ the final pass orders them by the plan, so completion order never reaches the ou
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from crystalmix.core.errors import UserError
+from crystalmix.core.progress import Progress as Bar
 from crystalmix.core.workers import WorkerPool
 from pretrain.stages import ShardTask, read_marker, run_shard, set_worker_env
 
@@ -114,31 +116,37 @@ class RayExecutor:
 
 
 class Progress:
-    """A rich progress bar with shards and tokens/s, fed by whichever executor runs."""
+    """Shards done, as bytes of their inputs when all are local files (else shards), with tokens and tokens/s.
 
-    def __init__(self, total: int, enabled: bool = True) -> None:
-        self.total, self.tokens, self.shards = total, 0, 0
+    Fed by whichever executor runs; drawn by `crystalmix.core.progress.Progress` (a bar on a terminal, a
+    plain line every 30 s elsewhere).
+    """
+
+    def __init__(self, tasks: list[ShardTask], enabled: bool = True) -> None:
+        self.total, self.tokens, self.shards = len(tasks), 0, 0
         self.start = time.perf_counter()
-        self._bar: Any = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[tokens]}"), TimeElapsedColumn(), transient=False)
-            self._id = self._bar.add_task("build", total=total, tokens="")
-            self._bar.start()
+        self._sizes: dict[str, int] | None = None
+        if all(t.paths for t in tasks):
+            self._sizes = {t.name: sum(os.path.getsize(p) for p in t.paths) for t in tasks}
+        self._done = 0
+        self._bar = Bar(enabled, label="pretrain build")
 
     def __call__(self, task: ShardTask, marker: Marker) -> None:
         self.shards += 1
         if not marker.get("resumed"):  # shards finished by an earlier run took no time now
             self.tokens += shard_tokens(marker)
-        if self._bar is not None:
-            self._bar.update(self._id, advance=1, tokens=f"{self.tokens:,} tokens, {self.rate:,.0f} tokens/s")
+        tokens = f"{self.tokens:,} tokens, {self.rate:,.0f} tokens/s"
+        if self._sizes is None:
+            self._bar("shards", min(self.shards, self.total), self.total, "shards", tokens=tokens)
+        else:
+            total = sum(self._sizes.values())
+            self._done = min(self._done + self._sizes[task.name], total)  # a shard run again is not counted twice
+            self._bar("shards", self._done, total, "bytes", shards=f"{min(self.shards, self.total)}/{self.total} "
+                      "shards", tokens=tokens)
 
     @property
     def rate(self) -> float:
         return self.tokens / max(time.perf_counter() - self.start, 1e-9)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._bar.close()

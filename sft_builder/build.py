@@ -35,6 +35,7 @@ from typing import Any
 from crystalmix.core import hdf5
 from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
 from crystalmix.core.digest import Digests, config_files, hub_revision, records, text_digest, tokenizer_digest
+from crystalmix.core.progress import Reporter, input_meter
 from crystalmix.core.readers import FilePart, plan_parts
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
 from crystalmix.core.workers import WorkerPool
@@ -49,7 +50,7 @@ from sft_builder.steps.language import Language
 from sft_builder.steps.table import STEPS, stage_order
 
 CODE_VERSION = "build-8"  # bump when a change of code changes outputs, so old stages are not reused
-Progress = Callable[[str, int], None]  # (task description, items done) -> None
+Progress = Reporter  # progress(task, done, total=None, unit="items"); crystalmix.core.progress.Progress is one
 
 
 @dataclass
@@ -219,11 +220,10 @@ def _drain(
     kept_path: Path,
     rejects_path: Path,
     drops: dict[str, Counter[str]],
-    progress: Progress | None,
-    task: str,
+    tick: Callable[[int], None] | None,
 ) -> int:
     """Write kept conversations (interchange lines) and rejects (atomically); count drops per source as
-    ``step:reason``."""
+    ``step:reason``. `tick(n)` is called every 200 items with the number written so far (for progress)."""
     kept = 0
     with atomic_open(kept_path, "wb") as kfh, RejectWriter(rejects_path) as rejects:
         for n, item in enumerate(items, 1):
@@ -236,8 +236,8 @@ def _drain(
             if isinstance(item, Rejected):
                 drops.setdefault(item.source, Counter())[f"{item.step}:{item.reason}"] += 1
                 rejects.write(item)
-            if progress is not None and n % 200 == 0:
-                progress(task, n)
+            if tick is not None and n % 200 == 0:
+                tick(n)
     return kept
 
 
@@ -298,7 +298,21 @@ def run_ingest(
             yield it
 
     chain = _run_chain(counted(stream), steps, times, counts, "adapter")
-    kept = _drain(chain, folder / "kept.jsonl", folder / "rejects.jsonl", drops, progress, src.name)
+    tick = None
+    if progress is not None:
+        # bytes of the source's files read so far (a part's file positions count from the source's start);
+        # None for a hub dataset, whose size is not known
+        local = input_meter(src.inputs)
+
+        def tick(n: int) -> None:
+            if local is None:
+                progress(src.name, read["n"], None, "records")
+            else:
+                progress(src.name, local.done(), local.total, "bytes")
+
+    kept = _drain(chain, folder / "kept.jsonl", folder / "rejects.jsonl", drops, tick)
+    if progress is not None and part is None:
+        _ingest_done(progress, src, read["n"])
     lang = next((s.languages for n, s in steps if n == "language"), Counter())
     decon = next((s.stats() for n, s in steps if isinstance(s, Decontaminate)), None)
     stats = {
@@ -318,6 +332,18 @@ def run_ingest(
     write_json(folder / "stats.json", stats)
     _seal(folder, STAGE_FILES, hub_state(src))
     return stats
+
+
+def _ingest_done(progress: Progress, src: SourceConfig, read: int) -> None:
+    local = input_meter(src.inputs)
+    if local is None:
+        progress(src.name, read, read, "records")
+    else:
+        progress(src.name, local.total, local.total, "bytes")
+
+
+def _part_bytes(part: FilePart) -> int:
+    return (part.end if part.end >= 0 else os.path.getsize(part.path)) - part.start
 
 
 def _ingest_worker(args: tuple[Manifest, str, str, list[FilePart] | None, int]) -> dict[str, Any]:
@@ -407,7 +433,14 @@ def run_global(
     counts: Counter[str] = Counter()
     drops: dict[str, Counter[str]] = {}
     chain = _run_chain(items(), steps, times, counts, "load")
-    kept = _drain(chain, folder / "kept.jsonl", folder / "rejects.jsonl", drops, progress, "dedup")
+    tick = None
+    if progress is not None:
+        total = sum(int(json.loads((d / "stats.json").read_text(encoding="utf-8"))["kept"]) for d in ingest_dirs)
+
+        def tick(n: int) -> None:
+            progress("dedup", min(counts["load"], total), total, "conversations")
+
+    kept = _drain(chain, folder / "kept.jsonl", folder / "rejects.jsonl", drops, tick)
     languages = Counter()
     for _, step in steps:
         if isinstance(step, PerSource):
@@ -440,6 +473,8 @@ def steady_allocator(threshold: int = 256 * 1024) -> bool:
     the first MinHash matrix, the dedup index's growing numpy arrays come from the heap, and the holes they
     leave when they grow are kept, so resident memory grows faster than the index (about 10% more at 100,000
     conversations). A fixed threshold keeps the build's memory to what it holds. No-op off glibc.
+
+    A process-wide setting: the command line (`crystalmix build`) calls it, never `build` itself.
     """
     import ctypes
     import ctypes.util
@@ -455,7 +490,6 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     """Run (or resume) the build of `m` into `out`; returns the report and per-step timings."""
     from sft_builder.report import make_report, write_report
 
-    steady_allocator()
     out = Path(out)
     work = out / ".work"
     work.mkdir(parents=True, exist_ok=True)
@@ -489,12 +523,23 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
             pd.mkdir(parents=True)
             tasks.append((m, s.name, str(pd), parts, i))
     if workers > 1 and len(tasks) > 1:
+        parts_done: Counter[str] = Counter()  # bytes of the finished parts of each split source
         with WorkerPool(min(workers, len(tasks)), start="fork") as pool:
-            for task, stats in zip(tasks, pool.map(_ingest_worker, tasks), strict=True):
+            # Not `pool.map`: its clean-up cancels queued futures itself, and Python 3.11's pool thread then
+            # fails (InvalidStateError) on those futures when the pool breaks; the pool cancels them safely.
+            futures = [pool.submit(_ingest_worker, task) for task in tasks]
+            for task, fut in zip(tasks, futures, strict=True):
+                stats = fut.result()
                 if task[3] is None:
                     ingest[task[1]] = stats
                 if progress is not None:
-                    progress(task[1], stats["read"])
+                    src = m.source(task[1])
+                    if task[3] is None:
+                        _ingest_done(progress, src, stats["read"])
+                    else:  # parts exist only for local files, whose sizes are known
+                        parts_done[task[1]] += _part_bytes(task[3][task[4]])
+                        total = input_meter(src.inputs).total  # type: ignore[union-attr]
+                        progress(task[1], min(parts_done[task[1]], total), total, "bytes")
     else:
         for task in tasks:
             src = m.source(task[1])
@@ -505,6 +550,8 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     for s, d in todo:
         if s.name in split_dirs:
             ingest[s.name] = merge_parts(m, s, split_dirs[s.name], d)
+            if progress is not None:
+                _ingest_done(progress, s, ingest[s.name]["read"])
         sealed[s.name] = json.loads((d / MARKER).read_text(encoding="utf-8"))
 
     # 2. across sources, keyed on what the ingest stages hold

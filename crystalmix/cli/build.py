@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from crystalmix.cli.common import Quiet, Verbose, Workers, out_option, set_verbosity
 from crystalmix.core.errors import UserError
 
-console = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,12 +22,14 @@ def register(app: typer.Typer) -> None:
 
 def build_command(
     manifest: Annotated[Path, typer.Argument(help="The build manifest (YAML).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (not for --check).")] = None,
+    out: Annotated[Path | None, out_option("Output folder (not for --check).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Only validate the manifest, its inputs.")] = False,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Sources ingested in parallel.")] = 1,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    workers: Workers = 1,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Turn the sources of a manifest into one deduplicated, filtered, weighted mix of conversations."""
+    show_progress = set_verbosity(quiet, verbose)
     from sft_builder.manifest import load_manifest
 
     m = load_manifest(manifest)
@@ -35,43 +38,28 @@ def build_command(
         return
     if out is None:
         raise UserError("--out DIR is required to build (or use --check)")
-    from sft_builder.build import build
+    from rich.console import Console
+
+    from crystalmix.core.progress import Progress
+    from sft_builder.build import build, steady_allocator
     from sft_builder.report import print_report
 
-    if quiet:
-        result = build(m, out, workers=workers)
-    else:
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(task: str, done: int) -> None:
-                if task not in tasks:
-                    tasks[task] = bar.add_task(task, total=None)
-                bar.update(tasks[task], completed=done)
-
-            result = build(m, out, workers=workers, progress=progress)
+    steady_allocator()  # process-wide, so set here at the edge and not inside `build`
+    with Progress(show_progress, label="build", transient=True) as progress:
+        result = build(m, out, workers=workers, progress=progress)
     print_report(result.report, Console())
     for name, why in m.skipped:
-        console.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
+        log.warning("skipped %s: %s", name, why)
     skipped = f" (reused {len(result.skipped_stages)} finished stages)" if result.skipped_stages else ""
-    console.print(f"wrote {out}/conversations, rejects/, report.json, report.md{skipped}")
+    log.info("wrote %s/conversations, rejects/, report.json, report.md%s", out, skipped)
     from crystalmix.cli.report import write_html
 
-    console.print(f"wrote {write_html(out)}", highlight=False, soft_wrap=True)
+    log.info("wrote %s", write_html(out))
 
 
 def run_check(m: Any) -> None:
     """Everything but running: structure, adapters and options were checked on load; here the inputs."""
+    from rich.console import Console
     from rich.table import Table
 
     from sft_builder.manifest import hub_name, is_hub
@@ -112,7 +100,7 @@ def run_check(m: Any) -> None:
     for name, why in m.skipped:
         notes.append(f"{name}: {why}")
     for n in notes:
-        console.print(n, highlight=False)
+        log.info("%s", n)
 
 
 def check_hub(name: str, data_files: tuple[str, ...]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,8 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from crystalmix.cli.common import Quiet, Verbose, out_option, set_verbosity
 from crystalmix.core.atomic import atomic_open, write_json
 from crystalmix.core.errors import UserError
+from crystalmix.core.progress import Progress, input_meter
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter, rejects_path_for
 from sft_builder.sources.base import Adapter, adapter_names, get_adapter_class, make_adapter
 
@@ -48,7 +49,7 @@ def convert_source(adapter: Adapter[Any], inputs: Sequence[str], out: Path, reje
         raise UserError("--out and --rejects must be different files", path=out)
     stream = adapter.stream(list(inputs), split=split, data_files=list(data_files) if data_files else None)
     kept = 0
-    bar = _Progress(progress)
+    bar = _Progress(progress, inputs)
     with bar, atomic_open(out, "wb") as fo, RejectWriter(rejects) as rej_out:
         write_out, write_rej = fo.write, rej_out.write
         batch: list[bytes] = []  # output lines, written WRITE_BATCH at a time (one write call per line costs more)
@@ -71,6 +72,7 @@ def convert_source(adapter: Adapter[Any], inputs: Sequence[str], out: Path, reje
             assert isinstance(item, Rejected), f"adapter yielded {type(item).__name__}"
             write_rej(item)
         write_out(b"".join(batch))
+        bar.finish(n)
     reasons = rej_out.counts
     rejected = sum(reasons.values())
     stats = adapter.stats
@@ -94,29 +96,27 @@ def convert_source(adapter: Adapter[Any], inputs: Sequence[str], out: Path, reje
 
 
 class _Progress:
-    """A records counter on stderr, shown only on a terminal."""
+    """Bytes of the inputs read (records, for hub datasets) on a terminal bar or a plain line every 30 s."""
 
-    def __init__(self, enabled: bool) -> None:
-        self._progress = None
-        if enabled and sys.stderr.isatty():
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(SpinnerColumn(), TextColumn("converting: {task.completed:,} records"),
-                                      TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-            self._task = self._progress.add_task("convert", total=None)
+    def __init__(self, enabled: bool, inputs: Sequence[str]) -> None:
+        self._bar = Progress(enabled, label="convert", transient=True)
+        self._meter = input_meter(inputs) if enabled else None
 
     def __enter__(self) -> _Progress:
-        if self._progress is not None:
-            self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self._bar.close()
 
     def update(self, n: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=n)
+        if self._meter is None:
+            self._bar("convert", n, None, "records")
+        else:
+            self._bar("convert", self._meter.done(), self._meter.total, "bytes", records=f"{n:,} records")
+
+    def finish(self, n: int) -> None:
+        if self._meter is not None:
+            self._bar("convert", self._meter.total, self._meter.total, "bytes", records=f"{n:,} records")
 
 
 def summary_table(report: dict[str, Any]) -> Table:
@@ -151,8 +151,9 @@ def _describe_options(options_cls: type) -> str:
     return "\n".join(parts) or "(none)"
 
 
-def sources() -> None:
+def sources(quiet: Quiet = False, verbose: Verbose = False) -> None:
     """List the source adapters, the forms each reads, and its options (with defaults)."""
+    set_verbosity(quiet, verbose)
     table = Table(title="crystalmix source adapters", show_lines=True)
     table.add_column("adapter", style="bold")
     table.add_column("reads")
@@ -163,26 +164,31 @@ def sources() -> None:
     Console().print(table)
 
 
-_Options = Annotated[list[str] | None, typer.Option("--option", "-o", help="Adapter option key=value.")]
+_Options = Annotated[list[str] | None, typer.Option("--option", help="Adapter option key=value (repeatable).")]
 _Rejects = Annotated[Path | None, typer.Option("--rejects", help="Rejects JSONL [OUT.rejects.jsonl].")]
 
 
 def convert(
     inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs or hub ids.")],
     source: Annotated[str, typer.Option("--source", help="Adapter name (see `crystalmix sources`).")],
-    out: Annotated[Path, typer.Option("--out", help="Output interchange JSONL.")],
+    out: Annotated[Path, out_option("Output interchange JSONL.")],
     option: _Options = None,
     rejects: _Rejects = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the report as JSON here.")] = None,
     split: Annotated[str, typer.Option("--split", help="Split of hub / save_to_disk datasets.")] = "train",
     data_files: Annotated[list[str] | None, typer.Option("--data-files", help="Hub data_files.")] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Convert one source's records into crystalmix interchange JSONL, with rejects and a report."""
+    show_progress = set_verbosity(quiet, verbose)
     adapter = make_adapter(source, parse_option_args(option or []))
-    result = convert_source(adapter, inputs, out, rejects, split=split, data_files=data_files, progress=True)
+    result = convert_source(adapter, inputs, out, rejects, split=split, data_files=data_files,
+                            progress=show_progress)
     if report is not None:
         write_json(report, result)
-    Console(stderr=True).print(summary_table(result))
+    if show_progress:  # the summary is a message: --quiet leaves only --out, the rejects and --report
+        Console(stderr=True).print(summary_table(result))
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,9 +11,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from crystalmix.cli.common import Quiet, Verbose, out_option, set_verbosity
 from crystalmix.core.errors import UserError
 
 console = Console()
+log = logging.getLogger(__name__)
 
 
 def show_tokens(tokenizer: Any, ids: Sequence[int], mask: Sequence[int], title: str,
@@ -46,7 +49,7 @@ def register(app: typer.Typer) -> None:
     @app.command("encode")
     def encode_cmd(
         input_path: Annotated[Path, typer.Argument(metavar="INPUT.jsonl", help="Interchange conversations.")],
-        out: Annotated[Path, typer.Option("--out", help="Output JSONL of {id, input_ids, loss_mask}.")],
+        out: Annotated[Path, out_option("Output JSONL of {id, input_ids, loss_mask}.")],
         tokenizer: Annotated[str, typer.Option(help="Tokenizer folder, hub id, or 'demo'.")] = "demo",
         template: Annotated[str, typer.Option(help="Name in templates/, a .jinja path, or 'tokenizer'.")]
         = "crystalchat",
@@ -56,12 +59,17 @@ def register(app: typer.Typer) -> None:
         show_limit: Annotated[int, typer.Option(help="With --show, how many conversations to print.")] = 20,
         rejects: Annotated[Path | None, typer.Option("--rejects", help="Rejects JSONL [OUT.rejects.jsonl].")]
         = None,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         """Tokenize conversations with a chat template: input_ids BOS..EOS, loss_mask[k]=1 on targets.
 
         A bad record (not JSON, not a valid conversation, nothing to train on) goes to the rejects file with
         its line and reason, and the run goes on.
         """
+        set_verbosity(quiet, verbose)
+        if not input_path.is_file():  # before loading a tokenizer, which takes seconds
+            raise UserError("no such file", path=input_path)
         from sft_builder.encode import TokenizeConfig, encode_file
 
         cfg = TokenizeConfig.from_mapping({"tokenizer": tokenizer, "template": template, "train_on": train_on,
@@ -81,28 +89,34 @@ def register(app: typer.Typer) -> None:
             tok = load_tokenizer(cfg.tokenizer)
         report = encode_file(input_path, out, cfg, rejects=rejects, on_encoded=show_one if show else None)
         reasons = ", ".join(f"{r} {n}" for r, n in report["reasons"].items())
-        typer.echo(f"encoded {report['kept']} of {report['read']} conversations into {out}; rejected "
-                   f"{report['rejected']}{f' ({reasons})' if reasons else ''} -> {report['rejects']}", err=True)
+        log.info("encoded %d of %d conversations into %s; rejected %d%s -> %s", report["kept"], report["read"],
+                 out, report["rejected"], f" ({reasons})" if reasons else "", report["rejects"])
 
     tok_app = typer.Typer(help="Tokenizer utilities.", no_args_is_help=True)
 
     @tok_app.command("demo")
     def tokenizer_demo(
-        out: Annotated[Path, typer.Option("--out", help="Folder to write the tokenizer into.")],
+        out: Annotated[Path, out_option("Folder to write the tokenizer into.")],
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         """Write the bundled demo tokenizer (what 'demo' names; CrystalCoder special tokens) into a folder."""
+        set_verbosity(quiet, verbose)
         from crystalmix.core.tokenizer import save_demo_tokenizer
 
         path = save_demo_tokenizer(out)
-        typer.echo(f"demo tokenizer written to {path}")
+        log.info("demo tokenizer written to %s", path)
 
     app.add_typer(tok_app, name="tokenizer")
 
     @app.command("validate")
     def validate_cmd(
         folder: Annotated[Path, typer.Argument(metavar="DIR", help="Searched recursively for data-*.h5.")],
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
-        """Check every HDF5 training file under DIR against its metadata.json; exit 0 only if all valid."""
+        """Check every HDF5 training file under DIR against its metadata.json; exit 0 only if all valid, else 1."""
+        set_verbosity(quiet, verbose)
         from crystalmix.core import hdf5
 
         if not folder.is_dir():
@@ -129,8 +143,11 @@ def register(app: typer.Typer) -> None:
         file: Annotated[Path, typer.Argument(metavar="FILE.h5")],
         row: Annotated[int, typer.Option("--row", help="Row to show.")] = 0,
         tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (default: metadata.json's).")] = None,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         """Decode one row and show which labels are trained (the mask applies to the label, input k+1)."""
+        set_verbosity(quiet, verbose)
         import h5py
 
         from crystalmix.core import hdf5
@@ -155,8 +172,7 @@ def register(app: typer.Typer) -> None:
                                 path=file) from None
         tok = load_tokenizer(spec)
         if tokenizer is None and spec == DEMO and meta.get("demo_tokenizer") not in (None, demo_tokenizer_id()):
-            console.print("[yellow]warning:[/] this file was written by another release's demo tokenizer; "
-                          "the decoded text may be wrong")
+            log.warning("this file was written by another release's demo tokenizer; the decoded text may be wrong")
         # Show the mask on the token it trains: label k is input k+1 (plus the row's final label).
         ids = [*[int(x) for x in data[0]], int(data[2, -1])]
         mask = [0, *[int(x) for x in data[1]]]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from crystalmix.cli.common import Quiet, Verbose, out_option, set_verbosity
+
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 def export_command(
     build_dir: Annotated[Path, typer.Argument(help="A finished `crystalmix build` output folder.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the Hub dataset into.")],
+    out: Annotated[Path, out_option("Folder to write the Hub dataset into.")],
     manifest: Annotated[Path | None, typer.Option(help="The build's manifest (origins, licences, hub ids).")] = None,
     name: Annotated[str, typer.Option(help="Dataset name (card, LLaMA-Factory entries).")] = "crystalmix-sft",
     pretty_name: Annotated[str | None, typer.Option(help="Title of the card (default: --name).")] = None,
@@ -26,9 +28,12 @@ def export_command(
     push: Annotated[str | None, typer.Option(help="Also upload to this hub repo id (network and a token).")] = None,
     public: Annotated[bool, typer.Option(help="Create the hub repo public (default private).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into a folder or repo holding other files.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Write a Hub dataset folder for a build: parquet configs, a dataset card (sources, licences, tokens, plots,
     how to train), LLaMA-Factory's dataset_info.json; optionally push it."""
+    set_verbosity(quiet, verbose)
     from sft_builder.export import ExportConfig, export_build, prepare_push, push_to_hub
 
     # no token, no network, a refused token or someone else's repo: one line now, before anything is written
@@ -44,10 +49,9 @@ def export_command(
     parts = [f"{kind} " + ", ".join(f"{s} {n:,}" for s, n in summary[kind]["rows"].items() if n)
              for kind in ("messages", "text") if any(summary[kind]["rows"].values())]
     n_files = sum(len(f) for kind in ("messages", "text") for f in summary[kind]["files"].values())
-    console.print(f"wrote {out}/README.md, dataset_info.json, {len(summary['plots'])} plot(s) and {n_files} "
-                  f"parquet shard(s): {'; '.join(parts)}", highlight=False, soft_wrap=True)
+    log.info("wrote %s/README.md, dataset_info.json, %d plot(s) and %d parquet shard(s): %s", out,
+             len(summary["plots"]), n_files, "; ".join(parts))
     if m is None:
-        console.print("no --manifest: the card names no hub ids and shows the licences as unknown", soft_wrap=True)
+        log.warning("no --manifest: the card names no hub ids and shows the licences as unknown")
     if push:
-        url = push_to_hub(out, push, private=not public, target=target)
-        console.print(f"uploaded: {url}", highlight=False, soft_wrap=True)
+        log.info("uploaded: %s", push_to_hub(out, push, private=not public, target=target))

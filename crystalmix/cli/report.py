@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from crystalmix.cli.common import Quiet, Verbose, set_verbosity
+
+log = logging.getLogger(__name__)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,11 +21,13 @@ def register(app: typer.Typer) -> None:
 def report_command(
     build_dir: Annotated[Path, typer.Argument(metavar="DIR", help="A `crystalmix build` output folder.")],
     rows: Annotated[int, typer.Option("--rows", min=0, help="Packed rows shown in the sample viewer.")] = 4,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Redraw DIR/report.html (plots, sampled records, packed-row viewer), DIR/report.md and DIR/plots/*.png
     from DIR/report.json."""
-    written = write_html(build_dir, rows)
-    console.print(f"wrote {written}", highlight=False, soft_wrap=True)
+    set_verbosity(quiet, verbose)
+    log.info("wrote %s", write_html(build_dir, rows))
 
 
 def write_html(build_dir: Path, rows: int = 4) -> str:

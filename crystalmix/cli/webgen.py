@@ -5,28 +5,24 @@ The options are turned into frozen configs here, at the edge; the loop itself li
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
+from crystalmix.cli.common import Quiet, Verbose, out_option, set_verbosity
 from crystalmix.core.errors import UserError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from sft_builder.webgen.backends import Backend, Usage
     from sft_builder.webgen.generate import RunState
+
+log = logging.getLogger(__name__)
 
 
 class BackendKind(str, Enum):
@@ -41,7 +37,7 @@ class EndpointKind(str, Enum):
 
 
 def webgen(
-    out: Annotated[Path, typer.Option("--out", help="Output JSONL (alpaca form); re-running continues it.")],
+    out: Annotated[Path, out_option("Output JSONL (alpaca form); re-running continues it.")],
     num: Annotated[int, typer.Option("--num", help="Records wanted in --out, counting those already there.")],
     model: Annotated[
         str,
@@ -95,8 +91,11 @@ def webgen(
         float | None,
         typer.Option("--price-out", min=0, help="Price per million completion tokens, to print the cost."),
     ] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Generate website-creation instructions with an Alpaca-style self-instruct loop."""
+    show_progress = set_verbosity(quiet, verbose)
     try:
         import httpx  # noqa: F401
         import rapidfuzz  # noqa: F401
@@ -173,7 +172,6 @@ def webgen(
         similarity=similarity,
         max_prompts=max_prompts,
     )
-    console = Console(stderr=True)
     # Validate the output and its state before loading a model or opening connections.
     from sft_builder.webgen.generate import load_state
 
@@ -190,37 +188,28 @@ def webgen(
 
         client = TransformersBackend(local)
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("webgen", total=num)
+    from rich.console import Console
+
+    from crystalmix.core.progress import Progress
+
+    with Progress(show_progress, label="webgen") as bar:  # its ETA counts this run's pace only
 
         def show(state: RunState) -> None:
-            rejected = sum(state.rejected.values())
-            bar.update(
-                task,
-                completed=min(state.kept, num),
-                description=f"kept {state.kept} | rejected {rejected} | prompts {state.prompts}",
-            )
+            bar("webgen", min(state.kept, num), num, "records",
+                rejected=f"rejected {sum(state.rejected.values())}", prompts=f"prompts {state.prompts}")
 
         try:
             gen = Generator(cfg, client, on_progress=show)
-            bar.reset(task, total=num, completed=min(gen.state.kept, num))  # the ETA counts this run's pace only
             show(gen.state)
             state = gen.run()
         finally:
             client.close()
-    console.print(summary_table(state))
-    console.print(usage_table(gen.spent, state.usage, price_in, price_out))
+    if show_progress:  # messages, like the bar: --quiet leaves the warnings and errors only
+        console = Console(stderr=True)
+        console.print(summary_table(state))
+        console.print(usage_table(gen.spent, state.usage, price_in, price_out))
     if state.stopped and not state.stalled:
-        console.print(f"stopped before --num {num}: {state.stopped}; re-run to continue")
+        log.warning("stopped before --num %d: %s; re-run to continue", num, state.stopped)
     if state.stalled:
         raise UserError(
             f"stopped before --num {num}: {state.stopped} (see the reasons above; re-run to continue)"
@@ -229,6 +218,8 @@ def webgen(
 
 def summary_table(state: RunState) -> Table:
     """Kept and rejected counts by reason; every parsed candidate is in exactly one row."""
+    from rich.table import Table
+
     table = Table(title="webgen summary", show_header=True)
     table.add_column("outcome")
     table.add_column("candidates", justify="right")
@@ -242,6 +233,8 @@ def summary_table(state: RunState) -> Table:
 def usage_table(spent: Usage, total: Usage, price_in: float | None, price_out: float | None) -> Table:
     """Tokens this run spent (every answer received) and what the whole output cost (committed batches of
     every run); with a price, the cost. Requests whose answer carried no usage make the numbers a minimum."""
+    from rich.table import Table
+
     priced = price_in is not None or price_out is not None
     table = Table(title="webgen tokens", show_header=True)
     for name in ("", "requests", "prompt tokens", "completion tokens", *(("cost",) if priced else ())):

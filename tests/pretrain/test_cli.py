@@ -11,7 +11,7 @@ import pytest
 
 from crystalmix.cli import main
 
-from .conftest import DEMO, stage_manifest
+from .conftest import DEMO, stage_manifest, tree_hashes
 
 
 def _run(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
@@ -35,7 +35,7 @@ def corpus_with_bad_file(tmp_path: Path) -> Path:
 
 def test_bad_file_stops_with_one_line(corpus_with_bad_file: Path, tmp_path: Path, monkeypatch,
                                       capsys) -> None:
-    args = ["pretrain", "build", str(corpus_with_bad_file), "--out", str(tmp_path / "o"), "--no-progress"]
+    args = ["pretrain", "build", str(corpus_with_bad_file), "--out", str(tmp_path / "o"), "-q"]
     code = _run(args, monkeypatch)
     err = capsys.readouterr().err
     assert code == 2
@@ -45,7 +45,7 @@ def test_bad_file_stops_with_one_line(corpus_with_bad_file: Path, tmp_path: Path
 
 def test_skip_bad_files_records_them(corpus_with_bad_file: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "o"
-    code = _run(["pretrain", "build", str(corpus_with_bad_file), "--out", str(out), "--no-progress",
+    code = _run(["pretrain", "build", str(corpus_with_bad_file), "--out", str(out), "-q",
                  "--skip-bad-files"], monkeypatch)
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "build.json").read_text())
@@ -70,3 +70,15 @@ def test_manifest_typo_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     bad = stage_manifest(tmp_path, shuffel=True)
     assert _run(["pretrain", "build", str(bad), "--out", str(tmp_path / "o")], monkeypatch) == 2
     assert "shuffel" in capsys.readouterr().err
+
+
+def test_mix_command_writes_what_the_build_wrote(reference_build, tmp_path: Path, monkeypatch, capsys) -> None:
+    ref, hashes, _ = reference_build
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    shutil.rmtree(out / "mixed")  # as if built with mixture: {offline: false}
+    assert _run(["pretrain", "mix", str(ref.parent / "stage.yaml"), "-o", str(out)], monkeypatch) == 0
+    assert tree_hashes(out) == hashes
+    assert "sequences in" in capsys.readouterr().out
+    assert _run(["pretrain", "mix", str(ref.parent / "stage.yaml"), "-o", str(out), "--seed", "8"], monkeypatch) == 0
+    assert "already mixed" in capsys.readouterr().err  # an existing mix is never silently taken for another

@@ -27,7 +27,7 @@ def test_sigkill_then_rerun_gives_same_bytes(reference_build, tmp_path: Path,
     ref_out, hashes, _ = reference_build
     manifest = ref_out.parent / "stage.yaml"
     out = tmp_path / "out"
-    cmd = [str(CLI), "pretrain", "build", str(manifest), "--out", str(out), "--workers", "2", "--no-progress"]
+    cmd = [str(CLI), "pretrain", "build", str(manifest), "--out", str(out), "--workers", "2", "-q"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:

@@ -47,7 +47,7 @@ def big_manifest(folder: Path) -> Path:
 def test_workers_die_with_a_killed_build(tmp_path: Path) -> None:
     manifest = big_manifest(tmp_path)
     out = tmp_path / "out"
-    cmd = [str(CLI), "pretrain", "build", str(manifest), "--out", str(out), "--workers", "2", "--no-progress"]
+    cmd = [str(CLI), "pretrain", "build", str(manifest), "--out", str(out), "--workers", "2", "-q"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

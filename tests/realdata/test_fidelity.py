@@ -73,7 +73,8 @@ def _to_record(tok, ids: list[int], k: int) -> dict:
     return {"id": f"llm360-{k}", "source": "llm360", "messages": messages, "meta": {}}
 
 
-def test_encode_matches_llm360_ids_and_masks(realdata: Path, tmp_path: Path) -> None:
+def test_encode_matches_llm360_ids_and_masks(realdata: Path, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
     from crystalmix.core.tokenizer import load_tokenizer
 
     tok_dir = realdata / "tokenizers" / "crystalcoder"
@@ -96,7 +97,7 @@ def test_encode_matches_llm360_ids_and_masks(realdata: Path, tmp_path: Path) -> 
     rejects = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["reason"], r["record"]["id"]) for r in rejects] == [
         (51 + k, "empty_content", f"llm360-{1000 + k}") for k in range(len(bad))]
-    assert f"encoded {len(convs)} of {len(records)} conversations" in res.output
+    assert f"encoded {len(convs)} of {len(records)} conversations" in caplog.text  # logged, as every message
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(got) == len(convs)
     for k, ((ids, mask), g) in enumerate(zip(convs, got, strict=True)):

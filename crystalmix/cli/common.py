@@ -1,0 +1,84 @@
+"""What every command shares: the options that mean the same thing everywhere, and logging set up at the edge.
+
+`--out/-o` is where a command writes, `--workers/-j` a number of processes (>= 1; outputs never depend on it),
+`--seed` the seed of everything random in a command, `--quiet/-q` only warnings and errors (no progress, no
+info lines), `--verbose/-v` debug messages too. Messages go through `logging`: a rich handler when stderr is a
+terminal, plain lines otherwise; library modules only log, and this module decides where it goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+
+from crystalmix.core.errors import UserError
+
+PACKAGES = ("crystalmix", "sft_builder", "pretrain")  # the loggers whose INFO messages are the user's
+
+
+def out_option(help: str) -> Any:  # noqa: A002 - typer's keyword
+    """``--out/-o`` with a help text saying what is written there."""
+    return typer.Option("--out", "-o", help=help)
+
+
+Workers = Annotated[int, typer.Option("--workers", "-j", min=1,
+                                      help="Worker processes (>= 1); the output does not depend on it.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors: no progress, no info lines.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also debug messages.")]
+
+
+class _PlainFormatter(logging.Formatter):
+    """``message`` for info, ``warning: message`` (``error:``, ``debug:``) for the rest: one line each."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno == logging.INFO:
+            return text
+        return f"{record.levelname.lower()}: {text}"
+
+
+def _ours_or_warning(record: logging.LogRecord) -> bool:
+    """Our packages' messages, and other libraries' warnings and errors (not their info chatter)."""
+    return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] in PACKAGES
+
+
+@contextlib.contextmanager
+def logging_to_stderr() -> Iterator[None]:
+    """For one command-line run: log records to stderr (rich on a terminal, plain elsewhere), INFO and up from
+    our packages; the handler and levels are taken back afterwards (runs in one process leave nothing behind).
+    """
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False,
+                                               markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_PlainFormatter())
+    handler.addFilter(_ours_or_warning)
+    levels = {name: logging.getLogger(name).level for name in PACKAGES}
+    root = logging.getLogger()
+    root.addHandler(handler)
+    set_verbosity(False, False)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def set_verbosity(quiet: bool, verbose: bool) -> bool:
+    """Apply ``-q``/``-v`` to our loggers; returns whether progress is shown."""
+    if quiet and verbose:
+        raise UserError("--quiet and --verbose exclude each other")
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    for name in PACKAGES:
+        logging.getLogger(name).setLevel(level)
+    return not quiet
