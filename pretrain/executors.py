@@ -32,7 +32,8 @@ class LocalExecutor:
         self.workers = max(1, workers)
 
     def run(self, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]:
-        set_worker_env()
+        # the calling process's environment is its own: one worker runs with whatever threads it allows
+        # (the CLI sets one tokenizer thread at its edge); spawned workers set it in their initializer
         results: dict[str, Marker] = {}
         if self.workers == 1:
             for task in tasks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,8 @@ def build(
     from pretrain.config import load_manifest
 
     cfg = load_manifest(manifest, tokenizer=tokenizer, seed=seed, seq_len=seq_len)
+    # one tokenizer thread per process, so N workers mean N cores (set here, at the edge, not in the library)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     runner = _executor(executor, workers, ray_address)
     summary = build_stage(cfg, out, runner, force=force, skip_bad_files=skip_bad_files, progress=show_progress)
     typer.echo(f"{summary['num_sequences']:,} sequences, {summary['non_pad_tokens']:,} tokens in "
