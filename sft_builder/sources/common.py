@@ -79,6 +79,14 @@ class RecordIds:
         return prefix
 
 
+def unique_id(cid: str, taken: set[str]) -> str:
+    """`cid`, or ``cid~2``, ``cid~3`` ... when an earlier input (a second checkout of a folder) already gave it."""
+    unique, k = cid, 2
+    while unique in taken:
+        unique, k = f"{cid}~{k}", k + 1
+    return unique
+
+
 def as_mapping(data: Any) -> Mapping[str, Any]:
     if type(data) is not dict and not isinstance(data, Mapping):  # the exact check first: it is hot
         raise InvalidRecordError("not_an_object", f"expected a JSON object, got {type(data).__name__}")

@@ -22,7 +22,7 @@ from typing import Any
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import Conversation, InvalidRecordError, Message
 from sft_builder.sources.base import Adapter, RawRecord, register
-from sft_builder.sources.common import FileLabels, as_mapping, record_id, text_field
+from sft_builder.sources.common import FileLabels, as_mapping, record_id, text_field, unique_id
 from sft_builder.sources.mediawiki import normalize_spaces, to_text
 
 DESCRIPTION = "00DESCRIPTION"
@@ -98,7 +98,7 @@ class RosettaAdapter(Adapter[RosettaOptions]):
                 raise InvalidRecordError("not_utf8", "the solution file is not UTF-8 text")
             description, code = data["description"], data["code"]
             meta.update(task=data["task"], language=language)
-            cid = self._folder_id(f"{self.source}/{data['task']}/{language}/{Path(record.file).name}")
+            cid = unique_id(f"{self.source}/{data['task']}/{language}/{Path(record.file).name}", self._folder_ids)
         else:
             data = as_mapping(data)
             description = text_field(data, "instruction")
@@ -122,12 +122,6 @@ class RosettaAdapter(Adapter[RosettaOptions]):
             self._folder_ids.add(cid)
         return (conv,)
 
-    def _folder_id(self, cid: str) -> str:
-        """`cid`, or ``cid~2``, ``cid~3`` ... when another folder (a second checkout) already gave it."""
-        unique, k = cid, 2
-        while unique in self._folder_ids:
-            unique, k = f"{cid}~{k}", k + 1
-        return unique
 
     def _check_language(self, language: str) -> None:
         if self.languages and language.lower() not in self.languages:

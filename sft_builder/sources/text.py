@@ -22,7 +22,7 @@ from typing import Any
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import Conversation, InvalidRecordError, is_blank, make_document
 from sft_builder.sources.base import Adapter, RawRecord, register
-from sft_builder.sources.common import FileLabels, as_mapping, record_id, text_field
+from sft_builder.sources.common import FileLabels, as_mapping, record_id, text_field, unique_id
 
 TEXT_FILE_EXTS = (".md", ".markdown", ".txt", ".rst")
 
@@ -119,7 +119,7 @@ class TextAdapter(Adapter[TextOptions]):
             if "reason" in data:
                 raise InvalidRecordError(data["reason"], data["error"])
             text = data["text"]
-            cid = self._file_id(f"{self.source}/{data['name']}")
+            cid = unique_id(f"{self.source}/{data['name']}", self._file_ids)
         elif type(data) is str:  # a line of a .txt file read with `lines`
             text = data
             cid = record_id(self.source, self.labels(record.file), record.ref)
@@ -141,12 +141,6 @@ class TextAdapter(Adapter[TextOptions]):
             self._file_ids.add(cid)
         return (doc,)
 
-    def _file_id(self, cid: str) -> str:
-        """`cid`, or ``cid~2``, ``cid~3`` ... when another input already gave a file that name."""
-        unique, k = cid, 2
-        while unique in self._file_ids:
-            unique, k = f"{cid}~{k}", k + 1
-        return unique
 
 
 def _saved_dataset(folder: Path) -> bool:
