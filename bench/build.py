@@ -7,6 +7,9 @@ positions of each answer are swapped within the answer (same words, same languag
 Planted as in real mixes: 5% exact copies of an earlier record, 5% near copies (1-3% of the words
 replaced). One JSONL file, one source, every step of the demo pipeline.
 
+`cpu_control_2w` is the same ratio for two pure busy loops, measured before and after the builds: on a
+machine shared with other work it is the ceiling `scaling_2w` can reach.
+
 Each build runs in its own process (so peak RSS is its own): N records with 1 worker (the throughput and
 the peak), N/10 with 1 worker (with N, the growth of memory per record), N with 2 workers (`scaling_2w`:
 1-worker seconds over 2-worker seconds). The index is measured the same way in a process that only runs
@@ -145,6 +148,28 @@ def child_index(folder: Path) -> dict[str, object]:
     return {"index_rss_mb": round(peak_mb() - base, 1), "records": n}
 
 
+def _spin(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i
+    return s
+
+
+def cpu_control(n: int = 40_000_000) -> float:
+    """Two pure-Python busy loops one after the other over the same two in two processes: how many of
+    the 2 cores this shared machine gives right now (the ceiling for `scaling_2w`)."""
+    import multiprocessing
+
+    t = time.perf_counter()
+    _spin(n)
+    _spin(n)
+    serial = time.perf_counter() - t
+    t = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(_spin, [n, n])
+    return round(serial / (time.perf_counter() - t), 2)
+
+
 def run_child(*args: str) -> dict[str, object]:
     res = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -168,8 +193,10 @@ def main() -> None:
             folder.mkdir()
             write_source(folder / "chat.jsonl", size, args.seed)
         s1 = run_child("build", str(small), "1")
+        control = [cpu_control()]
         b1 = run_child("build", str(large), "1")
         b2 = run_child("build", str(large), "2")
+        control.append(cpu_control())
         i_small = run_child("index", str(small))
         i_large = run_child("index", str(large))
     sec1, sec2 = float(b1["seconds"]), float(b2["seconds"])  # type: ignore[arg-type]
@@ -186,6 +213,7 @@ def main() -> None:
         "peak_rss_mb_small": peak_small,
         "index_bytes_per_record": round(idx_growth * 2**20 / idx_records) if idx_records > 0 else None,
         "scaling_2w": round(sec1 / sec2, 2),
+        "cpu_control_2w": control,  # busy loops' 2-process ratio before and after the builds
         "projected_full_mix_hours": round(FULL_MIX_RECORDS / rate2 / 3600, 2),
         "projected_full_mix_peak_gb": round((peak + per_record_mb * (FULL_MIX_RECORDS - n)) / 1024, 2),
         "seconds_1w": round(sec1, 1), "seconds_2w": round(sec2, 1),
