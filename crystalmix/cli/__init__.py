@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 
 from crystalmix import __version__
-from crystalmix.core.errors import UserError
+from crystalmix.core.errors import DiskFullError, UserError, is_disk_full
 from crystalmix.core.interrupt import INTERRUPTED, watch_ctrl_c
 
 BUG = 70  # EX_SOFTWARE (sysexits.h): an internal error, told apart from bad data (1) and user errors (2)
@@ -151,6 +151,9 @@ def _failure(exc: BaseException, args: list[str]) -> int:
         if cause is None or isinstance(cause, KeyboardInterrupt):
             return _interrupted(args)
         return _bug(cause)
+    if is_disk_full(exc):  # a write no writer wrapped (a folder, an append): still the rerun hint
+        _say("error:", str(DiskFullError.from_os_error(exc)))
+        return USER_ERROR
     if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
         where = f"{exc.filename}: " if exc.filename else ""
         _say("error:", f"{where}{exc.strerror or exc}")

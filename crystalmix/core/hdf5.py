@@ -12,7 +12,13 @@ are reproducible (no timestamps, fixed creation order, fixed write batches).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import errno
 import json
+import os
+import tempfile
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +28,7 @@ import h5py
 import numpy as np
 
 from crystalmix.core.atomic import atomic_path, write_json
+from crystalmix.core.errors import DiskFullError, is_disk_full
 
 DATASET = "data"
 SEGMENTS = "segment_ids"
@@ -85,31 +92,110 @@ class _FileWriter:
 
 
 class _open_new:
-    """Context manager: a new HDF5 file at a temp path, renamed into place on success."""
+    """Context manager: a new HDF5 file at a temp path, renamed into place on success.
+
+    Everything HDF5 still holds in memory is flushed before the close, so a full disk fails a flush (the
+    file stays consistent) rather than the close. A file that fails, or is abandoned, is closed by
+    `_discard` without touching its disk, and its temporary removed; a full disk is a `DiskFullError`.
+    """
 
     def __init__(self, path: str | Path, seq_len: int, with_segments: bool,
                  attrs: dict[str, Any] | None, n_rows: int = 3) -> None:
         self.path, self.seq_len, self.n_rows = Path(path), seq_len, n_rows
         self.with_segments, self.attrs = with_segments, attrs or {}
+        self._fh: h5py.File | None = None
 
     def __enter__(self) -> _FileWriter:
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
-        # track_order off and libver fixed: the file's bytes depend only on what is written.
-        self._fh = h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False)
-        self._w = _FileWriter(self._fh, self.seq_len, self.with_segments, self.n_rows)
+        try:
+            # track_order off and libver fixed: the file's bytes depend only on what is written.
+            self._fh = h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False)
+            self._w = _FileWriter(self._fh, self.seq_len, self.with_segments, self.n_rows)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        _OPEN.add(self)
         return self._w
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        try:
-            if exc_type is None:
-                self._fh.attrs["n_examples"] = np.int64(self._w.n)
+        """Finish the file (no exception) or throw it away; idempotent, so an abort after a failure is safe."""
+        fh, self._fh = self._fh, None
+        _OPEN.discard(self)
+        failure: BaseException | None = exc
+        if fh is not None and failure is None:
+            try:
+                fh.attrs["n_examples"] = np.int64(self._w.n)
                 for k in sorted(self.attrs):
-                    self._fh.attrs[k] = self.attrs[k]
-        finally:
-            self._fh.close()
-        self._ctx.__exit__(exc_type, exc, tb)
+                    fh.attrs[k] = self.attrs[k]
+                fh.flush()
+            except BaseException as err:  # noqa: BLE001 - handed on below, after the file is discarded
+                failure = err
+            else:
+                fh.close()
+        if fh is not None and failure is not None:
+            _discard(fh)
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx is None:
+            return False
+        if failure is None:
+            ctx.__exit__(None, None, None)  # fsync and rename; a full disk raises DiskFullError
+            return False
+        full = _disk_full(failure, self.path)
+        if full is not None:
+            full.__cause__, failure = failure, full
+        ctx.__exit__(type(failure), failure, failure.__traceback__)  # removes the temp
+        if failure is not exc:
+            raise failure
         return False
+
+
+def _disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
+    """HDF5's write errors on a full disk: an OSError with the errno, or a RuntimeError ("Unable to flush
+    raw data") whose message alone carries it."""
+    if isinstance(exc, DiskFullError) or not isinstance(exc, (OSError, RuntimeError)):
+        return None
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno == errno.EDQUOT) or f"errno = {errno.EDQUOT}," in text:
+        return DiskFullError(path, "Disk quota exceeded")
+    if is_disk_full(exc) or f"errno = {errno.ENOSPC}," in text or "No space left on device" in text:
+        return DiskFullError(path, "No space left on device")
+    return None
+
+
+_OPEN: weakref.WeakSet[_open_new] = weakref.WeakSet()
+
+
+def _discard(fh: h5py.File) -> None:
+    """Close a file whose content is thrown away, without writing to its disk.
+
+    HDF5 flushes what it holds when a file is closed. On a full disk that flush fails, and HDF5 then
+    crashes the process when it closes the file again at exit (SIGSEGV, seen with h5py 3.16 / HDF5 2.0).
+    Pointing the file's descriptor at an anonymous in-memory file first lets the close succeed; the
+    temporary on disk is removed by `atomic_path`.
+    """
+    with contextlib.suppress(Exception):
+        fd = fh.id.get_vfd_handle()
+        if isinstance(fd, int):
+            if hasattr(os, "memfd_create"):
+                void = os.memfd_create("crystalmix-discarded")
+                os.dup2(void, fd)
+                os.close(void)
+            else:  # pragma: no cover - not Linux
+                with tempfile.TemporaryFile() as spare:
+                    os.dup2(spare.fileno(), fd)
+    with contextlib.suppress(Exception):
+        fh.flush()  # may report the earlier failure once more; the close below still succeeds
+    with contextlib.suppress(Exception):
+        fh.close()
+
+
+@atexit.register
+def _discard_abandoned() -> None:
+    """Files still open at exit belong to a run that stopped: discard them before HDF5 shuts down."""
+    for w in list(_OPEN):
+        with contextlib.suppress(Exception):
+            w.__exit__(RuntimeError, RuntimeError("abandoned at exit"), None)
 
 
 @dataclass
@@ -158,6 +244,13 @@ class ShardedWriter:
             self.write(r)
 
     def _flush(self) -> None:
+        try:
+            self._fill()
+        except BaseException as exc:
+            self._abort(exc)  # the failing file is discarded here, whether or not the caller aborts
+            raise
+
+    def _fill(self) -> None:
         while self._buf:
             if self._w is None:
                 path = self.out_dir / file_name(self.first_index + len(self.files))
@@ -177,8 +270,8 @@ class ShardedWriter:
 
     def _close_file(self) -> None:
         assert self._cur is not None
-        self._cur.__exit__(None, None, None)
-        self._cur, self._w = None, None
+        cur, self._cur, self._w = self._cur, None, None
+        cur.__exit__(None, None, None)
 
     def close(self) -> list[Path]:
         """Flush and finish the last file; returns the paths written."""
@@ -188,9 +281,13 @@ class ShardedWriter:
         return self.files
 
     def abort(self) -> None:
-        if self._cur is not None:
-            self._cur.__exit__(RuntimeError, RuntimeError("aborted"), None)
-            self._cur, self._w = None, None
+        """Discard the file being written (the finished ones stay); safe to call more than once."""
+        self._abort(RuntimeError("aborted"))
+
+    def _abort(self, exc: BaseException) -> None:
+        cur, self._cur, self._w = self._cur, None, None
+        if cur is not None:
+            cur.__exit__(type(exc), exc, exc.__traceback__)  # raises DiskFullError when the disk is full
 
 
 def read_rows(path: str | Path) -> np.ndarray:
