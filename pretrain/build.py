@@ -57,6 +57,8 @@ def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False,
     fp = stage_fingerprint(cfg, tok_json, files)
     inputs = input_digests(cfg, files)
     state = out / STATE_DIR / STAGE_STATE
+    if out.exists() and not out.is_dir():
+        raise UserError("--out names an existing file; give a folder to build the stage into", path=out)
     if out.exists() and any(out.iterdir()):
         if not state.exists():
             raise UserError("output folder is not empty and was not made by `crystalmix pretrain build`; "

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from crystalmix.core import hdf5
-from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
+from crystalmix.core.atomic import atomic_open, claim_folder, fingerprint, sweep_temporaries, write_json
 from crystalmix.core.digest import Digests, config_files, hub_revision, records, text_digest, tokenizer_digest
 from crystalmix.core.progress import Reporter, input_meter
 from crystalmix.core.readers import FilePart, plan_parts
@@ -486,11 +486,15 @@ def steady_allocator(threshold: int = 256 * 1024) -> bool:
         return False
 
 
-def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress | None = None) -> BuildResult:
-    """Run (or resume) the build of `m` into `out`; returns the report and per-step timings."""
+def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress | None = None,
+          force: bool = False) -> BuildResult:
+    """Run (or resume) the build of `m` into `out`; returns the report and per-step timings.
+
+    `out` must be new, empty or an earlier build's folder; `force` writes into any other folder.
+    """
     from sft_builder.report import make_report, write_report
 
-    out = Path(out)
+    out = claim_folder(out, "build", force=force, legacy=(".work",))
     work = out / ".work"
     work.mkdir(parents=True, exist_ok=True)
     sweep_temporaries(out)

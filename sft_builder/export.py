@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crystalmix.core.atomic import atomic_open, atomic_path, write_json
+from crystalmix.core.atomic import FOLDER_MARKER, atomic_open, atomic_path, claim_folder, write_json
 from crystalmix.core.errors import UserError
 from sft_builder.steps.table import stage_order
 
@@ -51,7 +51,7 @@ KNOWN_LICENSES: dict[str, str] = {
 }
 SPLITS = ("train", "test")
 MIXED_LICENSE = "crystalmix-source-licenses"  # license_name of a mix whose sources are not under one licence
-OUT_MARKER = ".crystalmix-out"  # the folder was made by a crystalmix command (kept out of uploads)
+OUT_MARKER = FOLDER_MARKER  # the folder was made by a crystalmix command (kept out of uploads)
 HUB_TIMEOUT = 15.0  # seconds to reach the Hub before pushing: no network fails fast, not after retries
 
 
@@ -481,27 +481,7 @@ def _license_md(infos: Mapping[str, SourceInfo]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# -- the output folder -------------------------------------------------------------------------------------
-def _claim(out: Path, force: bool) -> None:
-    """Write only into a new or empty folder, or one an earlier export made (its marker); anything else
-    holds someone's files that the export would overwrite or delete (README.md, data/), so it is refused
-    unless `force`. Minimal on purpose: to be replaced by the shared out-folder check of crystalmix.core."""
-    if out.exists() and not out.is_dir():
-        raise UserError("--out names an existing file; give a folder to export into", path=out)
-    if out.is_dir() and not force and any(out.iterdir()):
-        marker = out / OUT_MARKER
-        kind = None
-        try:
-            kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
-        except (OSError, ValueError, AttributeError):
-            pass
-        if kind != "export":
-            raise UserError("--out holds files `crystalmix export` did not write (it would overwrite or delete "
-                            "some); pick a new or empty folder, or pass --force", path=out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / OUT_MARKER, {"kind": "export", "version": 1})
-
-
+# -- the export ---------------------------------------------------------------------------------------------
 def export_build(cfg: ExportConfig, manifest: Any | None = None) -> dict[str, Any]:
     """Write the Hub folder for a finished build; returns a summary (rows and files per kind and split)."""
     report_path = cfg.build_dir / "report.json"
@@ -511,7 +491,7 @@ def export_build(cfg: ExportConfig, manifest: Any | None = None) -> dict[str, An
     shards = {split: _shards(cfg.build_dir, split) for split in SPLITS}
     if not any(shards.values()):
         raise UserError("the build holds no conversations to export", path=cfg.build_dir / "conversations")
-    _claim(cfg.out_dir, cfg.force)
+    claim_folder(cfg.out_dir, "export", force=cfg.force)
     for old in (cfg.out_dir / "data").rglob("*.parquet"):  # other shard counts must not leave stale shards
         old.unlink()
     written: dict[str, dict[str, SplitFiles]] = {}

@@ -27,6 +27,7 @@ def build_command(
     workers: Workers = 1,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder holding other files.")] = False,
 ) -> None:
     """Turn the sources of a manifest into one deduplicated, filtered, weighted mix of conversations."""
     show_progress = set_verbosity(quiet, verbose)
@@ -46,7 +47,7 @@ def build_command(
 
     steady_allocator()  # process-wide, so set here at the edge and not inside `build`
     with Progress(show_progress, label="build", transient=True) as progress:
-        result = build(m, out, workers=workers, progress=progress)
+        result = build(m, out, workers=workers, progress=progress, force=force)
     print_report(result.report, Console())
     for name, why in m.skipped:
         log.warning("skipped %s: %s", name, why)
