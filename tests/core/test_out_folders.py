@@ -203,7 +203,7 @@ def test_encode_output_naming_a_folder_is_one_line(tmp_path: Path, run_cli: RunC
 
 # -- names that become paths ------------------------------------------------------------------------------
 def _stage(tmp_path: Path, name: str = "starcoder", subset: str = "c4") -> Path:
-    raw = {"stage": "t", "tokenizer": str(PRETRAIN_DEMO / "tokenizer"), "seq_len": 64, "seed": 1,
+    raw = {"stage": "t", "tokenizer": "demo", "seq_len": 64, "seed": 1,
            "samples_per_file": 16, "min_sequence_len": 4, "mixture": {"offline": True, "shuffle_buffer": 4},
            "sources": [
                {"name": "slimpajama", "paths": [str(PRETRAIN_DEMO / "slimpajama" / "*.jsonl.zst")],
