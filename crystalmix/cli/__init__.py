@@ -24,6 +24,7 @@ import typer
 from crystalmix import __version__
 from crystalmix.core.errors import DiskFullError, UserError, is_disk_full
 from crystalmix.core.interrupt import INTERRUPTED, watch_ctrl_c
+from crystalmix.core.redact import redact
 
 BUG = 70  # EX_SOFTWARE (sysexits.h): an internal error, told apart from bad data (1) and user errors (2)
 USER_ERROR = 2
@@ -84,7 +85,7 @@ def _say(prefix: str, message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    line = " ".join(message.split("\n"))
+    line = " ".join(redact(message).split("\n"))  # a server may echo the API key; a URL may hold user:pass
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]{prefix}[/] {escape(line)}")
 
 
@@ -104,7 +105,7 @@ def _interrupted(args: Sequence[str]) -> int:
 
 
 def _bug(exc: BaseException) -> int:
-    traceback.print_exception(type(exc), exc, exc.__traceback__)
+    sys.stderr.write(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
     _say("internal error:", BUG_HINT)
     return BUG
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from crystalmix.core.errors import UserError
 from sft_builder.webgen.seeds import SeedTask, bundled
@@ -17,7 +18,10 @@ DEFAULT_PROMPT = bundled("prompt.txt")
 
 
 class PromptTemplate:
-    """A loaded prompt template. Variables: `seeds` (instruction/input/output each), `num_tasks`."""
+    """A loaded prompt template. Variables: `seeds` (instruction/input/output each), `num_tasks`.
+
+    Rendered in Jinja's immutable sandbox: unsafe attributes and calls are template errors (one line).
+    """
 
     def __init__(self, path: str | Path | Traversable = DEFAULT_PROMPT, num_tasks: int = 20) -> None:
         p = Path(path) if isinstance(path, str) else path
@@ -25,7 +29,9 @@ class PromptTemplate:
             raise UserError("prompt template not found", path=str(p))
         self.source = p.read_text(encoding="utf-8")
         self.num_tasks = num_tasks
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        # the sandbox chat templates render in (transformers uses the same): a prompt file is code from
+        # somewhere else, and must not reach Python's internals (`cycler.__init__.__globals__.os`)
+        env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
         try:
             self._template = env.from_string(self.source)
         except jinja2.TemplateSyntaxError as exc:

@@ -2,10 +2,14 @@
 
 Transient failures (429, 5xx, connection errors, timeouts, unreadable answers) are retried with exponential
 backoff and jitter, honouring Retry-After; a refusal such as 401/404 stops at once with the server's message.
+A server is not trusted: an answer is read as a stream and cut at `max_response_bytes` (a larger one stops
+the run with one line instead of filling memory), a request never takes longer than `timeout` in all, and
+every message is redacted (the API key, ``user:pass@`` in the URL, headers the server echoes back).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -15,9 +19,11 @@ from typing import Any, Literal
 import httpx
 
 from crystalmix.core.errors import UserError
+from crystalmix.core.redact import redact
 from sft_builder.webgen.backends import Completion
 
 Endpoint = Literal["chat", "completions"]
+ERROR_BODY_BYTES = 64 << 10  # of an error answer, enough for the server's message
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,7 @@ class HTTPConfig:
     backoff: float = 1.0
     max_backoff: float = 60.0
     concurrency: int = 4
+    max_response_bytes: int = 16 << 20  # an answer of max_tokens is kilobytes; this bounds a hostile one
 
 
 class _Transient(Exception):
@@ -98,32 +105,54 @@ class OpenAICompatBackend:
                 if exc.wait is not None:
                     wait = min(max(wait, exc.wait), self.cfg.max_backoff)
                 self._sleep(wait)
-        raise UserError(
-            f"{self.cfg.base_url}{path}: no answer after {self.cfg.max_retries + 1} attempts ({last})"
-        )
+        raise self._error(f"{self.cfg.base_url}{path}: no answer after {self.cfg.max_retries + 1} attempts ({last})")
+
+    def _error(self, message: str) -> UserError:
+        return UserError(redact(message, secrets=(self.cfg.api_key,)))
 
     def _post(self, path: str, body: dict[str, Any]) -> Completion:
+        start = time.monotonic()
         try:
-            resp = self._client.post(path, json=body)
+            with self._client.stream("POST", path, json=body) as resp:
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
+                if resp.status_code >= 400:
+                    text = self._read(resp, start, limit=ERROR_BODY_BYTES, cut=True).decode("utf-8", "replace")
+                    raise self._error(f"{self.cfg.base_url}{path} refused the request (HTTP {resp.status_code}): "
+                                      f"{text[:300]}")
+                raw = self._read(resp, start, limit=self.cfg.max_response_bytes)
         except httpx.TransportError as exc:  # connection refused/reset, timeouts
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise _Transient(f"HTTP {resp.status_code}", _retry_after(resp))
-        if resp.status_code >= 400:
-            raise UserError(
-                f"{self.cfg.base_url}{path} refused the request (HTTP {resp.status_code}): {resp.text[:300]}"
-            )
+            raise _Transient(redact(f"{type(exc).__name__}: {exc}", secrets=(self.cfg.api_key,))) from None
         try:
-            answer = resp.json()
+            answer = json.loads(raw)
             choice = answer["choices"][0]
             text = choice["message"]["content"] if self.cfg.endpoint == "chat" else choice["text"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise _Transient("unreadable answer") from None
         if not isinstance(text, str):
             text = ""
         prompt_tokens, completion_tokens = _usage(answer)
-        return Completion(text, "length" if choice.get("finish_reason") == "length" else "stop",
-                          prompt_tokens, completion_tokens)
+        return Completion(text, finish, prompt_tokens, completion_tokens)
+
+    def _read(self, resp: httpx.Response, start: float, *, limit: int, cut: bool = False) -> bytes:
+        """The (decompressed) body, at most `limit` bytes: past it, cut (`cut`) or stop the run."""
+        too_big = self._error(
+            f"{self.cfg.base_url}: the server's answer is larger than {limit:,} bytes (max_response_bytes); "
+            "is --base-url an OpenAI-compatible endpoint?")
+        declared = resp.headers.get("content-length", "")
+        if not cut and declared.isdigit() and int(declared) > limit:
+            raise too_big
+        buf = bytearray()
+        for chunk in resp.iter_bytes():
+            buf += chunk
+            if len(buf) > limit:
+                if cut:
+                    return bytes(buf[:limit])
+                raise too_big
+            if time.monotonic() - start > self.cfg.timeout:
+                raise _Transient(f"the answer took longer than --timeout {self.cfg.timeout:g}s")
+        return bytes(buf)
 
 
 def _usage(answer: Any) -> tuple[int | None, int | None]:
