@@ -148,29 +148,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Decode one row and show which labels are trained (the mask applies to the label, input k+1)."""
         set_verbosity(quiet, verbose)
-        import h5py
-
         from crystalmix.core import hdf5
         from crystalmix.core.tokenizer import DEMO, demo_tokenizer_id, load_tokenizer
 
-        try:
-            with h5py.File(file, "r") as fh:
-                n = fh[hdf5.DATASET].shape[0]
-                if not 0 <= row < n:
-                    raise UserError(f"row {row} out of range; the file has {n} rows", path=file)
-                data = fh[hdf5.DATASET][row]
-                segs = fh[hdf5.SEGMENTS][row] if hdf5.SEGMENTS in fh else None
-        except (OSError, KeyError) as exc:
-            raise UserError(f"cannot read as a training HDF5 file ({exc})", path=file) from None
+        data, segs = hdf5.read_row(file, row)  # a file we cannot show is one line naming why
         spec, meta = tokenizer, {}
         if spec is None:
             try:
-                meta = hdf5.read_metadata(file.parent)
-                spec = meta["tokenizer"]
-            except (OSError, KeyError, ValueError):
-                raise UserError("no metadata.json with a tokenizer beside the file; pass --tokenizer",
-                                path=file) from None
+                meta = hdf5.load_metadata(file.parent)
+            except UserError as exc:
+                raise UserError(f"{exc}; pass --tokenizer") from None
+            spec = meta.get("tokenizer")
+            if not isinstance(spec, str) or not spec:
+                raise UserError(f"{hdf5.METADATA_NAME} beside the file names no tokenizer; pass --tokenizer",
+                                path=file)
         tok = load_tokenizer(spec)
+        ids_seen = data[[hdf5.ROW_INPUT, hdf5.ROW_LABELS]]
+        outside = ids_seen[(ids_seen < 0) | (ids_seen >= len(tok))]
+        if outside.size:
+            raise UserError(f"row {row} holds ids outside the tokenizer's vocabulary 0..{len(tok) - 1} "
+                            f"(e.g. {int(outside[0])}); pass the tokenizer it was built with, or run "
+                            "`crystalmix validate`", path=file)
         if tokenizer is None and spec == DEMO and meta.get("demo_tokenizer") not in (None, demo_tokenizer_id()):
             log.warning("this file was written by another release's demo tokenizer; the decoded text may be wrong")
         # Show the mask on the token it trains: label k is input k+1 (plus the row's final label).

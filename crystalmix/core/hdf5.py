@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from crystalmix.core.atomic import atomic_path, write_json
-from crystalmix.core.errors import DiskFullError, is_disk_full
+from crystalmix.core.errors import DiskFullError, UserError, is_disk_full
 
 DATASET = "data"
 SEGMENTS = "segment_ids"
@@ -330,6 +330,83 @@ def read_metadata(out_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(out_dir) / METADATA_NAME).read_text(encoding="utf-8"))
 
 
+def load_metadata(out_dir: str | Path) -> dict[str, Any]:
+    """``metadata.json`` of a folder someone hands us: a `UserError` naming what is wrong with it."""
+    path = Path(out_dir) / METADATA_NAME
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"no {METADATA_NAME}", path=Path(out_dir)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"not valid JSON ({exc})", path=path) from None
+    except OSError as exc:
+        raise UserError(f"cannot be read ({exc.strerror or exc})", path=path) from None
+    if not isinstance(meta, dict):
+        raise UserError(f"not a JSON object (a {type(meta).__name__})", path=path)
+    return meta
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as one line (HDF5's messages span several)."""
+    return " ".join(str(exc).split())
+
+
+def _int(value: Any) -> int | None:
+    """An integer from JSON or an HDF5 attribute (not a bool, a float or text); None otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
+
+
+def data_layout(fh: h5py.File) -> tuple[h5py.Dataset, h5py.Dataset | None]:
+    """The ``data`` dataset (and ``segment_ids``) of an open file, checked for a layout we can read.
+
+    Raises ValueError with the reason: ``data`` missing or a group, not ``(n, 3 or 4, L)``, not integers,
+    or ``segment_ids`` not a ``(n, L)`` integer dataset. Values (ids, masks) are for `validate_file`.
+    """
+    node = fh.get(DATASET)
+    if node is None:
+        raise ValueError(f"no '{DATASET}' dataset")
+    if not isinstance(node, h5py.Dataset):
+        raise ValueError(f"'{DATASET}' is a {'group' if isinstance(node, h5py.Group) else 'link'}, not a dataset")
+    if node.ndim != 3 or node.shape[1] not in ROW_COUNTS:
+        raise ValueError(f"'{DATASET}' has shape {node.shape}, expected (n, 3, L) or (n, 4, L)")
+    if node.dtype.kind not in "iu":
+        raise ValueError(f"'{DATASET}' has dtype {node.dtype}, expected int32")
+    segs = fh.get(SEGMENTS)
+    if segs is not None:
+        want = (node.shape[0], node.shape[2])
+        if not isinstance(segs, h5py.Dataset):
+            raise ValueError(f"'{SEGMENTS}' is a group, not a dataset")
+        if segs.shape != want or segs.dtype.kind not in "iu":
+            raise ValueError(f"'{SEGMENTS}' has shape {segs.shape} and dtype {segs.dtype}, expected {want} integers")
+    return node, segs
+
+
+def read_row(path: str | Path, row: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One row ``(3 or 4, L)`` (and its segment ids) of a training file, as int64; `UserError` saying why not."""
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"cannot be read as HDF5 ({_why(exc)})", path=path) from None
+    with fh:
+        try:
+            ds, segs = data_layout(fh)
+        except ValueError as exc:
+            raise UserError(str(exc), path=path) from None
+        if ds.dtype != np.int32:
+            raise UserError(f"'{DATASET}' has dtype {ds.dtype}, expected int32", path=path)
+        n = ds.shape[0]
+        if not 0 <= row < n:
+            raise UserError(f"row {row} out of range; the file has {n} rows", path=path)
+        try:
+            data = np.asarray(ds[row], dtype=np.int64)
+            seg = None if segs is None else np.asarray(segs[row], dtype=np.int64)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise UserError(f"row {row} cannot be read ({_why(exc)}); truncated or corrupt?", path=path) from None
+    return data, seg
+
+
 def validate_file(path: str | Path, *, vocab_size: int | None = None, pad_id: int | None = None,
                   check_shift: bool = True) -> tuple[int, list[str]]:
     """Check one file; returns (rows, problems). Problems are one-line strings naming the file.
@@ -352,25 +429,25 @@ def _validate(path: str | Path, *, vocab_size: int | None, pad_id: int | None, c
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:
-        return 0, [f"{name}: cannot be read as HDF5 ({exc.__class__.__name__}: {exc})"], stats
+        return 0, [f"{name}: cannot be read as HDF5 ({exc.__class__.__name__}: {_why(exc)})"], stats
     with fh:
-        if DATASET not in fh:
-            return 0, [f"{name}: no '{DATASET}' dataset"], stats
-        ds = fh[DATASET]
-        if ds.ndim != 3 or ds.shape[1] not in ROW_COUNTS:
-            return 0, [f"{name}: '{DATASET}' has shape {ds.shape}, expected (n, 3, L) or (n, 4, L)"], stats
+        try:
+            ds, segs = data_layout(fh)
+        except ValueError as exc:
+            return 0, [f"{name}: {exc}"], stats
+        except (OSError, RuntimeError) as exc:
+            return 0, [f"{name}: cannot be read ({exc.__class__.__name__}: {_why(exc)}); truncated or corrupt?"], stats
         n, width, seq_len = ds.shape
         if ds.dtype != np.int32:
             problems.append(f"{name}: dtype {ds.dtype}, expected int32")
         if ds.chunks != (1, width, seq_len):
             problems.append(f"{name}: chunks {ds.chunks}, expected (1, {width}, {seq_len})")
         n_attr = fh.attrs.get("n_examples")
-        if n_attr is None or int(n_attr) != n:
-            problems.append(f"{name}: attribute n_examples={n_attr}, but the file holds {n} rows")
-        segs = fh[SEGMENTS] if SEGMENTS in fh else None
+        if _int(n_attr) != n:
+            problems.append(f"{name}: attribute n_examples={n_attr!r}, but the file holds {n} rows")
         try:
             for start in range(0, n, WRITE_BATCH):
-                block = np.asarray(ds[start:start + WRITE_BATCH])
+                block = np.asarray(ds[start:start + WRITE_BATCH], dtype=np.int64)
                 seg = None if segs is None else np.asarray(segs[start:start + WRITE_BATCH])
                 problems.extend(_check_block(name, start, block, seg, vocab_size, pad_id, check_shift,
                                              eos_id))
@@ -380,7 +457,7 @@ def _validate(path: str | Path, *, vocab_size: int | None, pad_id: int | None, c
                     problems.append(f"{name}: too many problems, stopped checking")
                     break
         except (OSError, RuntimeError, ValueError) as exc:
-            problems.append(f"{name}: data cannot be read ({exc.__class__.__name__}: {exc}); "
+            problems.append(f"{name}: data cannot be read ({exc.__class__.__name__}: {_why(exc)}); "
                             "truncated or corrupt?")
     return n, problems, stats
 
@@ -483,7 +560,6 @@ def data_folders(root: str | Path) -> list[Path]:
 def current_vocab_size(spec: Any) -> int | None:
     """The size of the tokenizer a metadata file names, as it is now: for ``demo`` and local paths only (a hub
     id would need the network); None when it cannot be loaded."""
-    from crystalmix.core.errors import UserError
     from crystalmix.core.tokenizer import DEMO, load_tokenizer
 
     if not isinstance(spec, str) or (spec != DEMO and not Path(spec).exists()):
@@ -506,24 +582,40 @@ def validate_folder(folder: str | Path, *, check_shift: bool = True,
     """
     folder = Path(folder)
     problems: list[str] = []
+    meta_path = folder / METADATA_NAME
     try:
-        meta = read_metadata(folder)
-    except FileNotFoundError:
-        return 0, [f"{folder}: no {METADATA_NAME}"]
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return 0, [f"{folder / METADATA_NAME}: not valid JSON ({exc})"]
-    vocab = meta.get("vocab_size")
-    specials = meta.get("special_tokens") or {}
-    pad_id = meta.get("pad_id", specials.get("pad"))
-    eos_id = meta.get("eos_id", specials.get("eos"))
-    if vocab is None or pad_id is None:
-        problems.append(f"{folder / METADATA_NAME}: missing vocab_size or pad id")
+        meta = load_metadata(folder)
+    except UserError as exc:
+        return 0, [str(exc)]
+    vocab, pad_id, eos_id = _int(meta.get("vocab_size")), None, None
+    if "vocab_size" in meta and (vocab is None or vocab <= 0):
+        problems.append(f"{meta_path}: vocab_size must be a positive integer, got {meta['vocab_size']!r}")
+        vocab = None
+    specials = meta.get("special_tokens")
+    specials = specials if isinstance(specials, dict) else {}
+    for key, short in (("pad_id", "pad"), ("eos_id", "eos")):
+        value = meta.get(key, specials.get(short))
+        if value is not None and _int(value) is None:
+            problems.append(f"{meta_path}: {key} must be an integer, got {value!r}")
+        if key == "pad_id":
+            pad_id = _int(value)
+        else:
+            eos_id = _int(value)
+    if "vocab_size" not in meta or pad_id is None:
+        problems.append(f"{meta_path}: missing vocab_size or pad id")
     now = current_vocab_size(meta.get("tokenizer")) if check_tokenizer and vocab is not None else None
-    if now is not None and now != int(vocab):
-        problems.append(f"{folder / METADATA_NAME}: vocab_size={vocab}, but tokenizer {meta['tokenizer']} now has "
+    if now is not None and vocab is not None and now != vocab:
+        problems.append(f"{meta_path}: vocab_size={vocab}, but tokenizer {meta['tokenizer']} now has "
                         f"{now} ids (changed since this folder was built?)")
-        vocab = min(int(vocab), now)
-    listed = {f["name"]: int(f["n_examples"]) for f in meta.get("files", [])}
+        vocab = min(vocab, now)
+    files = meta.get("files", [])
+    entries = files if isinstance(files, list) else []
+    listed = {f["name"]: _int(f.get("n_examples")) for f in entries
+              if isinstance(f, dict) and isinstance(f.get("name"), str)}
+    if not isinstance(files, list):
+        problems.append(f"{meta_path}: 'files' must be a list, got {type(files).__name__}")
+    elif len(listed) != len(files) or None in listed.values():
+        problems.append(f"{meta_path}: 'files' must be a list of {{name, n_examples}} (one per data file)")
     present = sorted(p.name for p in folder.glob("data-*.h5"))
     for name in sorted(set(listed) - set(present)):
         problems.append(f"{folder / name}: listed in {METADATA_NAME} but missing")
@@ -536,10 +628,10 @@ def validate_folder(folder: str | Path, *, check_shift: bool = True,
         problems.extend(file_problems)
         total_rows += n
         totals = add_stats(totals, stats)
-        if name in listed and listed[name] != n and not file_problems:
+        if name in listed and listed[name] is not None and listed[name] != n and not file_problems:
             problems.append(f"{folder / name}: holds {n} rows, {METADATA_NAME} says {listed[name]}")
     if not problems:
         for k in STAT_KEYS:
-            if k in meta and int(meta[k]) != totals[k]:
-                problems.append(f"{folder / METADATA_NAME}: {k}={meta[k]} but the files give {totals[k]}")
+            if k in meta and _int(meta[k]) != totals[k]:
+                problems.append(f"{meta_path}: {k}={meta[k]!r} but the files give {totals[k]}")
     return total_rows, problems
