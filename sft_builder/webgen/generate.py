@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from crystalmix.core.atomic import fingerprint, write_json
-from crystalmix.core.errors import UserError
+from crystalmix.core.errors import DiskFullError, UserError, is_disk_full
 from crystalmix.core.records import Rejected
 from sft_builder.webgen.backends import Backend, Completion, Usage
 from sft_builder.webgen.filters import FilterConfig, first_rejection
@@ -358,9 +358,14 @@ def _append_bytes(path: Path, data: bytes) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
         return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:  # a torn tail is past the committed size in the state file: the rerun drops it
+        if is_disk_full(exc):
+            raise DiskFullError.from_os_error(exc, path) from exc
+        raise
     return len(data)

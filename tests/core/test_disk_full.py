@@ -70,10 +70,14 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
             subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
 
 
-def assert_disk_full_line(proc: subprocess.CompletedProcess[str], disk: Path) -> None:
+def assert_disk_full_line(proc: subprocess.CompletedProcess[str], disk: Path, progress: bool = False) -> None:
+    """Exit 2 and one error line (after the progress bar's lines when the command always shows one)."""
     err = proc.stderr
     assert proc.returncode == 2, (proc.returncode, err[-3000:])
-    assert "Traceback" not in err and err.count("\n") == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    if progress:
+        err = err.strip().splitlines()[-1] + "\n"
+    assert err.count("\n") == 1 and proc.stderr.count("error:") == 1, proc.stderr[-3000:]
     assert err.startswith(f"error: {disk}/"), err  # names the file, inside --out
     assert "no space left on device" in err and "run the same command again" in err
 
@@ -187,3 +191,19 @@ def test_disk_full_error_is_a_user_error_that_survives_a_process_pool(tmp_path: 
     back = pickle.loads(pickle.dumps(exc))
     assert isinstance(back, UserError) and str(back) == str(exc) and back.path == str(tmp_path / "x.h5")
     assert str(exc).startswith(f"{tmp_path / 'x.h5'}: cannot be written (disk quota exceeded)")
+
+
+# -- webgen: an append-only output -------------------------------------------------------------------------
+def test_webgen_on_a_full_disk_stops_with_one_line_and_continues(tmp_path: Path, small_disk: Disk) -> None:
+    args = ("webgen", "--dry-run", "--num", "40", "--seed", "1", "--out")
+    ref = tmp_path / "ref" / "web.jsonl"
+    assert run(*args, str(ref)).returncode == 0
+    disk = small_disk(64 << 10)
+    out = disk / "web.jsonl"
+    proc = run(*args, str(out))
+    assert_disk_full_line(proc, disk, progress=True)
+    small_disk(64 << 20)
+    proc = run(*args, str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("web.jsonl", "web.rejects.jsonl"):
+        assert (disk / name).read_bytes() == (ref.parent / name).read_bytes()
