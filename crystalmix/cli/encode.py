@@ -99,11 +99,19 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, out_option("Folder to write the tokenizer into.")],
         quiet: Quiet = False,
         verbose: Verbose = False,
+        force: Annotated[bool, typer.Option("--force", help="Overwrite another tokenizer's files there.")] = False,
     ) -> None:
         """Write the bundled demo tokenizer (what 'demo' names; CrystalCoder special tokens) into a folder."""
         set_verbosity(quiet, verbose)
-        from crystalmix.core.tokenizer import save_demo_tokenizer
+        from crystalmix.core.tokenizer import DEMO_FILES, demo_tokenizer_file, save_demo_tokenizer
 
+        if out.exists() and not out.is_dir():
+            raise UserError("--out names an existing file; give a folder", path=out)
+        clash = [n for n in DEMO_FILES if (out / n).is_file()
+                 and (out / n).read_text(encoding="utf-8", errors="replace") != demo_tokenizer_file(n)]
+        if clash and not force:
+            raise UserError(f"--out holds another tokenizer ({', '.join(clash)}) that this would overwrite; "
+                            "pick another folder, or pass --force", path=out)
         path = save_demo_tokenizer(out)
         log.info("demo tokenizer written to %s", path)
 

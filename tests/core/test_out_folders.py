@@ -194,6 +194,22 @@ def test_pretrain_refuses_a_file_and_a_folder_of_other_files(tmp_path: Path, run
         assert snapshot(mine) == before
 
 
+def test_tokenizer_demo_never_overwrites_another_tokenizer(tmp_path: Path, run_cli: RunCli) -> None:
+    real = tmp_path / "CrystalCoder"
+    real.mkdir()
+    (real / "tokenizer.json").write_text('{"the": "real one"}')
+    code, err = run_cli("tokenizer", "demo", "--out", str(real))
+    assert code == 2 and "holds another tokenizer (tokenizer.json)" in err and err.count("\n") == 1
+    assert (real / "tokenizer.json").read_text() == '{"the": "real one"}'
+    out = tmp_path / "demo"
+    assert run_cli("tokenizer", "demo", "--out", str(out))[0] == 0
+    assert run_cli("tokenizer", "demo", "--out", str(out))[0] == 0  # the same files again: fine
+    assert run_cli("tokenizer", "demo", "--out", str(real), "--force")[0] == 0
+    assert (real / "tokenizer.json").read_text() == (out / "tokenizer.json").read_text()
+    code, err = run_cli("tokenizer", "demo", "--out", str(real / "tokenizer.json"))
+    assert code == 2 and "names an existing file" in err
+
+
 def test_encode_output_naming_a_folder_is_one_line(tmp_path: Path, run_cli: RunCli) -> None:
     src = tiny_manifest(tmp_path / "in").parent / "data.jsonl"
     (tmp_path / "o").mkdir()
