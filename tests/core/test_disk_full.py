@@ -172,7 +172,7 @@ def test_pretrain_on_a_full_disk_stops_with_one_line_and_resumes(stage_reference
     fraction = 0.4 if workers == "1" else 0.85
     disk = small_disk(int(need * fraction) // 4096 * 4096)
     out = disk / "p"
-    args = ("pretrain", "build", str(stage), "--out", str(out), "--no-progress", "--workers", workers)
+    args = ("pretrain", "build", str(stage), "--out", str(out), "-q", "--workers", workers)
     proc = run(*args)
     assert_disk_full_line(proc, disk)
     no_temporaries(out)

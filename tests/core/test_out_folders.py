@@ -184,12 +184,12 @@ def test_pretrain_refuses_a_file_and_a_folder_of_other_files(tmp_path: Path, run
     manifest = ROOT / "manifests" / "pretrain" / "demo.yaml"
     f = tmp_path / "out.h5"
     f.write_bytes(b"mine")
-    code, err = run_cli("pretrain", "build", str(manifest), "--out", str(f), "--no-progress")
+    code, err = run_cli("pretrain", "build", str(manifest), "--out", str(f), "-q")
     assert code == 2 and "names an existing file" in err and err.count("\n") == 1 and f.read_bytes() == b"mine"
     mine = users_folder(tmp_path / "mine")
     before = snapshot(mine)
     for extra in ((), ("--force",)):
-        code, err = run_cli("pretrain", "build", str(manifest), "--out", str(mine), "--no-progress", *extra)
+        code, err = run_cli("pretrain", "build", str(manifest), "--out", str(mine), "-q", *extra)
         assert code == 2 and "not made by `crystalmix pretrain build`" in err
         assert snapshot(mine) == before
 
@@ -262,7 +262,7 @@ def test_builds_write_nothing_outside_out(tmp_path: Path, run_cli: RunCli) -> No
     stage = _stage(work)
     m = tiny_manifest(work / "sft")
     before = snapshot(tmp_path)
-    assert run_cli("pretrain", "build", str(stage), "--out", str(tmp_path / "p"), "--no-progress")[0] == 0
+    assert run_cli("pretrain", "build", str(stage), "--out", str(tmp_path / "p"), "-q")[0] == 0
     assert run_cli("build", str(m), "--out", str(tmp_path / "b"), "-q")[0] == 0
     after = snapshot(tmp_path)
     outside = {k: v for k, v in after.items() if not k.startswith(("p/", "b/"))}
