@@ -65,6 +65,9 @@ class TokenizeConfig:
     pack_buffer: int = field(default=20_000, metadata=spec(at_least(1)))
     system_prompt: str | None = None
     workers: int = field(default=0, metadata=spec(at_least(0)))  # 0 = all cores; does not change the output
+    # HDF5 only: a 4th row, Cerebras' attention mask (1 on padding). It hides padding from attention; it cannot
+    # keep packed conversations apart (one value per position), which `segment_ids` beside it does.
+    attention_mask: bool = False
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None, where: str = "tokenize") -> TokenizeConfig:
@@ -81,6 +84,8 @@ class TokenizeConfig:
                 load_template(self.template)
             except UserError as exc:
                 yield "template", str(exc)
+        if self.attention_mask and self.output != "hdf5":
+            yield "attention_mask", "the attention-mask row is part of the HDF5 format: set output: hdf5"
         tok = Path(self.tokenizer)
         if self.tokenizer != DEMO and tok.exists():
             why = local_tokenizer_problem(tok)
@@ -91,6 +96,8 @@ class TokenizeConfig:
         """The settings that shape the output (for fingerprints): everything but ``workers``."""
         d = asdict(self)
         d.pop("workers")
+        if not d["attention_mask"]:  # the 3-row default keeps the fingerprints it always had
+            d.pop("attention_mask")
         return d
 
     def n_workers(self) -> int:
@@ -328,7 +335,7 @@ def _write_outputs(rows: np.ndarray | None, order: np.ndarray, cfg: TokenizeConf
         if path.name in written and digests.problem(out_dir, {path.name: written[path.name]}) is None:
             continue
         if cfg.output == "hdf5":
-            _write_h5(path, rows, idx, cfg.seq_len)
+            _write_h5(path, rows, idx, cfg.seq_len, cfg.attention_mask)
         else:
             _write_jsonl(path, rows, idx)
         written[path.name] = digests.record(path)
@@ -341,13 +348,16 @@ def _batched_rows(rows: np.ndarray, idx: np.ndarray) -> Iterator[np.ndarray]:
         yield np.asarray(rows[idx[b:b + hdf5.WRITE_BATCH]])
 
 
-def _write_h5(path: Path, rows: np.ndarray, idx: np.ndarray, seq_len: int) -> None:
+def _write_h5(path: Path, rows: np.ndarray, idx: np.ndarray, seq_len: int, attention_mask: bool = False) -> None:
     w = hdf5.ShardedWriter(path.parent, seq_len=seq_len, samples_per_file=len(idx) + 1, with_segments=True,
-                           first_index=int(path.stem.split("-")[1]))
+                           first_index=int(path.stem.split("-")[1]), attention_mask=attention_mask)
     try:
         for block in _batched_rows(rows, idx):
             for r in block:
-                w.write(r[:3], r[3])
+                if attention_mask:  # segment 0 is padding
+                    w.write(np.concatenate([r[:3], hdf5.attention_row(r[3] == 0)[None, :]]), r[3])
+                else:
+                    w.write(r[:3], r[3])
         w.close()
     except BaseException:
         w.abort()
