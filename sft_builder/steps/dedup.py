@@ -356,7 +356,23 @@ def exact_key(conv: Conversation, include_system: bool = False) -> bytes:
     return hashlib.blake2b(blob.encode("utf-8"), digest_size=16).digest()
 
 
-class ExactDedup:
+class _ClusterStep:
+    """What both dedup steps hold: the sources they skip, the keep order, the spill folder, the cluster log."""
+
+    def __init__(
+        self,
+        skip_sources: Iterable[str] = (),
+        *,
+        priorities: Mapping[str, int] | None = None,
+        spill_dir: str | Path | None = None,
+    ) -> None:
+        self.skip = frozenset(skip_sources)
+        self.order = KeepOrder(priorities)
+        self.spill_dir = spill_dir
+        self.log = ClusterLog()
+
+
+class ExactDedup(_ClusterStep):
     """Drop reason ``duplicate``; `duplicate_of` is the id of the member of the cluster that was kept.
 
     Memory per record: its 16-byte digest and its `Members` key; clusters are runs of equal digests after
@@ -373,12 +389,9 @@ class ExactDedup:
         priorities: Mapping[str, int] | None = None,
         spill_dir: str | Path | None = None,
     ) -> None:
+        super().__init__(skip_sources, priorities=priorities, spill_dir=spill_dir)
         self.cfg = cfg
-        self.skip = frozenset(skip_sources)
-        self.order = KeepOrder(priorities)
-        self.spill_dir = spill_dir
         self.changes: Counter[str] = Counter()
-        self.log = ClusterLog()
 
     def run(self, items: Iterable[Item]) -> Iterator[Item]:
         members = Members()
@@ -709,7 +722,7 @@ class NearIndex:
         return (agree * n + est * len(union)) / (n + len(union))
 
 
-class NearDedup:
+class NearDedup(_ClusterStep):
     """Near-dedup step: signs the stream a batch at a time into the index, then keeps the best of each cluster.
 
     Memory per indexed record: its band keys and its `Members` key in RAM (while resolving, a few more
@@ -726,15 +739,12 @@ class NearDedup:
         priorities: Mapping[str, int] | None = None,
         spill_dir: str | Path | None = None,
     ) -> None:
+        super().__init__(skip_sources, priorities=priorities, spill_dir=spill_dir)
         self.cfg = cfg
-        self.skip = frozenset(skip_sources)
-        self.order = KeepOrder(priorities)
-        self.spill_dir = spill_dir
         self.hasher = MinHasher(cfg.num_perm, cfg.shingle_size, cfg.seed)
         self.index = NearIndex(cfg.num_perm, cfg.threshold, cfg.bands, cfg.rows, cfg.sketch_k, spill_dir)
         self.members = Members()
         self.changes: dict[str, int] = {"too_short_to_compare": 0}
-        self.log = ClusterLog()
 
     def run(self, items: Iterable[Item]) -> Iterator[Item]:
         spill = Spill(self.spill_dir)
