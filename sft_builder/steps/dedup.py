@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import os
 import pickle
 import tempfile
@@ -32,12 +33,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import xxhash
 
 from crystalmix.core.config import SEED, at_least, between, spec
 from crystalmix.core.records import Conversation, build_conversation
 from sft_builder.sources.base import Rejected
 from sft_builder.steps.base import Drop, Item, reject
-from sft_builder.steps.text import content_text, ngram_hashes, normalise, token_hashes
+from sft_builder.steps.text import _BYTE_WORD_RE, content_text, ngram_hashes, normalise, token_hashes
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,18 +434,39 @@ def _digest_labels(digests: bytearray) -> np.ndarray:
 
 
 # -- MinHash signatures -----------------------------------------------------------------------------------
+# Every byte `_BYTE_WORD_RE` does not count as part of a word becomes a space, so `bytes.split()` (in C, no
+# regex engine) returns exactly the regex's words: word bytes are never ASCII whitespace.
+_WORDS_ONLY = bytes(c if _BYTE_WORD_RE.fullmatch(bytes([c])) else 0x20 for c in range(256))
+
+
+def batch_token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`token_hashes` of every text, concatenated, and the number of words of each text.
+
+    One ``map`` of xxhash over the whole batch's words: hashing each distinct word once through a dict
+    measured slower than hashing every word (xxh3 on a short word costs about what a dict lookup does).
+    """
+    words = [t.lower().encode("utf-8").translate(_WORDS_ONLY).split() for t in texts]
+    counts = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    flat = itertools.chain.from_iterable(words)
+    return np.fromiter(map(xxhash.xxh3_64_intdigest, flat), dtype=np.uint64, count=int(counts.sum())), counts
+
+
 class MinHasher:
     """Vectorised MinHash over word n-grams: `signatures(texts)` is a ``(len(texts), num_perm)`` uint32 array.
 
     Permutation k maps a 64-bit shingle hash s to the top 32 bits of ``a_k * s + b_k (mod 2**64)`` (a_k odd),
-    the multiply-shift universal family. Taking the top bits is monotone, so the minimum is taken on the
-    64-bit values and shifted once per document.
+    the multiply-shift universal family; datasketch's ``MinHash(scheme="affine64", permutations=(a, b))``
+    computes the same 64-bit values when its input hash is pre-mixed to s (tests/steps/test_minhash.py).
+    Taking the top bits is monotone, so the minimum is taken on the 64-bit values and shifted once per
+    document. A batch is worked as one array: its words hashed in one pass, its n-grams in one pass over
+    all documents, the permutations over windows of `chunk` shingles (a buffer that stays in cache) whose
+    minima are folded into each document's row.
     """
 
     EMPTY = np.uint32(0xFFFFFFFF)
 
     def __init__(
-        self, num_perm: int = 128, shingle_size: int = 5, seed: int = 1, chunk: int = 16_384
+        self, num_perm: int = 128, shingle_size: int = 5, seed: int = 1, chunk: int = 4096
     ) -> None:
         rng = np.random.default_rng(seed)
         self.num_perm = num_perm
@@ -451,48 +474,68 @@ class MinHasher:
         self.a = (rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
         self.b = rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)
         self.chunk = chunk  # shingles per matrix pass: bounds memory at num_perm * chunk * 8 bytes
+        self._buf = np.empty((num_perm, 0), dtype=np.uint64)
 
     def shingles(self, text: str) -> np.ndarray:
+        """The sorted distinct shingle hashes of one text."""
         return np.unique(ngram_hashes(token_hashes(text), self.shingle_size))
+
+    def batch_shingles(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Shingle hashes of every text, concatenated in text order (repeats kept), and each one's text."""
+        toks, counts = batch_token_hashes(texts)
+        n = self.shingle_size
+        grams = ngram_hashes(toks, n)  # windows over the concatenation; those crossing a text's end go
+        if not len(grams):
+            return grams, np.empty(0, np.int64)
+        owner = np.repeat(np.arange(len(texts)), counts)
+        pos = np.arange(len(toks)) - np.repeat(np.cumsum(counts) - counts, counts)
+        owner, pos = owner[: len(grams)], pos[: len(grams)]
+        whole = pos <= (counts - n)[owner]
+        return grams[whole], owner[whole]
 
     def signatures(self, texts: list[str]) -> np.ndarray:
         return self.sign(texts, 0)[0]
 
     def sign(self, texts: list[str], sketch_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """MinHash signatures and bottom-k sketches (the k smallest shingle hashes, top 32 bits).
+        """MinHash signatures and bottom-k sketches (the k smallest distinct shingle hashes, top 32 bits).
 
-        The shingles are sorted anyway (unique), so the sketch costs nothing to compute; it gives a second,
-        nearly independent Jaccard estimate for confirming LSH candidates near the threshold.
+        The sketch gives a second, nearly independent Jaccard estimate for confirming LSH candidates near
+        the threshold; a text with fewer words than a shingle gets `EMPTY` rows in both.
         """
-        out = np.full((len(texts), self.num_perm), self.EMPTY, dtype=np.uint32)
+        sh, owner = self.batch_shingles(texts)
         sketches = np.full((len(texts), sketch_k), self.EMPTY, dtype=np.uint32)
-        pending: list[tuple[int, np.ndarray]] = []
-        size = 0
-        for i, text in enumerate(texts):
-            sh = self.shingles(text)
-            if not len(sh):
-                continue
-            if sketch_k:
-                low = (sh[:sketch_k] >> np.uint64(32)).astype(np.uint32)
-                sketches[i, : len(low)] = low
-            pending.append((i, sh))
-            size += len(sh)
-            if size >= self.chunk:
-                self._fill(out, pending)
-                pending, size = [], 0
-        if pending:
-            self._fill(out, pending)
+        if sketch_k and len(sh):
+            self._sketch(sh, owner, sketches)
+        mins = np.full((len(texts), self.num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
+        for lo in range(0, len(sh), self.chunk):
+            self._fold(sh[lo : lo + self.chunk], owner[lo : lo + self.chunk], mins)
+        out = (mins >> np.uint64(32)).astype(np.uint32)
+        out[np.bincount(owner, minlength=len(texts)) == 0] = self.EMPTY
         return out, sketches
 
-    def _fill(self, out: np.ndarray, pending: list[tuple[int, np.ndarray]]) -> None:
-        rows = np.fromiter((i for i, _ in pending), dtype=np.int64, count=len(pending))
-        lengths = np.fromiter((len(s) for _, s in pending), dtype=np.int64, count=len(pending))
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        allsh = np.concatenate([s for _, s in pending])
-        mat = np.multiply.outer(self.a, allsh)
+    def _fold(self, sh: np.ndarray, owner: np.ndarray, mins: np.ndarray) -> None:
+        """Fold the permuted minima of one window of shingles into their texts' rows of `mins`."""
+        if self._buf.shape[1] < len(sh):
+            self._buf = np.empty((self.num_perm, len(sh)), dtype=np.uint64)
+        mat = self._buf[:, : len(sh)]
+        np.multiply.outer(self.a, sh, out=mat)
         mat += self.b[:, None]
-        mins = np.minimum.reduceat(mat, starts, axis=1)  # (num_perm, docs)
-        out[rows] = (mins >> np.uint64(32)).T.astype(np.uint32)
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        rows = owner[starts]  # each text once: a window holds a run of texts in order
+        mins[rows] = np.minimum(mins[rows], np.minimum.reduceat(mat, starts, axis=1).T)
+
+    @staticmethod
+    def _sketch(sh: np.ndarray, owner: np.ndarray, sketches: np.ndarray) -> None:
+        """Each text's k smallest distinct shingle hashes (top 32 bits), ascending, into `sketches`."""
+        order = np.argsort(sh)
+        small = owner.astype(np.uint16) if len(sketches) <= 1 << 16 else owner  # 16 bits: a radix sort
+        order = order[np.argsort(small[order], kind="stable")]  # by text, then by hash
+        hs, ts = sh[order], owner[order]
+        new = np.r_[True, (hs[1:] != hs[:-1]) | (ts[1:] != ts[:-1])]
+        hs, ts = hs[new], ts[new]
+        rank = np.arange(len(hs)) - np.searchsorted(ts, ts, "left")
+        keep = rank < sketches.shape[1]
+        sketches[ts[keep], rank[keep]] = (hs[keep] >> np.uint64(32)).astype(np.uint32)
 
 
 # -- LSH parameters ----------------------------------------------------------------------------------------
