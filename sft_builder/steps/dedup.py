@@ -474,7 +474,6 @@ class MinHasher:
         self.a = (rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
         self.b = rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)
         self.chunk = chunk  # shingles per matrix pass: bounds memory at num_perm * chunk * 8 bytes
-        self._buf = np.empty((num_perm, 0), dtype=np.uint64)
 
     def shingles(self, text: str) -> np.ndarray:
         """The sorted distinct shingle hashes of one text."""
@@ -507,17 +506,16 @@ class MinHasher:
         if sketch_k and len(sh):
             self._sketch(sh, owner, sketches)
         mins = np.full((len(texts), self.num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
+        buf = np.empty((self.num_perm, min(self.chunk, len(sh))), dtype=np.uint64)  # per call: thread-safe
         for lo in range(0, len(sh), self.chunk):
-            self._fold(sh[lo : lo + self.chunk], owner[lo : lo + self.chunk], mins)
+            self._fold(sh[lo : lo + self.chunk], owner[lo : lo + self.chunk], mins, buf)
         out = (mins >> np.uint64(32)).astype(np.uint32)
         out[np.bincount(owner, minlength=len(texts)) == 0] = self.EMPTY
         return out, sketches
 
-    def _fold(self, sh: np.ndarray, owner: np.ndarray, mins: np.ndarray) -> None:
+    def _fold(self, sh: np.ndarray, owner: np.ndarray, mins: np.ndarray, buf: np.ndarray) -> None:
         """Fold the permuted minima of one window of shingles into their texts' rows of `mins`."""
-        if self._buf.shape[1] < len(sh):
-            self._buf = np.empty((self.num_perm, len(sh)), dtype=np.uint64)
-        mat = self._buf[:, : len(sh)]
+        mat = buf[:, : len(sh)]
         np.multiply.outer(self.a, sh, out=mat)
         mat += self.b[:, None]
         starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
