@@ -13,25 +13,22 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import xxhash
 
 from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, write_json
 from crystalmix.core.digest import Digests, hub_revision
 from crystalmix.core.errors import UserError
+from crystalmix.core.executors import Executor
 from crystalmix.core.tokenizer import load_tokenizer, special_token_ids, tokenizer_json
 from pretrain.config import StageConfig
-from pretrain.executors import Marker, OnDone, Progress
+from pretrain.executors import Progress, run_plan
 from pretrain.outputs import LostFiles, finalize
 from pretrain.stages import STATE_DIR, ShardTask, StageContext, input_labels, make_plan, plan_files
 
 STAGE_STATE = "stage.json"
 TOKENIZER_NAME = "tokenizer.json"
-
-
-class Executor(Protocol):
-    def run(self, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]: ...
 
 
 def tokenizer_parts(spec: str) -> tuple[str, dict[str, int], int]:
@@ -148,7 +145,7 @@ def build_stage(cfg: StageConfig, out_dir: str | Path, executor: Executor, *, fo
     tasks, vocab_size = prepare(cfg, out_dir, force=force, skip_bad_files=skip_bad_files)
     bar = Progress(tasks, enabled=progress)
     try:
-        markers = executor.run(tasks, bar)
+        markers = run_plan(executor, tasks, bar)
         for attempt in range(2):
             try:
                 summary = finalize(tasks, markers, vocab_size, cfg.tokenizer_name or cfg.tokenizer)
@@ -159,7 +156,7 @@ def build_stage(cfg: StageConfig, out_dir: str | Path, executor: Executor, *, fo
                 redo = [t for t in tasks if t.name in lost.shards]
                 for t in redo:
                     t.marker.unlink(missing_ok=True)
-                markers.update(executor.run(redo, bar))
+                markers.update(run_plan(executor, redo, bar))
     finally:
         bar.close()
     if cfg.offline_mix and summary["folders"]:

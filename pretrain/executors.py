@@ -1,20 +1,20 @@
-"""Executors: run `stages.run_shard` over a shard plan, in local processes or as Ray tasks.
+"""Pretraining's executors: `stages.run_shard` over a shard plan, on `crystalmix.core.executors`.
 
-Both call the very same function; they differ only in where it runs. Results are keyed by shard name and
-the final pass orders them by the plan, so completion order never reaches the output.
+Local processes and Ray tasks run the very same function through the core layer's ordered map; this module
+adds only what a shard plan needs: shards whose done-marker is valid are not sent to any worker, and each
+finished shard is reported to a callback. Results are keyed by shard name, and the final pass orders them by
+the plan, so where or when a shard ran never reaches the output.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable
 from typing import Any
 
-from crystalmix.core.errors import UserError
+from crystalmix.core import executors as core
 from crystalmix.core.progress import Progress as Bar
-from crystalmix.core.workers import WorkerPool
 from pretrain.stages import ShardTask, read_marker, run_shard, set_worker_env
 
 Marker = dict[str, Any]
@@ -25,95 +25,44 @@ def shard_tokens(marker: Marker) -> int:
     return sum(int(o["stats"].get("non_pad_tokens", 0)) for o in marker["outputs"].values())
 
 
-class LocalExecutor:
-    """`workers` processes (spawned, one tokenizer thread each); 1 runs in this process."""
+def _run(task: ShardTask) -> Marker:
+    return run_shard(task)  # looked up when called, so a test can stand in for it in this process
+
+
+def run_plan(executor: core.Executor, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]:
+    """Run the shards of `tasks` not yet done on `executor`; returns every shard's marker by name."""
+    results: dict[str, Marker] = {}
+    todo = []
+    for task in tasks:  # finished shards need no worker at all
+        done = read_marker(task)
+        if done is not None:
+            results[task.name] = {**done, "resumed": True}
+            on_done(task, results[task.name])
+        else:
+            todo.append(task)
+    with executor:
+        for task, marker in zip(todo, executor.imap(_run, todo), strict=True):
+            results[task.name] = marker
+            on_done(task, marker)
+    return results
+
+
+class LocalExecutor(core.LocalExecutor):
+    """`workers` spawned processes (fresh: no inherited tokenizer threads or Ray state), one tokenizer
+    thread each; 1 runs in this process, with whatever threads the caller allows (the CLI sets one)."""
 
     def __init__(self, workers: int = 1) -> None:
-        self.workers = max(1, workers)
+        super().__init__(workers, start="spawn", initializer=set_worker_env)
 
     def run(self, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]:
-        # the calling process's environment is its own: one worker runs with whatever threads it allows
-        # (the CLI sets one tokenizer thread at its edge); spawned workers set it in their initializer
-        results: dict[str, Marker] = {}
-        if self.workers == 1:
-            for task in tasks:
-                results[task.name] = run_shard(task)
-                on_done(task, results[task.name])
-            return results
-        # spawned: fresh processes, no inherited tokenizer threads or Ray state; they die with this process,
-        # and the first error stops the others at once (no new shards)
-        with WorkerPool(self.workers, start="spawn", initializer=set_worker_env) as pool:
-            pending: dict[Future[Marker], ShardTask] = {}
-            queue = iter(tasks)
-            for task in _take(queue, self.workers * 2):  # a bounded window: the plan can be huge
-                pending[pool.submit(run_shard, task)] = task
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    task = pending.pop(fut)
-                    results[task.name] = fut.result()  # re-raises a worker's UserError here
-                    on_done(task, results[task.name])
-                for task in _take(queue, len(finished)):
-                    pending[pool.submit(run_shard, task)] = task
-        return results
+        return run_plan(self, tasks, on_done)
 
 
-def _take(it: Iterator[ShardTask], n: int) -> list[ShardTask]:
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(it))
-        except StopIteration:
-            break
-    return out
-
-
-class RayExecutor:
-    """One Ray task per shard (1 CPU each); the optional ``[ray]`` extra is imported only here."""
-
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
-        self.address, self.num_cpus = address, num_cpus
+class RayExecutor(core.RayExecutor):
+    """One Ray task per shard (1 CPU each); Ray is imported only when it runs."""
 
     def run(self, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]:
-        try:
-            import ray
-        except ImportError:
-            raise UserError("--executor ray needs Ray: pip install 'crystalmix[ray]'") from None
-        started_here = not ray.is_initialized()
-        if started_here:
-            env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
-            if self.address:
-                ray.init(address=self.address, runtime_env=env, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, runtime_env=env,
-                         log_to_driver=False)
-        remote = ray.remote(num_cpus=1, max_retries=2)(run_shard)
-        results: dict[str, Marker] = {}
-        try:
-            todo = []
-            for task in tasks:  # finished shards need no worker at all
-                done = read_marker(task)
-                if done is not None:
-                    results[task.name] = {**done, "resumed": True}
-                    on_done(task, results[task.name])
-                else:
-                    todo.append(task)
-            refs = {remote.remote(t): t for t in todo}
-            while refs:
-                ready, _ = ray.wait(list(refs), num_returns=1)
-                for ref in ready:
-                    task = refs.pop(ref)
-                    try:
-                        results[task.name] = ray.get(ref)
-                    except ray.exceptions.RayTaskError as exc:
-                        if isinstance(exc.cause, UserError):  # a bad file: one line, like locally
-                            raise exc.cause from None
-                        raise
-                    on_done(task, results[task.name])
-        finally:
-            if started_here:
-                ray.shutdown()
-        return results
+        return run_plan(self, tasks, on_done)
 
 
 class Progress:

@@ -6,8 +6,8 @@ output), written atomically and closed by a ``done.json`` marker recording the s
 file it wrote, so a rerun reuses a finished stage only when its files are intact, and a changed manifest or
 input redoes exactly the stages it affects:
 
-1. ``ingest`` (one per source, parallel with ``workers``): adapter, then the record steps listed before
-   the first dedup step.
+1. ``ingest`` (a task per source, or per part of a big one, on the build's executor): adapter, then the
+   record steps listed before the first dedup step.
 2. ``global``: all sources in priority order through the dedup steps and the record steps after them.
 3. ``mix``: weights/epochs/max_samples, the grouped split, the shuffle; writes the parquet shards.
 4. ``tokenize`` (when the manifest has a ``tokenize`` section): issue 4's stage, once per split.
@@ -35,10 +35,10 @@ from typing import Any
 from crystalmix.core import hdf5
 from crystalmix.core.atomic import atomic_open, claim_folder, fingerprint, sweep_temporaries, write_json
 from crystalmix.core.digest import Digests, config_files, hub_revision, records, text_digest, tokenizer_digest
+from crystalmix.core.executors import Executor, LocalExecutor
 from crystalmix.core.progress import Reporter, input_meter
 from crystalmix.core.readers import FilePart, plan_parts
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
-from crystalmix.core.workers import WorkerPool
 from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
 from sft_builder.mix import run_mix
 from sft_builder.report_data import RejectSampler
@@ -486,11 +486,18 @@ def steady_allocator(threshold: int = 256 * 1024) -> bool:
         return False
 
 
+def local_executor(workers: int) -> LocalExecutor:
+    """The build's local executor: forked workers, which share the manifest and modules the parent loaded."""
+    return LocalExecutor(workers, start="fork")
+
+
 def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress | None = None,
-          force: bool = False) -> BuildResult:
+          force: bool = False, executor: Executor | None = None) -> BuildResult:
     """Run (or resume) the build of `m` into `out`; returns the report and per-step timings.
 
-    `out` must be new, empty or an earlier build's folder; `force` writes into any other folder.
+    `out` must be new, empty or an earlier build's folder; `force` writes into any other folder. The
+    ingest tasks (whole sources, parts of split ones) run on `executor` (by default `workers` forked
+    processes); the outputs do not depend on which.
     """
     from sft_builder.report import make_report, write_report
 
@@ -526,14 +533,18 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
         for i, pd in enumerate(split_dirs[s.name]):
             pd.mkdir(parents=True)
             tasks.append((m, s.name, str(pd), parts, i))
-    if workers > 1 and len(tasks) > 1:
+    runner = executor if executor is not None else local_executor(workers)
+    if runner.in_process or (isinstance(runner, LocalExecutor) and len(tasks) < 2):
+        for task in tasks:  # here, with the finer progress a task in this process can report
+            src = m.source(task[1])
+            if task[3] is None:
+                ingest[task[1]] = run_ingest(m, src, Path(task[2]), progress)
+            else:
+                run_ingest(m, src, Path(task[2]), progress, part=(task[3], task[4]))
+    else:
         parts_done: Counter[str] = Counter()  # bytes of the finished parts of each split source
-        with WorkerPool(min(workers, len(tasks)), start="fork") as pool:
-            # Not `pool.map`: its clean-up cancels queued futures itself, and Python 3.11's pool thread then
-            # fails (InvalidStateError) on those futures when the pool breaks; the pool cancels them safely.
-            futures = [pool.submit(_ingest_worker, task) for task in tasks]
-            for task, fut in zip(tasks, futures, strict=True):
-                stats = fut.result()
+        with runner:
+            for task, stats in zip(tasks, runner.imap(_ingest_worker, tasks), strict=True):
                 if task[3] is None:
                     ingest[task[1]] = stats
                 if progress is not None:
@@ -544,13 +555,6 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
                         parts_done[task[1]] += _part_bytes(task[3][task[4]])
                         total = input_meter(src.inputs).total  # type: ignore[union-attr]
                         progress(task[1], min(parts_done[task[1]], total), total, "bytes")
-    else:
-        for task in tasks:
-            src = m.source(task[1])
-            if task[3] is None:
-                ingest[task[1]] = run_ingest(m, src, Path(task[2]), progress)
-            else:
-                run_ingest(m, src, Path(task[2]), progress, part=(task[3], task[4]))
     for s, d in todo:
         if s.name in split_dirs:
             ingest[s.name] = merge_parts(m, s, split_dirs[s.name], d)

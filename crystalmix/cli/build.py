@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from crystalmix.cli.common import Quiet, Verbose, Workers, out_option, set_verbosity
+from crystalmix.cli.common import (
+    ExecutorName,
+    Quiet,
+    RayAddress,
+    Verbose,
+    Workers,
+    make_executor,
+    out_option,
+    set_verbosity,
+)
 from crystalmix.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -25,13 +34,18 @@ def build_command(
     out: Annotated[Path | None, out_option("Output folder (not for --check).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Only validate the manifest, its inputs.")] = False,
     workers: Workers = 1,
+    executor: ExecutorName = "local",
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     force: Annotated[bool, typer.Option("--force", help="Write into a folder holding other files.")] = False,
 ) -> None:
     """Turn the sources of a manifest into one deduplicated, filtered, weighted mix of conversations."""
     show_progress = set_verbosity(quiet, verbose)
+    from sft_builder.build import local_executor
     from sft_builder.manifest import load_manifest
+
+    runner = make_executor(executor, workers, ray_address, local=local_executor)  # checked before any work
 
     m = load_manifest(manifest)
     if check:
@@ -47,7 +61,7 @@ def build_command(
 
     steady_allocator()  # process-wide, so set here at the edge and not inside `build`
     with Progress(show_progress, label="build", transient=True) as progress:
-        result = build(m, out, workers=workers, progress=progress, force=force)
+        result = build(m, out, progress=progress, force=force, executor=runner)
     print_report(result.report, Console())
     for name, why in m.skipped:
         log.warning("skipped %s: %s", name, why)

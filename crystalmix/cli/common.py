@@ -1,8 +1,9 @@
 """What every command shares: the options that mean the same thing everywhere, and logging set up at the edge.
 
 `--out/-o` is where a command writes, `--workers/-j` a number of processes (>= 1; outputs never depend on it),
-`--seed` the seed of everything random in a command, `--quiet/-q` only warnings and errors (no progress, no
-info lines), `--verbose/-v` debug messages too. Messages go through `logging`: a rich handler when stderr is a
+`--executor local|ray` with `--ray-address` where tasks run (nor on that), `--seed` the seed of everything
+random in a command, `--quiet/-q` only warnings and errors (no progress, no info lines), `--verbose/-v` debug
+messages too. Messages go through `logging`: a rich handler when stderr is a
 terminal, plain lines otherwise; library modules only log, and this module decides where it goes.
 """
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from crystalmix.core.errors import UserError
+
+if TYPE_CHECKING:
+    from crystalmix.core.executors import Executor
 
 PACKAGES = ("crystalmix", "sft_builder", "pretrain")  # the loggers whose INFO messages are the user's
 
@@ -26,10 +30,29 @@ def out_option(help: str) -> Any:  # noqa: A002 - typer's keyword
     return typer.Option("--out", "-o", help=help)
 
 
+ExecutorName = Annotated[str, typer.Option("--executor", help="local (worker processes) or ray (Ray tasks); the "
+                                          "output does not depend on it.")]
+RayAddress = Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address, e.g. auto or "
+                                                "ray://head:10001 (default: a local Ray); needs --executor ray.")]
 Workers = Annotated[int, typer.Option("--workers", "-j", min=1,
                                       help="Worker processes (>= 1); the output does not depend on it.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors: no progress, no info lines.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also debug messages.")]
+
+
+def make_executor(name: str, workers: int, ray_address: str | None,
+                  local: Callable[[int], Executor] | None = None) -> Executor:
+    """The executor ``--executor``/``--workers``/``--ray-address`` name: ``local`` is `local(workers)` (the
+    command's own kind of worker processes; by default `LocalExecutor`), ``ray`` one Ray task per item."""
+    from crystalmix.core.executors import LocalExecutor, RayExecutor
+
+    if name == "local":
+        if ray_address:
+            raise UserError("--ray-address needs --executor ray")
+        return (local or LocalExecutor)(workers)
+    if name == "ray":
+        return RayExecutor(ray_address)
+    raise UserError(f"unknown executor {name!r}; choose local or ray")
 
 
 class _PlainFormatter(logging.Formatter):

@@ -6,11 +6,20 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from crystalmix.cli.common import Quiet, Verbose, Workers, out_option, set_verbosity
+from crystalmix.cli.common import (
+    ExecutorName,
+    Quiet,
+    RayAddress,
+    Verbose,
+    Workers,
+    make_executor,
+    out_option,
+    set_verbosity,
+)
 from crystalmix.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -25,9 +34,9 @@ _Seed = Annotated[int | None, typer.Option("--seed", help="Override the manifest
 def build(
     manifest: _Manifest,
     out: Annotated[Path, out_option("Output folder (resumable).")],
-    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    executor: ExecutorName = "local",
     workers: Workers = 1,
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: local Ray).")] = None,
+    ray_address: RayAddress = None,
     tokenizer: Annotated[str | None, typer.Option(help="Override the manifest's tokenizer.")] = None,
     seed: _Seed = None,
     seq_len: Annotated[int | None, typer.Option(help="Override the manifest's seq_len.")] = None,
@@ -41,11 +50,12 @@ def build(
     show_progress = set_verbosity(quiet, verbose)
     from pretrain.build import build_stage
     from pretrain.config import load_manifest
+    from pretrain.executors import LocalExecutor
 
+    runner = make_executor(executor, workers, ray_address, local=LocalExecutor)  # checked before any work
     cfg = load_manifest(manifest, tokenizer=tokenizer, seed=seed, seq_len=seq_len)
     # one tokenizer thread per process, so N workers mean N cores (set here, at the edge, not in the library)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    runner = _executor(executor, workers, ray_address)
     summary = build_stage(cfg, out, runner, force=force, skip_bad_files=skip_bad_files, progress=show_progress)
     typer.echo(f"{summary['num_sequences']:,} sequences, {summary['non_pad_tokens']:,} tokens in "
                f"{len(summary['folders'])} folders under {out}")
@@ -56,19 +66,6 @@ def build(
         typer.echo(f"  skipped bad file: {bad}")
     if not summary["folders"]:
         log.warning("no rows were produced; every document was skipped (see build.json)")
-
-
-def _executor(name: str, workers: int, ray_address: str | None) -> Any:
-    """The local or the Ray executor (both run the same `run_shard`)."""
-    from pretrain.executors import LocalExecutor, RayExecutor
-
-    if name == "local":
-        if ray_address:
-            raise UserError("--ray-address needs --executor ray")
-        return LocalExecutor(workers)
-    if name == "ray":
-        return RayExecutor(ray_address)
-    raise UserError(f"unknown executor {name!r}; choose local or ray")
 
 
 @app.command()

@@ -1,0 +1,205 @@
+"""Executors: one ordered map for both wings, run in local worker processes or as Ray tasks.
+
+`Executor.imap(fn, items)` yields ``fn(item)`` for each item in the order of `items`, whatever order the
+tasks finish in, so where a task ran never reaches the output. At most `window` tasks are in flight (the
+items are read lazily and the finished results wait only for the ones before them), so memory does not grow
+with the number of tasks. The first task that fails ends the map with its own error; the rest are cancelled.
+
+Use an executor as a context manager around several maps (a Ray session is then started once); a map
+outside one starts and stops what it needs by itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeVar
+
+from crystalmix.core.errors import UserError
+from crystalmix.core.workers import WorkerPool
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+RAY_EXTRA = "pip install 'crystalmix[ray]'"
+# one tokenizer thread per task, so a task takes the one CPU it is given (and N tasks mean N cores)
+TASK_ENV: dict[str, str] = {"TOKENIZERS_PARALLELISM": "false"}
+
+
+class Executor(Protocol):
+    """Where tasks run; `imap` is the ordered map every caller uses."""
+
+    @property
+    def in_process(self) -> bool: ...
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]: ...
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+class LocalExecutor:
+    """`workers` processes of a `WorkerPool` (started by `start`, each running `initializer` first);
+    one worker runs each task in this process, lazily, with no pool at all.
+
+    In this process `fn` may be any callable; with a pool, `fn` and the items must pickle (``fork`` shares
+    what the parent loaded, ``spawn`` starts fresh processes that inherit no threads or sessions).
+    """
+
+    def __init__(self, workers: int = 1, *, start: Literal["fork", "spawn"] = "spawn",
+                 initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = (),
+                 window: int | None = None) -> None:
+        self.workers = max(1, workers)
+        self.start, self.initializer, self.initargs = start, initializer, tuple(initargs)
+        # a few tasks per worker, so a slow task at the head of the order leaves the others busy
+        self.window = max(1, window or 4 * self.workers)
+
+    @property
+    def in_process(self) -> bool:
+        """Whether tasks run in the calling process (so they may take callbacks and other unpicklable things)."""
+        return self.workers == 1
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        if self.in_process:
+            # the caller's environment is its own: the initializer is for worker processes only
+            return map(fn, items)
+        return self._pooled(fn, items)
+
+    def _pooled(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        queue = iter(items)
+        pending: deque[Future[R]] = deque()
+        # leaving the block on an error (or when the caller stops reading) kills the running workers
+        with WorkerPool(self.workers, start=self.start, initializer=self.initializer,
+                        initargs=self.initargs) as pool:
+            for item in _take(queue, self.window):
+                pending.append(pool.submit(fn, item))
+            while pending:
+                _wait_head(pending)
+                result = pending.popleft().result()
+                for item in _take(queue, 1):  # before the caller takes its time with the result
+                    pending.append(pool.submit(fn, item))
+                yield result
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+
+def _wait_head(pending: deque[Future[Any]]) -> None:
+    """Wait until the first future is done, raising at once the error of any that fails before it."""
+    while not pending[0].done():
+        running = [f for f in pending if not f.done()]
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            if not fut.cancelled() and fut.exception() is not None:
+                fut.result()  # a later task failed first: its error, not a wait for the head
+
+
+def _take(it: Iterator[T], n: int) -> list[T]:
+    out: list[T] = []
+    for _ in range(n):
+        try:
+            out.append(next(it))
+        except StopIteration:
+            break
+    return out
+
+
+class RayExecutor:
+    """One Ray task per item (1 CPU each) on the cluster at `address`, or on a local Ray with `num_cpus`.
+
+    Ray (the optional ``[ray]`` extra) is imported only here. Ray is started only when this process has
+    none running, and then stopped when the outermost ``with`` (or a map outside one) ends; a session the
+    caller started is left as it was. A task's `UserError` is raised again as itself (one line, exit 2).
+    Tasks read and write the paths they are given: on a cluster, inputs and outputs need a shared disk.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, *,
+                 env: Mapping[str, str] | None = None, window: int | None = None,
+                 max_retries: int = 2) -> None:
+        if importlib.util.find_spec("ray") is None:  # said now, before any work, without importing Ray
+            raise UserError(f"the Ray executor needs Ray: {RAY_EXTRA}")
+        self.address, self.num_cpus = address, num_cpus
+        self.env = dict(TASK_ENV if env is None else env)
+        self.window, self.max_retries = window, max_retries
+        self._depth = 0
+        self._started = False
+
+    in_process = False
+
+    def _ray(self) -> Any:
+        try:
+            import ray
+        except ImportError:
+            raise UserError(f"the Ray executor needs Ray: {RAY_EXTRA}") from None
+        return ray
+
+    def __enter__(self) -> RayExecutor:
+        ray = self._ray()
+        if self._depth == 0 and not ray.is_initialized():
+            runtime_env = {"env_vars": self.env}
+            if self.address:
+                ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                         log_to_driver=False)
+            self._started = True
+        self._depth += 1
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._started:
+            self._started = False
+            self._ray().shutdown()
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        self._ray()  # a missing Ray is a one-line error now, not at the first result
+        return self._tasks(fn, items)
+
+    def _tasks(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        with self:
+            ray = self._ray()
+            remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(fn)
+            window = self.window or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+            queue = iter(items)
+            pending: deque[Any] = deque()
+            ready: dict[Any, Any] = {}  # finished results waiting for the ones before them (at most `window`)
+            try:
+                for item in _take(queue, window):
+                    pending.append(remote.remote(item))
+                while pending:
+                    head = pending[0]
+                    while head not in ready:
+                        running = [r for r in pending if r not in ready]
+                        done, _ = ray.wait(running, num_returns=1)
+                        for ref in done:  # fetched now, so a later task's failure ends the map at once
+                            ready[ref] = _get(ray, ref)
+                    pending.popleft()
+                    result = ready.pop(head)
+                    for item in _take(queue, 1):
+                        pending.append(remote.remote(item))
+                    yield result
+            finally:
+                for ref in pending:
+                    if ref not in ready:
+                        ray.cancel(ref, force=True)
+
+
+def _get(ray: Any, ref: Any) -> Any:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, UserError):  # a bad file: one line, like locally
+            raise exc.cause from None
+        raise
+

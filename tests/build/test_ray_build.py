@@ -1,0 +1,64 @@
+"""`crystalmix build` on the Ray executor: the demo build, with sources cut into parts, near-dedup and
+decontamination, gives the local executor's bytes at 1 and 2 workers (on a local Ray, as pretraining's test)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import crystalmix.core.readers as readers
+from crystalmix.core.executors import RayExecutor
+from sft_builder.build import build, plan_ingest
+from sft_builder.manifest import load_manifest
+
+from .test_build_demo import DEMO, outputs
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray with 2 CPUs for the module (starting Ray costs seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    yield
+    ray.shutdown()
+
+
+class Counting(RayExecutor):
+    """Counts the tasks each map sends to Ray, to show the build's work really went there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[str] = []
+
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        items = list(items)
+        self.tasks += [fn.__name__] * len(items)
+        return super().imap(fn, items)
+
+
+def test_ray_build_matches_local_bytes(local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readers, "PART_BYTES", 8_000)  # the JSONL sources of the demo are cut into parts
+    m = load_manifest(DEMO)
+    parts = {s.name: len(plan_ingest(s) or []) for s in m.sources}
+    assert parts["slimorca"] >= 4 and parts["guanaco"] >= 2
+    one = build(m, tmp_path / "w1", workers=1)
+    two = build(m, tmp_path / "w2", workers=2)
+    ex = Counting()
+    on_ray = build(m, tmp_path / "ray", executor=ex)
+    assert ray.is_initialized()  # a session the caller started is left running
+    ingest = sum(n or 1 for n in parts.values())
+    assert ex.tasks.count("_ingest_worker") == ingest > len(m.sources)
+    reference = outputs(tmp_path / "w1")
+    assert outputs(tmp_path / "w2") == reference
+    assert outputs(tmp_path / "ray") == reference
+    assert one.report == two.report == on_ray.report
+    # the checks that depend on the whole corpus did their work
+    dedup = on_ray.report["dedup"]["near_dedup"]
+    assert dedup["removed"] > 0
+    dropped = [k for s in on_ray.report["sources"].values() for k in s["dropped"] if k.startswith("decontaminate")]
+    assert dropped
