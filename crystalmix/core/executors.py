@@ -45,7 +45,8 @@ class Executor(Protocol):
 
 class LocalExecutor:
     """`workers` processes of a `WorkerPool` (started by `start`, each running `initializer` first);
-    one worker runs each task in this process, lazily, with no pool at all.
+    one worker runs each task in this process, lazily, with no pool at all. Inside ``with`` the maps share
+    one pool (started at the first task), so a stage of many maps starts its workers once.
 
     In this process `fn` may be any callable; with a pool, `fn` and the items must pickle (``fork`` shares
     what the parent loaded, ``spawn`` starts fresh processes that inherit no threads or sessions).
@@ -58,6 +59,8 @@ class LocalExecutor:
         self.start, self.initializer, self.initargs = start, initializer, tuple(initargs)
         # a few tasks per worker, so a slow task at the head of the order leaves the others busy
         self.window = max(1, window or 4 * self.workers)
+        self._depth = 0
+        self._pool: WorkerPool | None = None
 
     @property
     def in_process(self) -> bool:
@@ -71,26 +74,47 @@ class LocalExecutor:
         return self._pooled(fn, items)
 
     def _pooled(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        if self._depth == 0:  # a map on its own: its own pool, gone when it ends
+            with self._new_pool() as pool:
+                yield from self._ordered(pool, fn, items)
+            return
+        if self._pool is None:  # inside `with`: one pool for every map until the block ends
+            self._pool = self._new_pool()
+        pool = self._pool
+        try:
+            yield from self._ordered(pool, fn, items)
+        except BaseException as exc:
+            # an error, or a caller that stopped reading: the pool ends as a `with` block ends on one (its
+            # running tasks killed; on Ctrl-C they finish cleaning up), and the next map starts a new one
+            self._pool = None
+            pool.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    def _new_pool(self) -> WorkerPool:
+        return WorkerPool(self.workers, start=self.start, initializer=self.initializer, initargs=self.initargs)
+
+    def _ordered(self, pool: WorkerPool, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         queue = iter(items)
         pending: deque[Future[R]] = deque()
-        # leaving the block on an error (or when the caller stops reading) kills the running workers
-        with WorkerPool(self.workers, start=self.start, initializer=self.initializer,
-                        initargs=self.initargs) as pool:
-            for item in _take(queue, self.window):
+        for item in _take(queue, self.window):
+            pending.append(pool.submit(fn, item))
+        while pending:
+            _wait_head(pending)
+            result = pending.popleft().result()
+            for item in _take(queue, 1):  # before the caller takes its time with the result
                 pending.append(pool.submit(fn, item))
-            while pending:
-                _wait_head(pending)
-                result = pending.popleft().result()
-                for item in _take(queue, 1):  # before the caller takes its time with the result
-                    pending.append(pool.submit(fn, item))
-                yield result
+            yield result
 
     def __enter__(self) -> LocalExecutor:
+        self._depth += 1
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        return None
+        self._depth -= 1
+        if self._depth == 0 and self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.__exit__(exc_type, exc, tb)
 
 
 def _wait_head(pending: deque[Future[Any]]) -> None:

@@ -118,3 +118,23 @@ def test_missing_ray_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatc
         ex.imap(_slow_first, [1])
     with pytest.raises(UserError, match=r"pip install 'crystalmix\[ray\]'"), ex:
         pass
+
+
+def _pid(_: int) -> int:
+    time.sleep(0.01)
+    return os.getpid()
+
+
+def test_maps_inside_with_share_one_pool_and_an_error_ends_it(tmp_path: Path) -> None:
+    ex = LocalExecutor(2, start="fork")
+    with ex:
+        first = set(ex.imap(_pid, range(20)))
+        pool = ex._pool
+        second = set(ex.imap(_pid, range(20)))
+        assert ex._pool is pool and len(first | second) <= 2 and os.getpid() not in first
+        with pytest.raises(UserError, match="bad input"):
+            list(ex.imap(_touch, [(str(tmp_path), x) for x in range(10)]))
+        assert ex._pool is None  # the failed map's pool is gone, its workers killed
+        third = set(ex.imap(_pid, range(4)))
+        assert not third & (first | second)  # a new pool, new workers
+    assert ex._pool is None
