@@ -459,21 +459,23 @@ class MinHasher:
     computes the same 64-bit values when its input hash is pre-mixed to s (tests/steps/test_minhash.py).
     Taking the top bits is monotone, so the minimum is taken on the 64-bit values and shifted once per
     document. A batch is worked as one array: its words hashed in one pass, its n-grams in one pass over
-    all documents, the permutations over windows of `chunk` shingles (a buffer that stays in cache) whose
-    minima are folded into each document's row.
+    all documents, the permutations over windows of `chunk` shingles (one buffer per call) whose minima are
+    folded into each document's row.
     """
 
     EMPTY = np.uint32(0xFFFFFFFF)
 
     def __init__(
-        self, num_perm: int = 128, shingle_size: int = 5, seed: int = 1, chunk: int = 4096
+        self, num_perm: int = 128, shingle_size: int = 5, seed: int = 1, chunk: int = 8192
     ) -> None:
         rng = np.random.default_rng(seed)
         self.num_perm = num_perm
         self.shingle_size = shingle_size
         self.a = (rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
         self.b = rng.integers(0, 2**63, num_perm, dtype=np.uint64) << np.uint64(1)
-        self.chunk = chunk  # shingles per matrix pass: bounds memory at num_perm * chunk * 8 bytes
+        # shingles per matrix pass: bounds memory at num_perm * chunk * 8 bytes; numpy's broadcast add measured
+        # about 3x slower per element on rows much shorter than its 8192-element buffer
+        self.chunk = chunk
 
     def shingles(self, text: str) -> np.ndarray:
         """The sorted distinct shingle hashes of one text."""
@@ -531,7 +533,8 @@ class MinHasher:
         hs, ts = sh[order], owner[order]
         new = np.r_[True, (hs[1:] != hs[:-1]) | (ts[1:] != ts[:-1])]
         hs, ts = hs[new], ts[new]
-        rank = np.arange(len(hs)) - np.searchsorted(ts, ts, "left")
+        first = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])  # where each text's run starts
+        rank = np.arange(len(hs)) - np.repeat(first, np.diff(np.r_[first, len(ts)]))
         keep = rank < sketches.shape[1]
         sketches[ts[keep], rank[keep]] = (hs[keep] >> np.uint64(32)).astype(np.uint32)
 
@@ -679,6 +682,8 @@ class NearIndex:
             out.append((ks, o))
         return out, mate
 
+    WALK_BLOCK = 1 << 16  # documents whose candidate pairs are listed at once (bounds the pairs' memory)
+
     def resolve(self, order: np.ndarray) -> np.ndarray:
         """For each document, the document kept in its place (itself when kept), walking `order` best first."""
         self.fh.flush()
@@ -690,35 +695,54 @@ class NearIndex:
         rank[order] = np.arange(n)
         buckets, mate = self._buckets(rank)
         walk = order[mate[order]]  # only documents sharing a bucket can be or have duplicates
-        bounds = []
-        for band, (ks, _) in enumerate(buckets):
-            k = self.keys[walk, band]
-            bounds.append((np.searchsorted(ks, k, "left"), np.searchsorted(ks, k, "right")))
         kept = np.ones(n, dtype=bool)
         np_ = self.num_perm
-        for w, i in enumerate(walk.tolist()):
-            r = rank[i]
-            found: list[np.ndarray] = []
-            for band, (_, o) in enumerate(buckets):
-                lo, hi = int(bounds[band][0][w]), int(bounds[band][1][w])
-                if hi - lo > 1:
-                    found.append(o[lo:hi])
-            cand = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
-            cand = cand[(rank[cand] < r) & kept[cand]]
-            if not len(cand):
-                continue
-            docs = cand[np.argsort(rank[cand])]  # best first, as datasketch's insertion keys sort
-            rows = self.rows_of([i, *docs.tolist()])
-            sig, others = rows[0, :np_], rows[1:]
-            sims = (others[:, :np_] == sig).mean(axis=1)
-            if self.sketch_k:
-                sk = rows[0, np_:]
-                sims = np.array([self._pooled(a, sk, o[np_:]) for a, o in zip(sims, others, strict=True)])
-            j = int(np.argmax(sims))  # ties: the better document
-            if sims[j] >= self.threshold:
-                winner[i] = docs[j]
-                kept[i] = False
+        for w0 in range(0, len(walk), self.WALK_BLOCK):
+            block = walk[w0 : w0 + self.WALK_BLOCK]
+            who, cands, starts = self._better_candidates(block, buckets, rank, order)
+            for t, (lo, hi) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)):
+                docs = cands[lo:hi]  # best first, as datasketch's insertion keys sort
+                docs = docs[kept[docs]]
+                if not len(docs):
+                    continue
+                i = int(who[t])
+                rows = self.rows_of([i, *docs.tolist()])
+                sig, others = rows[0, :np_], rows[1:]
+                sims = (others[:, :np_] == sig).mean(axis=1)
+                if self.sketch_k:
+                    sims = self._pooled_many(sims, rows[0, np_:], others[:, np_:])
+                j = int(np.argmax(sims))  # ties: the better document
+                if sims[j] >= self.threshold:
+                    winner[i] = docs[j]
+                    kept[i] = False
         return winner
+
+    def _better_candidates(
+        self, block: np.ndarray, buckets: list[tuple[np.ndarray, np.ndarray]], rank: np.ndarray, order: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the documents of `block` (best first) that share a band with a better document: those documents,
+        their better band mates (each once, best first, concatenated) and where each one's run starts."""
+        n = self.size
+        parts: list[np.ndarray] = []
+        for band, (ks, o) in enumerate(buckets):
+            k = self.keys[block, band]
+            lo = np.searchsorted(ks, k, "left")
+            size = np.searchsorted(ks, k, "right") - lo
+            size[size < 2] = 0  # alone in its bucket
+            total = int(size.sum())
+            if not total:
+                continue
+            owner = np.repeat(np.arange(len(block)), size)
+            pos = np.repeat(lo - (np.cumsum(size) - size), size) + np.arange(total)
+            mate = o[pos]
+            better = rank[mate] < rank[block[owner]]
+            parts.append(owner[better] * n + rank[mate[better]])  # sorts by document, then best mate first
+        if not parts:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(1, np.int64)
+        pairs = np.unique(np.concatenate(parts))
+        owner, mate_rank = np.divmod(pairs, n)
+        first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        return block[owner[first]], order[mate_rank], np.r_[first, len(pairs)]
 
     def resolve_datasketch(self, order: np.ndarray) -> np.ndarray:
         """The reference: the same walk through datasketch's `MinHashLSH`, with every signature in RAM."""
@@ -749,6 +773,27 @@ class NearIndex:
             kept.append(i)
             winner[i] = i
         return winner
+
+    def _pooled_many(self, agree: np.ndarray, a: np.ndarray, bs: np.ndarray) -> np.ndarray:
+        """`_pooled` of one sketch `a` against each row of `bs`, in one pass (the same floating-point steps).
+
+        Per row: the sorted concatenation, empty slots left out; intersect1d's matches are its adjacent equal
+        pairs (so a value repeated inside one sketch counts as `_pooled` counts it); the union is its
+        distinct values, cut at `sketch_k`.
+        """
+        m = np.sort(np.concatenate([np.broadcast_to(a, (len(bs), len(a))), bs], axis=1), axis=1)
+        real = m != MinHasher.EMPTY  # the empty slot sorts last
+        dup = m[:, 1:] == m[:, :-1]
+        distinct = real.copy()
+        distinct[:, 1:] &= ~dup
+        size = np.minimum(distinct.sum(axis=1), self.sketch_k)  # len(union)
+        nth = np.argmax(distinct & (np.cumsum(distinct, axis=1) >= size[:, None]), axis=1)
+        last = m[np.arange(len(m)), nth]  # union[-1]
+        both = (dup & real[:, 1:] & (m[:, 1:] <= last[:, None])).sum(axis=1)
+        n = self.num_perm
+        safe = np.maximum(size, 1)
+        pooled = (agree * n + (both / safe) * size) / (n + size)
+        return np.where(size > 0, pooled, agree)
 
     def _pooled(self, agree: float, a: np.ndarray, b: np.ndarray) -> float:
         """Signature agreement pooled with the bottom-k estimate |U_k ∩ A ∩ B| / |U_k|, weighted by sizes."""

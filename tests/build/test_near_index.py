@@ -63,3 +63,22 @@ def test_compact_index_holds_band_keys_in_ram_and_rows_on_disk(tmp_path: Path) -
     assert (one.keys[:5] == index.keys[:5]).all()
     one.close()
     index.close()
+
+
+def test_pooled_estimate_of_many_rows_is_the_one_row_estimate_bit_for_bit(tmp_path: Path) -> None:
+    """Sketches with repeated values, empty slots and more distinct values than k: the batched estimate
+    equals the per-pair one exactly, so decisions at the threshold cannot move."""
+    gen = np.random.default_rng(4)
+    k = 16
+    index = NearIndex(128, 0.8, sketch_k=k, folder=tmp_path)
+    empty = int(MinHasher.EMPTY)
+    for _ in range(200):
+        width = int(gen.integers(1, 40))  # a small range: values repeat inside a sketch and across the pair
+        rows = np.sort(gen.integers(0, width, (6, k)).astype(np.uint32), axis=1)
+        for r in rows:
+            r[int(gen.integers(0, k + 1)) :] = empty  # some slots empty, sometimes all
+        rows[0, -1] = empty - 1 if gen.random() < 0.2 else rows[0, -1]
+        agree = gen.random(5)
+        one = np.array([index._pooled(a, rows[0], b) for a, b in zip(agree, rows[1:], strict=True)])
+        assert (index._pooled_many(agree, rows[0], rows[1:]) == one).all()
+    index.close()
