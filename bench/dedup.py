@@ -14,17 +14,19 @@ make the same decisions (`same_decisions`); each gets its speed (documents per s
 traced peak memory per document (tracemalloc over filling and resolving, a second untimed run).
 
 Peer column (`peer_*`, skipped with a note when rensa is not importable): the whole near-dedup, texts in,
-removals out, as crystalmix runs it (MinHasher signatures and sketches a batch at a time into NearIndex,
-then `resolve`) against rensa 0.5's full-set R-MinHash (`RMinHash.digest_matrix_from_token_sets`, its fastest
-API that hashes every shingle) with datasketch's `MinHashLSH` (same threshold and num_perm, its own bands):
-walking the documents earliest first, a document is removed when a kept candidate's signature agreement
-reaches the threshold, else inserted. Both sides get the same texts after the same exact-duplicate pass
-(untimed); rensa gets 5-gram strings of `text.lower().split()` built in Python (rensa has no shingler), which on
-this corpus (lower-case letters and spaces) are the same shingles as crystalmix's byte-regex words. Each side
-runs in a forked child pinned to one CPU (rensa's Rayon pool at one thread), in interleaved rounds
-(ours, peer, ours, peer, ...); speed is the child's CPU time (best of the rounds; wall time printed too), memory
-the child's peak RSS above its RSS at the start (VmHWM reset through /proc/self/clear_refs), the same method
-for both because rensa's Rust allocations are invisible to tracemalloc.
+removals out, as crystalmix runs it (MinHasher signatures and sketches a batch at a time into NearIndex, then
+`resolve`) against rensa 0.5's full-set R-MinHash (`RMinHash.digest_matrix_from_token_sets`, its fastest API
+that hashes every shingle) with datasketch's `MinHashLSH` (same threshold and num_perm, its own bands): walking
+the documents earliest first, a document is removed when a kept candidate's signature agreement reaches the
+threshold, else inserted. Differences that rensa and datasketch impose: rensa's signatures are its own
+(R-MinHash, FxHash of the shingle strings), not datasketch-compatible; datasketch's index picks its bands for
+the threshold itself (ours lean towards recall and confirm with a bottom-k sketch too). Both sides get the same
+texts after the same exact-duplicate pass (untimed); rensa gets 5-gram strings of `text.lower().split()` built
+in Python (rensa has no shingler), which on this corpus (lower-case letters and spaces) are the same shingles as
+crystalmix's byte-regex words. Each side runs in a forked child pinned to one CPU (rensa's Rayon pool at one
+thread), in interleaved rounds (ours, peer, ours, peer, ...); speed is the child's CPU time (best of the rounds;
+wall time printed too), memory the child's peak RSS above its RSS at the start (VmHWM reset through
+/proc/self/clear_refs), the same method for both because rensa's Rust allocations are invisible to tracemalloc.
 """
 
 from __future__ import annotations
