@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crystalmix.core import hdf5
 from crystalmix.core.atomic import atomic_open, claim_folder, fingerprint, sweep_temporaries, write_json
@@ -48,6 +48,10 @@ from sft_builder.steps.decontaminate import Decontaminate
 from sft_builder.steps.dedup import ExactDedup, NearDedup
 from sft_builder.steps.language import Language
 from sft_builder.steps.table import STEPS, stage_order
+
+if TYPE_CHECKING:  # the tokenize stage's modules load its libraries: imported when it runs
+    from sft_builder.chat import Encoded
+    from sft_builder.encode import TokenizeConfig
 
 CODE_VERSION = "build-8"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Reporter  # progress(task, done, total=None, unit="items"); crystalmix.core.progress.Progress is one
@@ -497,8 +501,15 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
 
     `out` must be new, empty or an earlier build's folder; `force` writes into any other folder. The
     ingest tasks (whole sources, parts of split ones) run on `executor` (by default `workers` forked
-    processes); the outputs do not depend on which.
+    processes), and on a distributed one (Ray) the tokenize stage's encoding too, a task per row group of
+    each parquet shard; the outputs do not depend on which.
     """
+    runner = executor if executor is not None else local_executor(workers)
+    with runner:  # one Ray session, or one pool of local workers, for all the stages' tasks
+        return _build(m, out, runner, progress, force)
+
+
+def _build(m: Manifest, out: str | Path, runner: Executor, progress: Progress | None, force: bool) -> BuildResult:
     from sft_builder.report import make_report, write_report
 
     out = claim_folder(out, "build", force=force, legacy=(".work",))
@@ -533,7 +544,6 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
         for i, pd in enumerate(split_dirs[s.name]):
             pd.mkdir(parents=True)
             tasks.append((m, s.name, str(pd), parts, i))
-    runner = executor if executor is not None else local_executor(workers)
     if runner.in_process or (isinstance(runner, LocalExecutor) and len(tasks) < 2):
         for task in tasks:  # here, with the finer progress a task in this process can report
             src = m.source(task[1])
@@ -543,18 +553,17 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
                 run_ingest(m, src, Path(task[2]), progress, part=(task[3], task[4]))
     else:
         parts_done: Counter[str] = Counter()  # bytes of the finished parts of each split source
-        with runner:
-            for task, stats in zip(tasks, runner.imap(_ingest_worker, tasks), strict=True):
+        for task, stats in zip(tasks, runner.imap(_ingest_worker, tasks), strict=True):
+            if task[3] is None:
+                ingest[task[1]] = stats
+            if progress is not None:
+                src = m.source(task[1])
                 if task[3] is None:
-                    ingest[task[1]] = stats
-                if progress is not None:
-                    src = m.source(task[1])
-                    if task[3] is None:
-                        _ingest_done(progress, src, stats["read"])
-                    else:  # parts exist only for local files, whose sizes are known
-                        parts_done[task[1]] += _part_bytes(task[3][task[4]])
-                        total = input_meter(src.inputs).total  # type: ignore[union-attr]
-                        progress(task[1], min(parts_done[task[1]], total), total, "bytes")
+                    _ingest_done(progress, src, stats["read"])
+                else:  # parts exist only for local files, whose sizes are known
+                    parts_done[task[1]] += _part_bytes(task[3][task[4]])
+                    total = input_meter(src.inputs).total  # type: ignore[union-attr]
+                    progress(task[1], min(parts_done[task[1]], total), total, "bytes")
     for s, d in todo:
         if s.name in split_dirs:
             ingest[s.name] = merge_parts(m, s, split_dirs[s.name], d)
@@ -608,7 +617,7 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
             if stats is None:
                 convs = (c for f in files for c in iter_parquet(f))
                 stats = run_tokenize(convs, m.tokenize, staging / "tokenized" / split, seed=m.seed,
-                                     fingerprint=tfp)
+                                     fingerprint=tfp, encodings=_encoded(runner, m.tokenize, files))
             # whether the stage was reused must not change the report's bytes
             tokenize_stats[split] = {k: v for k, v in stats.items() if k != "skipped"}
 
@@ -668,8 +677,41 @@ def iter_parquet(path: Path) -> Iterator[Conversation]:
 
     pf = pq.ParquetFile(path)
     for batch in pf.iter_batches(batch_size=1000):
-        for row in batch.to_pylist():
-            yield Conversation.from_dict({**row, "meta": json.loads(row["meta"])}, allow_empty_final_answer=True)
+        yield from _conversations(batch.to_pylist())
+
+
+def _conversations(rows: Iterable[dict[str, Any]]) -> Iterator[Conversation]:
+    for row in rows:
+        yield Conversation.from_dict({**row, "meta": json.loads(row["meta"])}, allow_empty_final_answer=True)
+
+
+EncodeJob = tuple["TokenizeConfig", str, int]  # (settings, parquet shard, row group)
+
+
+def _encoded(runner: Executor, cfg: TokenizeConfig, files: list[Path]) -> Iterator[Encoded | Rejected] | None:
+    """The tokenize stage's encoding as tasks on a distributed executor, a row group of a shard each, read
+    lazily and in order (the stage packs them in this process); None where the stage's own workers
+    (``tokenize.workers``) encode instead."""
+    if isinstance(runner, LocalExecutor):
+        return None
+    import pyarrow.parquet as pq
+
+    def jobs() -> Iterator[EncodeJob]:
+        for f in files:
+            for group in range(pq.ParquetFile(f).num_row_groups):
+                yield cfg, str(f), group
+
+    return (item for batch in runner.imap(_encode_group, jobs()) for item in batch)
+
+
+def _encode_group(job: EncodeJob) -> list[Encoded | Rejected]:
+    """Encode one row group of a parquet shard (a result does not depend on the rest of its batch)."""
+    import pyarrow.parquet as pq
+
+    from sft_builder.encode import encoder_for
+
+    cfg, path, group = job
+    return encoder_for(cfg).encode(list(_conversations(pq.ParquetFile(path).read_row_group(group).to_pylist())))
 
 
 def _stage_conversations(src: Path, shards: dict[str, Any], published: Path, staging: Path,

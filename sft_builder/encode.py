@@ -19,6 +19,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,13 @@ def make_encoder(cfg: TokenizeConfig, tokenizer: Any | None = None) -> ChatEncod
     return enc
 
 
+@lru_cache(maxsize=2)
+def encoder_for(cfg: TokenizeConfig) -> ChatEncoder:
+    """The encoder of `cfg`, made once per process: for tasks that arrive with their settings (the build's
+    executor sends each a part of a parquet shard) instead of a worker made for one stage."""
+    return make_encoder(cfg)
+
+
 def _init_worker(cfg: TokenizeConfig) -> None:
     global _WORKER
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
@@ -173,9 +181,11 @@ class _SourceStats:
 
 
 def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out_dir: Path, *, seed: int,
-                 fingerprint: str) -> dict[str, Any]:
+                 fingerprint: str, encodings: Iterable[Encoded | Rejected] | None = None) -> dict[str, Any]:
     """Write the packed training files, ``rejects.jsonl`` and ``metadata.json`` into `out_dir`; returns the
-    report's stats.
+    report's stats. `encodings`, when given, is the stream of `conversations` already encoded elsewhere (one
+    result per conversation, in order: the build's executor encodes in tasks), packed here instead; it is
+    read only when the encoding pass has to run.
 
     A folder finished under `fingerprint` whose files are all intact (sizes and digests recorded in
     ``.done.json``) is left alone (``skipped: true``); otherwise the pieces an interrupted run with the same
@@ -207,7 +217,7 @@ def run_tokenize(conversations: Iterable[Conversation], cfg: TokenizeConfig, out
     if encoded:
         report = encoded["report"]
     else:
-        report, spill_record = _encode_and_pack(conversations, cfg, tok, specials, spill, rejects)
+        report, spill_record = _encode_and_pack(conversations, cfg, tok, specials, spill, rejects, encodings)
         outputs = {spill.name: spill_record, REJECTS_NAME: digests.record(rejects)}
         write_json(spill_meta, {"report": report, "outputs": outputs, "written": {}})
     n_rows = int(report["rows"])
@@ -259,14 +269,18 @@ def _data_files(out_dir: Path) -> list[Path]:
 
 
 def _encode_and_pack(conversations: Iterable[Conversation], cfg: TokenizeConfig, tok: Any, specials: dict[str, int],
-                     spill: Path, rejects_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Encode and pack into the spill file; returns the report and the spill's size and digest."""
+                     spill: Path, rejects_path: Path, encodings: Iterable[Encoded | Rejected] | None = None,
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Encode (unless `encodings` are given) and pack into the spill file; returns the report and the spill's
+    size and digest."""
     per_source: dict[str, _SourceStats] = defaultdict(_SourceStats)
-    encoder = make_encoder(cfg, tok) if cfg.n_workers() <= 1 else None
+    if encodings is None:
+        encoder = make_encoder(cfg, tok) if cfg.n_workers() <= 1 else None
+        encodings = encode_stream(conversations, cfg, encoder)
     rejects = RejectWriter(rejects_path)
 
     def kept() -> Iterator[Encoded]:
-        for item in encode_stream(conversations, cfg, encoder):
+        for item in encodings:
             if isinstance(item, Rejected):
                 rejects.write(item)
                 continue

@@ -1,5 +1,6 @@
-"""`crystalmix build` on the Ray executor: the demo build, with sources cut into parts, near-dedup and
-decontamination, gives the local executor's bytes at 1 and 2 workers (on a local Ray, as pretraining's test)."""
+"""`crystalmix build` on the Ray executor: the demo build, with sources cut into parts, near-dedup,
+decontamination and the tokenize stage, gives the local executor's bytes at 1 and 2 workers (on a local Ray,
+as pretraining's test)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 import crystalmix.core.readers as readers
+import sft_builder.mix as mix
 from crystalmix.core.executors import RayExecutor
 from sft_builder.build import build, plan_ingest
 from sft_builder.manifest import load_manifest
@@ -43,6 +46,8 @@ class Counting(RayExecutor):
 
 def test_ray_build_matches_local_bytes(local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(readers, "PART_BYTES", 8_000)  # the JSONL sources of the demo are cut into parts
+    monkeypatch.setattr(mix, "ROWS_PER_FILE", 120)  # and its mix into shards of several row groups
+    monkeypatch.setattr(mix, "ROW_GROUP", 25)
     m = load_manifest(DEMO)
     parts = {s.name: len(plan_ingest(s) or []) for s in m.sources}
     assert parts["slimorca"] >= 4 and parts["guanaco"] >= 2
@@ -53,6 +58,12 @@ def test_ray_build_matches_local_bytes(local_ray, tmp_path: Path, monkeypatch: p
     assert ray.is_initialized()  # a session the caller started is left running
     ingest = sum(n or 1 for n in parts.values())
     assert ex.tasks.count("_ingest_worker") == ingest > len(m.sources)
+    # the tokenize stage encoded in Ray tasks, a row group of a parquet shard each, for both splits
+    shards = sorted((tmp_path / "ray" / "conversations").glob("*.parquet"))
+    assert {p.name.split("-")[0] for p in shards} == {"train", "test"} and len(shards) > 2
+    groups = sum(pq.ParquetFile(p).num_row_groups for p in shards)
+    assert ex.tasks.count("_encode_group") == groups > len(shards)
+    assert (tmp_path / "ray" / "tokenized" / "train").is_dir()
     reference = outputs(tmp_path / "w1")
     assert outputs(tmp_path / "w2") == reference
     assert outputs(tmp_path / "ray") == reference
