@@ -1,12 +1,30 @@
-"""Benchmark: encode + mask + pack throughput against bare `tokenizers` encode_batch, and memory vs corpus size.
+"""Benchmark: SFT encode (chat template, ids, loss masks) against bare `tokenizers` on the same text; one JSON line.
 
-Prints one JSON line:
-- ``tokens_per_s``: our path (render with the chat template, encode, masks, bfd packing) on all cores;
-- ``ratio``: that over the bare tokenizer's ``encode_batch`` of the same rendered texts, measured in this run;
-- ``peak_rss_mb_small`` / ``peak_rss_mb_large``: peak RSS of a child process streaming SMALL vs LARGE
-  conversations through encode + pack (rows are produced and dropped; the writers are bounded by design).
+Every side runs on one core (the process is pinned to one CPU, TOKENIZERS_PARALLELISM=false), in rounds
+that interleave the sides (their order rotates each round); each ratio is taken within a round, then the
+median over rounds is printed. The sides, all on the same conversations:
 
-Usage: python bench/encode.py [--n 20000] [--small 100000] [--large 1000000] [--tokenizer PATH|demo]
+  crystalmix   `encode_stream` with one worker: what the tokenize stage and `crystalmix encode` run per batch
+               (render with the template, tokenize, masks, turn starts), without reading or writing files
+  bare         the tokenizer's ``encode_batch`` (and ``encode_batch_fast``) on exactly the strings the template
+               renders, in the same batches, the template's control tokens read as control tokens: the floor
+  plain        the loop a user writes: ``apply_chat_template(..., tokenize=True,
+               return_assistant_tokens_mask=True)`` per conversation
+  trl          TRL's SFT data preparation (``SFTTrainer._prepare_dataset``, assistant_only_loss) when trl is
+               installed (the ``bench`` extra)
+
+Keys: ``vs_bare_encode_batch`` (target >= 0.8), ``vs_bare_encode_batch_fast``, ``vs_plain_loop``, ``vs_trl``
+(crystalmix's tokens/s over the other side's); ``*_cpu`` variants divide CPU seconds instead of wall time
+(steadier on a shared machine). ``equal_to_plain_loop`` / ``equal_to_trl``: every conversation's ids and
+mask compared in this run. LLaMA-Factory is not measured: installing it replaces the CPU torch with a CUDA
+build (and pins another transformers).
+
+Input: real conversations of ../shared/realdata (Alpaca, CodeAlpaca, Evol-Instruct-Code, ShareGPT, FastChat)
+through the build's adapters, repeated to ``--n``; synthetic chats when realdata is absent. Conversations
+whose text holds control-token text are left out (the plain loop would read those as control tokens).
+``--memory`` adds peak RSS of a child streaming SMALL and LARGE synthetic conversations through encode + pack.
+
+Usage: python bench/encode.py [--n 3000] [--rounds 5] [--template crystalchat] [--tokenizer PATH|demo]
 """
 
 from __future__ import annotations
@@ -16,25 +34,39 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 ROOT = Path(__file__).resolve().parent.parent
+REALDATA = ROOT.parent / "shared" / "realdata"
 sys.path.insert(0, str(ROOT))
 
-from crystalmix.core.records import Conversation, Message  # noqa: E402
-from sft_builder.encode import TokenizeConfig, encode_stream, make_encoder  # noqa: E402
+from crystalmix.core.records import Conversation, Message, Rejected  # noqa: E402
+from sft_builder.chat import ChatEncoder, Encoded  # noqa: E402
+from sft_builder.encode import BATCH, TokenizeConfig, batches, encode_stream, make_encoder  # noqa: E402
 from sft_builder.pack import PackStats, pack  # noqa: E402
 
+REAL_FILES = {
+    "alpaca": ["llama_factory/alpaca_en_demo.json", "llama_factory/alpaca_zh_demo.json",
+               "codealpaca/code_alpaca_2k.json", "evol_instruct_code/evol-codealpaca-2k-1.json"],
+    "sharegpt": ["fastchat/dummy_conversation.json", "sharegpt/dialogstudio_sharegpt_original_example.json"],
+}
 WORDS = ("the of and to in is that for it with as was on are be by this from or have an they which one you "
          "function return value list python code data file error user print loop class method string number "
          "import def self if else while true false none result input output test case index array map key").split()
+LLAMA_FACTORY = "not measured: installing llamafactory replaces the CPU torch with a CUDA build (and transformers)"
 
 
-def conversations(n: int, seed: int = 0, scale: int = 1) -> Iterator[Conversation]:
+def synthetic(n: int, seed: int = 0, scale: int = 1) -> Iterator[Conversation]:
     """Synthetic chats with a long-tailed length mix (system prompts, 1-3 turns, code-like answers)."""
     rng = random.Random(seed)
     for i in range(n):
@@ -46,45 +78,97 @@ def conversations(n: int, seed: int = 0, scale: int = 1) -> Iterator[Conversatio
         yield Conversation(f"b{i}", "bench", tuple(msgs))
 
 
+def real_conversations() -> list[Conversation]:
+    """The realdata files read by the build's own adapters (their rejects left out)."""
+    from sft_builder.sources.base import make_adapter
+
+    out: list[Conversation] = []
+    for adapter, names in REAL_FILES.items():
+        paths = [str(REALDATA / n) for n in names if (REALDATA / n).is_file()]
+        out += [c for c in make_adapter(adapter, {}).stream(paths) if isinstance(c, Conversation)]
+    return out
+
+
+def corpus(n: int, encoder: ChatEncoder) -> tuple[list[Conversation], int, str]:
+    """`n` conversations (real ones repeated in order, else synthetic), and how many were left out."""
+    base = real_conversations() if REALDATA.is_dir() else []
+    kind = "realdata" if base else "synthetic"
+    base = base or list(synthetic(max(n, 1)))
+    clean = [c for c in base if not any(t in m.content for m in c.messages for t in encoder.special_by_text)]
+    return (clean * -(-n // len(clean)))[:n], len(base) - len(clean), kind
+
+
 def default_tokenizer() -> str:
-    real = ROOT.parent / "shared" / "realdata" / "tokenizers" / "crystalcoder"
+    real = REALDATA / "tokenizers" / "crystalcoder"
     return str(real) if real.is_dir() else "demo"
 
 
-def throughput(n: int, tokenizer: str) -> dict[str, float]:
-    cfg = TokenizeConfig.from_mapping({"tokenizer": tokenizer, "workers": 0})
-    convs = list(conversations(n))
-    encoder = make_encoder(cfg)
-    texts: list[str] = []
-    for start in range(0, n, 1024):
-        texts.extend(encoder.render(convs[start:start + 1024])[0])
-    bare = encoder.control  # its own copy, threads on all cores (Rayon)
-
-    t0 = time.perf_counter()
-    bare_tokens = 0
-    for start in range(0, n, 1024):
-        bare_tokens += sum(len(e.ids) for e in bare.encode_batch(texts[start:start + 1024],
-                                                                 add_special_tokens=False))
-    bare_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    stats = PackStats()
-    ours_tokens = 0
-
-    def counted() -> Iterator:
-        nonlocal ours_tokens
-        for item in encode_stream(convs, cfg):
-            ours_tokens += len(getattr(item, "input_ids", ()))
-            yield item
-
-    for _ in pack(counted(), "bfd", cfg.seq_len, 0, stats):  # type: ignore[arg-type]
-        pass
-    ours_s = time.perf_counter() - t0
-    assert ours_tokens == bare_tokens, (ours_tokens, bare_tokens)
-    return {"tokens_per_s": ours_tokens / ours_s, "bare_tokens_per_s": bare_tokens / bare_s,
-            "tokens": ours_tokens, "packing_efficiency": stats.efficiency}
+# -- the sides: each returns the tokens it produced ------------------------------------------------------
+def side_crystalmix(convs: list[Conversation], cfg: TokenizeConfig, encoder: ChatEncoder,
+                    keep: list[Encoded] | None = None) -> int:
+    tokens = 0
+    for item in encode_stream(convs, cfg, encoder):
+        if isinstance(item, Rejected):
+            raise RuntimeError(f"bench conversation rejected: {item}")
+        tokens += len(item.input_ids)
+        if keep is not None:
+            keep.append(item)
+    return tokens
 
 
+def side_bare(texts: list[list[str]], tok: Any, fast: bool) -> int:
+    call = tok.encode_batch_fast if fast else tok.encode_batch
+    return sum(len(e) for batch in texts for e in call(batch, add_special_tokens=False))
+
+
+def side_plain(convs: list[Conversation], hf: Any, template: str,
+               keep: list[tuple[list[int], list[int]]] | None = None) -> int:
+    tokens = 0
+    for c in convs:
+        out = hf.apply_chat_template([m.to_dict() for m in c.messages], chat_template=template, tokenize=True,
+                                     return_dict=True, return_assistant_tokens_mask=True)
+        tokens += len(out["input_ids"])
+        if keep is not None:
+            keep.append((list(out["input_ids"]), list(out["assistant_masks"])))
+    return tokens
+
+
+def trl_side(hf: Any, template: str) -> Callable[..., int] | None:
+    """TRL's own SFT preparation, called on a stand-in trainer (it reads three attributes), or None."""
+    try:
+        from datasets import Dataset, disable_progress_bars
+        from trl import SFTConfig, SFTTrainer
+    except ImportError:
+        return None
+    disable_progress_bars()
+    out_dir = tempfile.mkdtemp(prefix="bench-trl-")
+    with warnings.catch_warnings():  # TrainingArguments' deprecation notices, about training settings
+        warnings.simplefilter("ignore")
+        args = SFTConfig(output_dir=out_dir, assistant_only_loss=True, max_length=None, report_to=[], use_cpu=True,
+                         bf16=False)
+    trainer = argparse.Namespace(_tokenizer=hf, chat_template=template, completion_only_loss=False)
+
+    def run(convs: list[Conversation], keep: list[tuple[list[int], list[int]]] | None = None) -> int:
+        data = Dataset.from_list([{"messages": [m.to_dict() for m in c.messages]} for c in convs])
+        done = SFTTrainer._prepare_dataset(trainer, data, hf, args, False, None, "bench")  # type: ignore[arg-type]
+        tokens = 0
+        for row in done:
+            tokens += len(row["input_ids"])
+            if keep is not None:
+                keep.append((row["input_ids"], [int(label != -100) for label in row["labels"]]))
+        return tokens
+
+    return run
+
+
+def mismatches(ours: list[Encoded], other: list[tuple[list[int], list[int]]]) -> int:
+    if len(ours) != len(other):
+        return max(len(ours), len(other))
+    return sum(e.input_ids.tolist() != ids or e.loss_mask.tolist() != mask
+               for e, (ids, mask) in zip(ours, other, strict=True))
+
+
+# -- memory ------------------------------------------------------------------------------------------------
 def peak_rss_child(n: int, tokenizer: str) -> float:
     """Peak RSS (MB) of a fresh process streaming `n` short conversations through encode + pack."""
     out = subprocess.run([sys.executable, __file__, "--child", str(n), "--tokenizer", tokenizer],
@@ -95,39 +179,100 @@ def peak_rss_child(n: int, tokenizer: str) -> float:
 def child(n: int, tokenizer: str) -> None:
     cfg = TokenizeConfig.from_mapping({"tokenizer": tokenizer, "workers": 0})
     stats = PackStats()
-    for _ in pack(encode_stream(conversations(n, seed=1, scale=8), cfg), "bfd", cfg.seq_len, 0, stats):
+    for _ in pack(encode_stream(synthetic(n, seed=1, scale=8), cfg), "bfd", cfg.seq_len, 0, stats):  # type: ignore[arg-type]
         pass
-    # ru_maxrss is in KB on Linux; children (workers) counted separately and summed.
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux; workers counted apart
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print((own + kids) / 1024)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--template", default="crystalchat")
+    ap.add_argument("--tokenizer", default=None)
+    ap.add_argument("--cpu", type=int, default=None, help="the CPU to pin to (default: the last allowed)")
+    ap.add_argument("--memory", action="store_true", help="also measure peak RSS streaming SMALL/LARGE")
     ap.add_argument("--small", type=int, default=100_000)
     ap.add_argument("--large", type=int, default=1_000_000)
-    ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--child", type=int, default=None)
     a = ap.parse_args()
-    tok = a.tokenizer or default_tokenizer()
+    tok_spec = a.tokenizer or default_tokenizer()
     if a.child is not None:
-        child(a.child, tok)
+        child(a.child, tok_spec)
         return
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    t = throughput(a.n, tok)
-    small = peak_rss_child(a.small, tok)
-    large = peak_rss_child(a.large, tok)
-    print(json.dumps({
-        "ratio": round(t["tokens_per_s"] / t["bare_tokens_per_s"], 3),
-        "tokens_per_s": round(t["tokens_per_s"]),
-        "bare_tokens_per_s": round(t["bare_tokens_per_s"]),
-        "peak_rss_mb_small": round(small, 1),
-        "peak_rss_mb_large": round(large, 1),
-        "n_throughput": a.n, "n_small": a.small, "n_large": a.large, "cores": os.cpu_count(),
-        "tokenizer": Path(tok).name,
-    }))
+    cpu = a.cpu if a.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+
+    cfg = TokenizeConfig.from_mapping({"tokenizer": tok_spec, "template": a.template, "workers": 1})
+    encoder = make_encoder(cfg)
+    hf = encoder.tokenizer
+    convs, left_out, kind = corpus(a.n, encoder)
+    texts = [encoder.render(b)[0] for b in batches(convs, BATCH)]  # the strings the real path tokenizes
+    trl = trl_side(hf, encoder.template)
+
+    # correctness, in this run: the same ids and masks as the plain loop (and TRL)
+    ours: list[Encoded] = []
+    plain: list[tuple[list[int], list[int]]] = []
+    side_crystalmix(convs, cfg, encoder, ours)
+    side_plain(convs, hf, encoder.template, plain)
+    diff_plain = mismatches(ours, plain)
+    diff_trl = None
+    if trl is not None:
+        via_trl: list[tuple[list[int], list[int]]] = []
+        trl(convs, via_trl)
+        diff_trl = mismatches(ours, via_trl)
+
+    sides: dict[str, Callable[[], int]] = {
+        "crystalmix": lambda: side_crystalmix(convs, cfg, encoder),
+        "bare": lambda: side_bare(texts, encoder.control, fast=False),
+        "bare_fast": lambda: side_bare(texts, encoder.control, fast=True),
+        "plain": lambda: side_plain(convs, hf, encoder.template),
+    }
+    if trl is not None:
+        sides["trl"] = lambda: trl(convs)
+    names = list(sides)
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu_s: dict[str, list[float]] = {k: [] for k in names}
+    tokens: dict[str, int] = {}
+    for r in range(a.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            w0, c0 = time.perf_counter(), time.process_time()
+            tokens[name] = sides[name]()
+            wall[name].append(time.perf_counter() - w0)
+            cpu_s[name].append(time.process_time() - c0)
+    if len(set(tokens.values())) != 1:
+        raise RuntimeError(f"the sides produced different token counts: {tokens}")
+
+    def ratio(other: str, times: dict[str, list[float]]) -> float:
+        return round(statistics.median(o / c for o, c in zip(times[other], times["crystalmix"], strict=True)), 3)
+
+    n_tok = tokens["crystalmix"]
+    med = statistics.median(wall["crystalmix"])
+    out: dict[str, Any] = {
+        "vs_bare_encode_batch": ratio("bare", wall),
+        "vs_bare_encode_batch_fast": ratio("bare_fast", wall),
+        "vs_plain_loop": ratio("plain", wall),
+        "vs_trl": ratio("trl", wall) if trl is not None else "not measured: trl is not installed",
+        "vs_llama_factory": LLAMA_FACTORY,
+        "vs_bare_encode_batch_cpu": ratio("bare", cpu_s),
+        "vs_bare_encode_batch_fast_cpu": ratio("bare_fast", cpu_s),
+        "vs_plain_loop_cpu": ratio("plain", cpu_s),
+        "conversations_per_s": round(len(convs) / med),
+        "tokens_per_s": round(n_tok / med),
+        "bare_encode_batch_tokens_per_s": round(n_tok / statistics.median(wall["bare"])),
+        "plain_loop_tokens_per_s": round(n_tok / statistics.median(wall["plain"])),
+        "equal_to_plain_loop": diff_plain == 0,
+        "mismatches_plain_loop": diff_plain,
+        "equal_to_trl": None if diff_trl is None else diff_trl == 0,
+        "conversations": len(convs), "tokens": n_tok, "input": kind, "left_out_control_text": left_out,
+        "template": a.template, "tokenizer": Path(tok_spec).name, "rounds": a.rounds, "cpu": cpu,
+    }
+    if a.memory:
+        out["peak_rss_mb_small"] = round(peak_rss_child(a.small, tok_spec), 1)
+        out["peak_rss_mb_large"] = round(peak_rss_child(a.large, tok_spec), 1)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ documents bypass the template (BOS + text + EOS, all trained).
 Templates are rendered by transformers' chat-template machinery (`render_jinja_template`, what
 ``apply_chat_template`` runs) and mark trained spans with ``{% generation %}`` blocks, so masks come from
 the template, not from per-model code. For speed a whole batch is rendered, then encoded with one
-`tokenizers` ``encode_batch`` call, and masks are read off the token offsets with numpy.
+`tokenizers` call. When every span edge sits at a control token (CrystalChat), that call is
+``encode_batch_fast`` (ids only) and the spans are placed by the control tokens' positions (`_Aligner`);
+otherwise (ChatML's ``assistant\n`` prefix) masks are read off the token offsets of ``encode_batch``.
 
 Control tokens written inside message text (a user pasting ``<|im_end|>``) must stay plain text: before
 rendering they are swapped for same-length private-use placeholders, so the template's own control tokens
@@ -18,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +129,7 @@ class ChatEncoder:
         self.template_vars = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
         self.bos_id = tokenizer.convert_tokens_to_ids(tokenizer.bos_token) if tokenizer.bos_token else None
         self.eos_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
+        self._aligner = _Aligner.of(self.control)
 
     # -- rendering -----------------------------------------------------------------------------------
     def _messages(self, conv: Conversation) -> tuple[list[dict[str, str]], bool]:
@@ -189,6 +192,18 @@ class ChatEncoder:
         if chats:
             texts, spans = self._render(chats)
             plain_idx = [k for k, e in enumerate(escaped) if not e]
+            esc_idx = [k for k, e in enumerate(escaped) if e]
+            if self._aligner is not None:  # ids only; masks from the control tokens' places (see `_Aligner`)
+                batch = self.control.encode_batch_fast([texts[k] for k in plain_idx], add_special_tokens=False)
+                unaligned = []
+                for k, enc in zip(plain_idx, batch, strict=True):
+                    ids = np.array(enc.ids, dtype=np.int32)
+                    ranges = self._aligner.ranges(texts[k], ids, spans[k])
+                    if ranges is None:
+                        unaligned.append(k)
+                    else:
+                        results[ok[k]] = self._finish_ranges(convs[ok[k]], ids, ranges)
+                plain_idx = unaligned
             toks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             batch = self.control.encode_batch([texts[k] for k in plain_idx], add_special_tokens=False)
             for k, enc in zip(plain_idx, batch, strict=True):
@@ -196,12 +211,10 @@ class ChatEncoder:
                 ids = np.fromiter(enc.ids, dtype=np.int64, count=n)
                 offsets = np.fromiter(chain.from_iterable(enc.offsets), dtype=np.int64, count=2 * n)
                 toks[k] = (ids, offsets.reshape(n, 2))
-            esc_idx = [k for k, e in enumerate(escaped) if e]
             if esc_idx:
                 toks.update(zip(esc_idx, self._encode_escaped([texts[k] for k in esc_idx]), strict=True))
-            for k, i in enumerate(ok):
-                ids, offsets = toks[k]
-                results[i] = self._finish(convs[i], ids, offsets, spans[k])
+            for k, (ids, offsets) in toks.items():
+                results[ok[k]] = self._finish(convs[ok[k]], ids, offsets, spans[k])
         if docs:
             for i, enc in zip(docs, self.encode_documents([convs[i] for i in docs]), strict=True):
                 results[i] = enc
@@ -220,7 +233,7 @@ class ChatEncoder:
         tail = np.asarray([self.eos_id], dtype=np.int32)
         out = []
         texts = [d.text or "" for d in docs]
-        for d, enc in zip(docs, self.plain.encode_batch(texts, add_special_tokens=False), strict=True):
+        for d, enc in zip(docs, self.plain.encode_batch_fast(texts, add_special_tokens=False), strict=True):
             ids = np.concatenate([head, np.asarray(enc.ids, dtype=np.int32), tail])
             out.append(Encoded(d.id, d.source, ids, np.ones(len(ids), dtype=np.int8), np.zeros(0, dtype=np.int64),
                                document=True))
@@ -260,20 +273,43 @@ class ChatEncoder:
             out.append((np.asarray(ids, dtype=np.int64), np.asarray(offs, dtype=np.int64).reshape(-1, 2)))
         return out
 
-    def _finish(self, conv: Conversation, ids: np.ndarray, offsets: np.ndarray,
-                spans: list[tuple[int, int]]) -> Encoded | Rejected:
+    def _check_bos(self, ids: np.ndarray) -> None:
         if self.bos_id is not None and len(ids) >= 2 and ids[0] == self.bos_id and ids[1] == self.bos_id:
             raise UserError("double BOS: the template writes bos_token and the text already starts with it; "
                             "remove one of them")
+
+    def _check_stop(self, ids: np.ndarray, last_trained: int) -> None:
+        if int(ids[last_trained]) not in self.special_set:
+            raise UserError("the template's last trained token is not a stop token (EOS or end-of-turn), so "
+                            "the model would never learn to stop: put the stop token inside {% generation %}")
+
+    def _finish_ranges(self, conv: Conversation, ids: np.ndarray,
+                       ranges: list[tuple[int, int]]) -> Encoded | Rejected:
+        """`_finish` for spans already mapped to token ranges ``[lo, hi)``, one per non-empty span, in order."""
+        self._check_bos(ids)
+        trained = [r for r in ranges if r[1] > r[0]]
+        if not trained:
+            return Rejected.of(conv, STEP, "no_trained_tokens", "the template marks no token of it as trained")
+        self._check_stop(ids, trained[-1][1] - 1)
+        n = len(ids)
+        if self.train_on_prompt:
+            mask = np.ones(n, dtype=np.int8)
+        else:
+            mask = np.zeros(n, dtype=np.int8)
+            for lo, hi in ranges[-1:] if self.train_on == "last" else trained:
+                mask[lo:hi] = 1
+        turn_starts = np.array([hi for _, hi in ranges if 0 < hi < n], dtype=np.int64)
+        return Encoded(conv.id, conv.source, ids, mask, turn_starts)
+
+    def _finish(self, conv: Conversation, ids: np.ndarray, offsets: np.ndarray,
+                spans: list[tuple[int, int]]) -> Encoded | Rejected:
+        self._check_bos(ids)
         span_arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
         span_arr = span_arr[span_arr[:, 1] > span_arr[:, 0]]
         trained = _overlap_mask(offsets, span_arr)
         if not trained.any():
             return Rejected.of(conv, STEP, "no_trained_tokens", "the template marks no token of it as trained")
-        last_trained = int(np.flatnonzero(trained)[-1])
-        if int(ids[last_trained]) not in self.special_set:
-            raise UserError("the template's last trained token is not a stop token (EOS or end-of-turn), so "
-                            "the model would never learn to stop: put the stop token inside {% generation %}")
+        self._check_stop(ids, int(np.flatnonzero(trained)[-1]))
         if self.train_on == "last":
             trained = _overlap_mask(offsets, span_arr[-1:])
         turn_starts = np.searchsorted(offsets[:, 0], span_arr[:, 1], side="left")
@@ -298,3 +334,57 @@ def _overlap_mask(offsets: np.ndarray, spans: np.ndarray) -> np.ndarray:
     jj = np.minimum(j, len(spans) - 1)
     # A zero-width token (never produced in practice) counts when its position lies in the span.
     return inside & ((spans[jj, 0] < ends) | ((ends == starts) & (spans[jj, 0] <= starts)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Aligner:
+    """Maps generation spans to token ranges without token offsets, when every span edge sits at the text's
+    start or end or at an edge of an added token (CrystalChat's answers lie between ``<|im_end|>`` and
+    ``<|im_start|>`` or ``</s>``).
+
+    Why it is exact: the tokenizer cuts the text at added tokens first, each occurrence becomes exactly one
+    token, and the text between two of them becomes tokens whose characters lie between them. So the k-th
+    added token found in the text (leftmost-longest, as the tokenizer's own matcher) is the k-th added id
+    in the ids, and an edge at its start or end is a token edge. This holds only when no added token strips
+    spaces, matches whole words only, or is matched after normalization (`of` refuses those tokenizers), and
+    it is checked per text: the added ids found must be, in order, those of the matched texts; anything else
+    (or an edge inside ordinary text, as ChatML's ``assistant\n`` prefix makes) goes the offsets way.
+    It also takes, as the offsets path does, that no token covers zero characters.
+    """
+
+    split: Any  # re.Pattern.split of the added tokens' texts, in a capture group: [text, token, text, ...]
+    id_of: dict[str, int]
+    is_added: np.ndarray  # bool, indexed by token id
+
+    @classmethod
+    def of(cls, tok: Any) -> _Aligner | None:
+        added = tok.get_added_tokens_decoder()
+        plain = all(t.content and not (t.normalized or t.lstrip or t.rstrip or t.single_word) for t in added.values())
+        pattern = _alternation([t.content for t in added.values()])
+        if not plain or pattern is None:
+            return None
+        is_added = np.zeros(max(tok.get_vocab_size(with_added_tokens=True), max(added) + 1), dtype=bool)
+        is_added[list(added)] = True
+        return cls(re.compile(f"({pattern.pattern})").split, {t.content: i for i, t in added.items()}, is_added)
+
+    def ranges(self, text: str, ids: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
+        """Token range ``[lo, hi)`` of each non-empty span, or None when this text must use offsets."""
+        spans = [(s, e) for s, e in spans if e > s]
+        if not spans:
+            return []
+        places = np.flatnonzero(self.is_added[ids])
+        pieces = self.split(text)
+        names = pieces[1::2]
+        if len(names) != len(places) or ids[places].tolist() != list(map(self.id_of.__getitem__, names)):
+            return None
+        ends = list(accumulate(map(len, pieces)))  # each piece's end: added tokens are the odd pieces
+        edge = {0: 0, **dict(zip(ends[0:-1:2], places.tolist(), strict=True)),
+                **dict(zip(ends[1::2], (places + 1).tolist(), strict=True)), len(text): len(ids)}
+        out, prev = [], 0
+        for s, e in spans:
+            lo, hi = edge.get(s), edge.get(e)
+            if lo is None or hi is None or s < prev:
+                return None
+            out.append((lo, hi))
+            prev = e
+        return out
