@@ -8,8 +8,10 @@ input redoes exactly the stages it affects:
 
 1. ``ingest`` (a task per source, or per part of a big one, on the build's executor): adapter, then the
    record steps listed before the first dedup step.
-2. ``global``: all sources in priority order through the dedup steps and the record steps after them.
-3. ``mix``: weights/epochs/max_samples, the grouped split, the shuffle; writes the parquet shards.
+2. ``global``: all sources in priority order through the dedup steps and the record steps after them;
+   near dedup's signatures and decontamination's matching are batches on the executor, decided here.
+3. ``mix``: weights/epochs/max_samples, the grouped split, the shuffle; writes the parquet shards (the
+   scan of the kept records and the row groups are batches on the executor, written here in order).
 4. ``tokenize`` (when the manifest has a ``tokenize`` section): issue 4's stage, once per split.
 
 Final outputs (``conversations/``, ``rejects/``, ``report.json``, ``report.md``) are then published from
@@ -43,7 +45,7 @@ from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_h
 from sft_builder.mix import run_mix
 from sft_builder.report_data import RejectSampler
 from sft_builder.sources.base import make_adapter
-from sft_builder.steps.base import Item, PerSource
+from sft_builder.steps.base import Item, OrderedMap, PerSource
 from sft_builder.steps.decontaminate import Decontaminate
 from sft_builder.steps.dedup import ExactDedup, NearDedup
 from sft_builder.steps.language import Language
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # the tokenize stage's modules load its libraries: imported w
     from sft_builder.chat import Encoded
     from sft_builder.encode import TokenizeConfig
 
+MAPPED = (NearDedup, Decontaminate)  # steps that take an ordered map for their heavy pure batches
 CODE_VERSION = "build-8"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Reporter  # progress(task, done, total=None, unit="items"); crystalmix.core.progress.Progress is one
 
@@ -412,21 +415,26 @@ def merge_parts(m: Manifest, src: SourceConfig, part_dirs: list[Path], folder: P
 
 # -- stage 2: across sources ---------------------------------------------------------------------------------
 def run_global(
-    m: Manifest, ingest_dirs: list[Path], folder: Path, progress: Progress | None = None
+    m: Manifest, ingest_dirs: list[Path], folder: Path, progress: Progress | None = None,
+    imap: OrderedMap = map,
 ) -> dict[str, Any]:
+    """All sources through the dedup steps and the record steps after them. The steps that take an ordered
+    map (near dedup's signatures, decontamination's matching) run their batches through `imap`; everything
+    they decide is decided here, in stream order, so the output does not depend on it."""
     _, post = split_order(m)
     steps: list[tuple[str, Any]] = []
     priorities = {s.name: i for i, s in enumerate(m.sources)}
     for name in post:
         spec = STEPS[name]
+        kw = {"imap": imap} if spec.step in MAPPED else {}
         if spec.scope == "global":
             off = tuple(s.name for s in m.sources if name not in s.steps)
             # dedup keeps the best member of each cluster, by source priority first (m.sources is sorted
             # by priority), and spills the stream to the stage folder while it decides
             steps.append((name, spec.step(m.steps[name], skip_sources=off, priorities=priorities,
-                                          spill_dir=folder)))
+                                          spill_dir=folder, **kw)))
         else:
-            per = {s.name: spec.make(s.steps[name]) for s in m.sources if name in s.steps}
+            per = {s.name: spec.step(s.steps[name], **kw) for s in m.sources if name in s.steps}
             steps.append((name, PerSource(name, per)))
 
     def items() -> Iterator[Item]:
@@ -500,9 +508,9 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     """Run (or resume) the build of `m` into `out`; returns the report and per-step timings.
 
     `out` must be new, empty or an earlier build's folder; `force` writes into any other folder. The
-    ingest tasks (whole sources, parts of split ones) run on `executor` (by default `workers` forked
-    processes), and on a distributed one (Ray) the tokenize stage's encoding too, a task per row group of
-    each parquet shard; the outputs do not depend on which.
+    ingest tasks (whole sources, parts of split ones), the heavy batches of the global stage and the mix, and
+    on a distributed executor (Ray) the tokenize stage's encoding too, a task per row group of each parquet
+    shard, run on `executor` (by default `workers` forked processes); the outputs do not depend on which.
     """
     runner = executor if executor is not None else local_executor(workers)
     with runner:  # one Ray session, or one pool of local workers, for all the stages' tasks
@@ -571,23 +579,23 @@ def _build(m: Manifest, out: str | Path, runner: Executor, progress: Progress | 
                 _ingest_done(progress, s, ingest[s.name]["read"])
         sealed[s.name] = json.loads((d / MARKER).read_text(encoding="utf-8"))
 
-    # 2. across sources, keyed on what the ingest stages hold
+    # 2. across sources, keyed on what the ingest stages hold; 3. mix, split, shuffle, parquet. Both hand
+    # their heavy pure batches to the executor (its workers load what a batch needs once, by its settings)
     gfp = global_fingerprint(m, [_digest(sealed[s.name], "kept.jsonl") for s in m.sources], digests)
     gdir = work / f"global-{gfp}"
     reused = _reuse(gdir, digests)
     if reused is None:
-        glob_stats = run_global(m, dirs, gdir, progress)
+        glob_stats = run_global(m, dirs, gdir, progress, runner.imap)
         gdone = json.loads((gdir / MARKER).read_text(encoding="utf-8"))
     else:
         glob_stats, gdone = reused
         result.skipped_stages.append(gdir.name)
 
-    # 3. mix, split, shuffle, parquet
     mfp = mix_fingerprint(m, _digest(gdone, "kept.jsonl"))
     mdir = work / f"mix-{mfp}"
     reused = _reuse(mdir, digests)
     if reused is None:
-        mix_stats = run_mix(m, gdir / "kept.jsonl", mdir, progress)
+        mix_stats = run_mix(m, gdir / "kept.jsonl", mdir, progress, runner.imap)
         write_json(mdir / "stats.json", mix_stats)
         mdone = _seal(mdir, [*STAGE_FILES[1:], *(p.name for p in mdir.glob("*.parquet"))])
     else:

@@ -2,7 +2,10 @@
 deterministic shuffle, and the parquet shards in the interchange schema.
 
 Memory stays at a few integers per conversation: one pass over the deduplicated conversations records their
-byte offsets, sources and group hashes; the shards are then written by seeking to each chosen record.
+byte offsets, sources, group hashes and sizes; the shards are then written by seeking to each chosen record.
+Both passes are cut into pure jobs (chunks of the file, row groups of a shard) handed to an ordered map,
+so other processes may parse and build them while the results are used here in order: the output does
+not depend on the map.
 Selection for a source is a sequence of seeded permutations of its records (one per pass), cut at the
 target count, so ``weight: 1.5`` is every record once plus a random half twice, and ``max_samples`` keeps a
 random subset. Pieces of one original conversation (``meta.group``) always land in the same split. With
@@ -11,10 +14,12 @@ random subset. Pieces of one original conversation (``meta.group``) always land 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +31,11 @@ import xxhash
 from crystalmix.core.atomic import atomic_path
 from crystalmix.core.records import Rejected, RejectWriter
 from sft_builder.manifest import Manifest, SourceConfig
+from sft_builder.steps.base import OrderedMap
 
 ROWS_PER_FILE = 100_000
 ROW_GROUP = 1_000  # fixed, so file bytes never depend on how rows arrive
+CHUNK_BYTES = 4 << 20  # the scan's jobs: about this many bytes of the kept file each
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -75,25 +82,72 @@ def select(src: SourceConfig, members: np.ndarray, seed: int,
     return members[seq], reasons
 
 
+ScanJob = tuple[str, int, int, int, tuple[str, ...]]  # (kept file, start, end, seed, source names)
+Scan = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # lengths, sources, groups, chars, turns
+SCAN_TYPES = (np.int64, np.int32, np.uint64, np.int64, np.int32)
+NO_TURNS = -1  # `turns` of a document
+
+
+def scan_chunk(job: ScanJob) -> Scan:
+    """For each line of ``[start, end)`` of the kept file: its length, source, seeded group hash, trained
+    characters and turns (system excluded; `NO_TURNS` for a document). A pure job for the ordered map."""
+    path, start, end, seed, names = job
+    index = {n: i for i, n in enumerate(names)}
+    lengths, src, groups, chars, turns = array("q"), array("i"), array("Q"), array("q"), array("i")
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        pos = start
+        while pos < end:
+            line = fh.readline()
+            if not line:
+                break
+            pos += len(line)
+            rec = json.loads(line)
+            lengths.append(len(line))
+            src.append(index[rec["source"]])
+            group = str(rec["meta"].get("group") or rec["id"])
+            groups.append(xxhash.xxh64_intdigest(f"{seed}\x1f{group}".encode()))
+            if "text" in rec:  # a document: no turns
+                chars.append(len(rec["text"]))
+                turns.append(NO_TURNS)
+                continue
+            said = [msg for msg in rec["messages"] if msg["role"] != "system"]
+            chars.append(sum(len(msg["content"]) for msg in said))
+            turns.append(len(said))
+    cols = (lengths, src, groups, chars, turns)
+    out = [np.frombuffer(a, dtype=t) if len(a) else np.empty(0, t) for a, t in zip(cols, SCAN_TYPES, strict=True)]
+    return out[0], out[1], out[2], out[3], out[4]
+
+
+def chunks(path: Path, size: int | None = None) -> Iterator[tuple[int, int]]:
+    """Byte ranges of about `size` (`CHUNK_BYTES`) that start and end at line starts."""
+    size = size or CHUNK_BYTES
+    total = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        start = 0
+        while start < total:
+            fh.seek(min(start + size, total) - 1)
+            fh.readline()  # to the end of the line the cut falls in
+            end = min(fh.tell(), total)
+            yield start, end
+            start = end
+
+
 def run_mix(
-    m: Manifest, kept_path: Path, folder: Path, progress: Callable[[str, int], None] | None = None
+    m: Manifest, kept_path: Path, folder: Path, progress: Callable[[str, int], None] | None = None,
+    imap: OrderedMap = map,
 ) -> dict[str, Any]:
-    """Select, split, shuffle; write ``{train,test}-NNNNN.parquet`` and ``rejects.jsonl`` into `folder`."""
+    """Select, split, shuffle; write ``{train,test}-NNNNN.parquet`` and ``rejects.jsonl`` into `folder`.
+    The scan and the row groups run through `imap`."""
     t0 = time.perf_counter()
     names = [s.name for s in m.sources]
-    index = {n: i for i, n in enumerate(names)}
-    offsets, src_ids, groups = array("q"), array("i"), array("Q")
-    pos = 0
-    with open(kept_path, "rb") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            offsets.append(pos)
-            pos += len(line)
-            src_ids.append(index[rec["source"]])
-            group = str(rec["meta"].get("group") or rec["id"])
-            groups.append(xxhash.xxh64_intdigest(f"{m.seed}\x1f{group}".encode()))
-    src = np.frombuffer(src_ids, dtype=np.int32) if len(src_ids) else np.empty(0, np.int32)
-    ghash = np.frombuffer(groups, dtype=np.uint64) if len(groups) else np.empty(0, np.uint64)
+    jobs = ((str(kept_path), a, b, m.seed, tuple(names)) for a, b in chunks(kept_path))
+    scans = list(imap(scan_chunk, jobs))
+    lengths, src, ghash, chars, turns = (
+        np.concatenate([sc[k] for sc in scans]) if scans else np.empty(0, t) for k, t in enumerate(SCAN_TYPES)
+    )
+    del scans
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if len(lengths) else lengths
     reason = np.full(len(src), KEPT, dtype=np.int8)
     seqs = []
     for i, s in enumerate(m.sources):
@@ -127,14 +181,14 @@ def run_mix(
         test = test[np.argsort(rank[src[test]], kind="stable")]
 
     stats: dict[str, Any] = {"sources": {n: _empty_source_stats() for n in names}}
-    _rejects_and_stats(m, kept_path, reason, is_test, src, stats, folder / "rejects.jsonl")
+    _write_rejects(kept_path, offsets, reason, folder / "rejects.jsonl")
     for i, n in enumerate(names):
         st = stats["sources"][n]
+        _source_stats(st, src == i, reason, is_test, chars, turns)
         st["train"] = int(np.count_nonzero(src[train] == i)) if len(train) else 0
         st["test"] = int(np.count_nonzero(src[test] == i)) if len(test) else 0
-    files = _write_split(kept_path, offsets, train, folder, "train", progress)
-    if m.split.test_fraction > 0:
-        files += _write_split(kept_path, offsets, test, folder, "test", progress)
+    splits = [("train", train)] + ([("test", test)] if m.split.test_fraction > 0 else [])
+    files = _write_splits(kept_path, offsets, splits, folder, progress, imap)
     stats["splits"] = {"train": int(len(train)), "test": int(len(test))}
     stats["files"] = files
     stats["seconds"] = time.perf_counter() - t0
@@ -157,79 +211,101 @@ def _empty_source_stats() -> dict[str, Any]:
     }
 
 
-def _rejects_and_stats(
-    m: Manifest,
-    kept_path: Path,
-    reason: np.ndarray,
-    is_test: np.ndarray,
-    src: np.ndarray,
-    stats: dict[str, Any],
-    rejects_path: Path,
-) -> None:
-    """One sequential pass: write the mix's rejects; sum characters and turns of what was kept."""
-    names = [s.name for s in m.sources]
-    with open(kept_path, encoding="utf-8") as fh, RejectWriter(rejects_path) as out:
-        for i, line in enumerate(fh):
-            rec = json.loads(line)
-            st = stats["sources"][names[src[i]]]
-            st["in"] += 1
+def _first_seen(values: np.ndarray) -> list[tuple[int, int]]:
+    """(value, count) of each distinct value, in the order values first appear."""
+    uniq, first, counts = np.unique(values, return_index=True, return_counts=True)
+    return [(int(uniq[j]), int(counts[j])) for j in np.argsort(first)]
+
+
+def _source_stats(st: dict[str, Any], mine: np.ndarray, reason: np.ndarray, is_test: np.ndarray,
+                  chars: np.ndarray, turns: np.ndarray) -> None:
+    """A source's counts: what the mix dropped (by reason, in the order first met), and the characters,
+    turns and rounds of what it kept (the turn histogram in the order its sizes first appear)."""
+    st["in"] = int(np.count_nonzero(mine))
+    for r, count in _first_seen(reason[mine & (reason != KEPT)]):
+        st["dropped"][f"mix:{REASONS[r]}"] = count
+    kept = mine & (reason == KEPT)
+    doc = turns == NO_TURNS
+    st["kept"] = int(np.count_nonzero(kept))
+    st["test_kept"] = int(np.count_nonzero(kept & is_test))
+    st["documents"] = int(np.count_nonzero(kept & doc))
+    st["chars"] = int(chars[kept].sum())
+    said = turns[kept & ~doc].astype(np.int64)
+    st["turns"] = int(said.sum())
+    st["rounds"] = int((said // 2).sum())
+    st["turns_hist"] = {str(t): count for t, count in _first_seen(said)}
+
+
+def _write_rejects(kept_path: Path, offsets: np.ndarray, reason: np.ndarray, rejects_path: Path) -> None:
+    """The records the mixing settings left out, in the order of the kept file."""
+    with open(kept_path, "rb") as fh, RejectWriter(rejects_path) as out:
+        for i in np.flatnonzero(reason != KEPT).tolist():
+            fh.seek(int(offsets[i]))
+            rec = json.loads(fh.readline())
             r = int(reason[i])
-            if r != KEPT:
-                key = f"mix:{REASONS[r]}"
-                st["dropped"][key] = st["dropped"].get(key, 0) + 1
-                meta = rec["meta"]  # a validated conversation's: ``line`` is an int, ``file`` a string
-                out.write(Rejected(rec["source"], "mix", REASONS[r], meta.get("file", ""), meta.get("line", 0),
-                                   rec, "not chosen by the source's mixing settings"))
-                continue
-            st["kept"] += 1
-            st["test_kept"] += int(is_test[i])
-            if "text" in rec:  # a document: no turns
-                st["documents"] += 1
-                st["chars"] += len(rec["text"])
-                continue
-            turns = [msg for msg in rec["messages"] if msg["role"] != "system"]
-            st["turns"] += len(turns)
-            st["rounds"] += len(turns) // 2
-            st["turns_hist"][str(len(turns))] = st["turns_hist"].get(str(len(turns)), 0) + 1
-            st["chars"] += sum(len(msg["content"]) for msg in turns)
+            meta = rec["meta"]  # a validated conversation's: ``line`` is an int, ``file`` a string
+            out.write(Rejected(rec["source"], "mix", REASONS[r], meta.get("file", ""), meta.get("line", 0),
+                               rec, "not chosen by the source's mixing settings"))
 
 
-def _write_split(
+RowGroupJob = tuple[str, np.ndarray]  # (kept file, byte offsets of the rows)
+
+
+def row_group(job: RowGroupJob) -> pa.Table:
+    """One row group of a shard: the records at `offsets`, in that order (a pure job for the ordered map)."""
+    path, offsets = job
+    rows = []
+    with open(path, "rb") as fh:
+        for off in offsets.tolist():
+            fh.seek(off)
+            rec = json.loads(fh.readline())
+            rows.append(
+                {
+                    "id": rec["id"],
+                    "source": rec["source"],
+                    "messages": rec.get("messages", []),
+                    "meta": json.dumps(rec["meta"], ensure_ascii=False, sort_keys=True),
+                    "text": rec.get("text"),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _write_splits(
     kept_path: Path,
-    offsets: array,
-    order: np.ndarray,
+    offsets: np.ndarray,
+    splits: list[tuple[str, np.ndarray]],
     folder: Path,
-    split: str,
     progress: Callable[[str, int], None] | None,
+    imap: OrderedMap,
 ) -> list[str]:
-    """Write the records at `order` (indices into the kept file) as parquet shards; returns the file names."""
-    names = []
-    n_files = max(1, -(-len(order) // ROWS_PER_FILE))
-    with open(kept_path, "rb") as fh:
-        for f in range(n_files):
-            name = f"{split}-{f:05d}.parquet"
-            part = order[f * ROWS_PER_FILE : (f + 1) * ROWS_PER_FILE]
-            with atomic_path(folder / name) as tmp:
-                writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd", write_statistics=False)
-                try:
-                    for g in range(0, max(len(part), 1), ROW_GROUP):
-                        rows = []
-                        for idx in part[g : g + ROW_GROUP]:
-                            fh.seek(offsets[int(idx)])
-                            rec = json.loads(fh.readline())
-                            rows.append(
-                                {
-                                    "id": rec["id"],
-                                    "source": rec["source"],
-                                    "messages": rec.get("messages", []),
-                                    "meta": json.dumps(rec["meta"], ensure_ascii=False, sort_keys=True),
-                                    "text": rec.get("text"),
-                                }
-                            )
-                        writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
-                        if progress is not None:
-                            progress(f"write {split}", f * ROWS_PER_FILE + g + len(rows))
-                finally:
-                    writer.close()
-            names.append(name)
+    """Write each split's records (`order`: indices into the kept file) as parquet shards of `ROWS_PER_FILE`
+    rows in row groups of `ROW_GROUP` (one empty group for an empty split); returns the file names.
+    Row groups are built through `imap` and written here in order."""
+    plan: list[tuple[str, int, int, int]] = []  # (split, file, first row in the file, rows)
+    for split, order in splits:
+        for f in range(max(1, -(-len(order) // ROWS_PER_FILE))):
+            n = len(order[f * ROWS_PER_FILE : (f + 1) * ROWS_PER_FILE])
+            plan += [(split, f, g, min(ROW_GROUP, n - g)) for g in range(0, max(n, 1), ROW_GROUP)]
+    orders = dict(splits)
+
+    def jobs() -> Iterator[RowGroupJob]:
+        for split, f, g, n in plan:
+            rows = orders[split][f * ROWS_PER_FILE + g : f * ROWS_PER_FILE + g + n]
+            yield str(kept_path), offsets[rows]
+
+    names: list[str] = []
+    with contextlib.ExitStack() as stack:
+        writer = None
+        for (split, f, g, n), table in zip(plan, imap(row_group, jobs()), strict=True):
+            if g == 0:  # a new file: close the one before (renamed into place), open this one
+                stack.close()
+                name = f"{split}-{f:05d}.parquet"
+                tmp = stack.enter_context(atomic_path(folder / name))
+                writer = stack.enter_context(pq.ParquetWriter(tmp, SCHEMA, compression="zstd", write_statistics=False))
+                names.append(name)
+            assert writer is not None
+            writer.write_table(table)
+            if progress is not None:
+                progress(f"write {split}", f * ROWS_PER_FILE + g + n)
     return names

@@ -9,13 +9,40 @@ of steps is just nested generators and every record stays accounted for.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Union
+from itertools import groupby
+from typing import Any, ClassVar, Protocol, TypeVar, Union
 
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected
 
 Item = Union[Conversation, Rejected]  # noqa: UP007 - a runtime alias, kept valid on Python 3.10
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class OrderedMap(Protocol):
+    """``imap(fn, items)``: `fn` applied to each item, results in the order of `items` (builtin `map` is one).
+
+    Steps with heavy pure work per batch (signatures, benchmark matching) hand it to one, so an executor can
+    run the batches in other processes while every decision stays in the caller, in stream order: the
+    output does not depend on which map ran them. `fn` is a module-level function (picklable) and reads
+    only its argument, so the map may run it anywhere; it pulls `items` lazily, a bounded window ahead.
+    """
+
+    def __call__(self, fn: Callable[[T], R], items: Iterable[T], /) -> Iterator[R]: ...
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +106,8 @@ class PerSource:
     """Dispatch each conversation to the step instance configured for its source (per-source overrides).
 
     Sources without an entry pass through unchanged, which is how a step is switched off for one source.
+    Each run of consecutive records of one step (rejects passing within it) goes through that step's
+    `run` at once, so a step that works in batches sees whole runs, not one record at a time.
     """
 
     def __init__(self, name: str, steps: Mapping[str, FilterStep]) -> None:
@@ -86,12 +115,18 @@ class PerSource:
         self.steps = dict(steps)
 
     def run(self, items: Iterable[Item]) -> Iterator[Item]:
-        for item in items:
-            step = None if isinstance(item, Rejected) else self.steps.get(item.source)
+        current: list[FilterStep | None] = [None]
+
+        def step_of(item: Item) -> FilterStep | None:
+            if not isinstance(item, Rejected):  # a reject passes through whichever step it falls in
+                current[0] = self.steps.get(item.source)
+            return current[0]
+
+        for step, run in groupby(items, key=step_of):
             if step is None:
-                yield item
+                yield from run
             else:
-                yield from step.run((item,))
+                yield from step.run(run)
 
     @property
     def changes(self) -> Counter[str]:

