@@ -194,16 +194,18 @@ class ChatEncoder:
             plain_idx = [k for k, e in enumerate(escaped) if not e]
             esc_idx = [k for k, e in enumerate(escaped) if e]
             if self._aligner is not None:  # ids only; masks from the control tokens' places (see `_Aligner`)
-                batch = self.control.encode_batch_fast([texts[k] for k in plain_idx], add_special_tokens=False)
-                unaligned = []
-                for k, enc in zip(plain_idx, batch, strict=True):
+                fits, unaligned = [], []
+                for k in plain_idx:
+                    (fits if self._aligner.fits(texts[k], spans[k]) else unaligned).append(k)
+                batch = self.control.encode_batch_fast([texts[k] for k in fits], add_special_tokens=False)
+                for k, enc in zip(fits, batch, strict=True):
                     ids = np.array(enc.ids, dtype=np.int32)
                     ranges = self._aligner.ranges(texts[k], ids, spans[k])
                     if ranges is None:
                         unaligned.append(k)
                     else:
                         results[ok[k]] = self._finish_ranges(convs[ok[k]], ids, ranges)
-                plain_idx = unaligned
+                plain_idx = sorted(unaligned)
             toks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             batch = self.control.encode_batch([texts[k] for k in plain_idx], add_special_tokens=False)
             for k, enc in zip(plain_idx, batch, strict=True):
@@ -355,6 +357,7 @@ class _Aligner:
     split: Any  # re.Pattern.split of the added tokens' texts, in a capture group: [text, token, text, ...]
     id_of: dict[str, int]
     is_added: np.ndarray  # bool, indexed by token id
+    texts: tuple[str, ...]  # the added tokens' texts
 
     @classmethod
     def of(cls, tok: Any) -> _Aligner | None:
@@ -365,7 +368,16 @@ class _Aligner:
             return None
         is_added = np.zeros(max(tok.get_vocab_size(with_added_tokens=True), max(added) + 1), dtype=bool)
         is_added[list(added)] = True
-        return cls(re.compile(f"({pattern.pattern})").split, {t.content: i for i, t in added.items()}, is_added)
+        return cls(re.compile(f"({pattern.pattern})").split, {t.content: i for i, t in added.items()}, is_added,
+                   tuple(t.content for t in added.values()))
+
+    def fits(self, text: str, spans: list[tuple[int, int]]) -> bool:
+        """Whether every span edge is at the text's start or end or next to an added token's text: a look at
+        the text alone, before tokenizing, so a template whose edges fall inside ordinary text (ChatML) is
+        tokenized once, with offsets. `ranges` still checks against the ids."""
+        end = len(text)
+        return all(b in (0, end) or text.startswith(self.texts, b) or text.endswith(self.texts, 0, b)
+                   for s, e in spans if e > s for b in (s, e))
 
     def ranges(self, text: str, ids: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
         """Token range ``[lo, hi)`` of each non-empty span, or None when this text must use offsets."""

@@ -99,3 +99,12 @@ def test_refused_for_added_tokens_that_strip_spaces(demo_tokenizer) -> None:  # 
     assert isinstance(out, Encoded)
     assert out.input_ids.tolist() == list(ref["input_ids"])
     assert out.loss_mask.tolist() == list(ref["assistant_masks"])
+
+
+def test_the_text_look_sends_chatml_to_the_offsets_path_before_tokenizing(demo_tokenizer) -> None:  # noqa: ANN001
+    crystal = ChatEncoder(demo_tokenizer, load_template("crystalchat"))
+    chatml = ChatEncoder(demo_tokenizer, load_template("chatml"))
+    c = conv(["q", "a", "more", "answer"], system="s")
+    for enc, fits in ((crystal, True), (chatml, False)):
+        texts, spans, _ = enc.render([c])
+        assert enc._aligner is not None and enc._aligner.fits(texts[0], spans[0]) is fits
