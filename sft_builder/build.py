@@ -45,6 +45,7 @@ from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_h
 from sft_builder.mix import run_mix
 from sft_builder.report_data import RejectSampler
 from sft_builder.sources.base import make_adapter
+from sft_builder.sources.common import FileLabels
 from sft_builder.steps.base import Item, OrderedMap, PerSource
 from sft_builder.steps.decontaminate import Decontaminate
 from sft_builder.steps.dedup import ExactDedup, NearDedup
@@ -56,7 +57,7 @@ if TYPE_CHECKING:  # the tokenize stage's modules load its libraries: imported w
     from sft_builder.encode import TokenizeConfig
 
 MAPPED = (NearDedup, Decontaminate)  # steps that take an ordered map for their heavy pure batches
-CODE_VERSION = "build-8"  # bump when a change of code changes outputs, so old stages are not reused
+CODE_VERSION = "build-9"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Reporter  # progress(task, done, total=None, unit="items"); crystalmix.core.progress.Progress is one
 
 
@@ -112,14 +113,35 @@ def named_files(cfgs: Iterable[Any], base: Path, digests: Digests) -> list[Any]:
     return [[relative(f, base), digests.tree(f)] for f in found]
 
 
-def ingest_fingerprint(m: Manifest, src: SourceConfig, digests: Digests | None = None) -> str:
-    digests = digests or Digests()
+def ingest_settings(m: Manifest, src: SourceConfig, digests: Digests) -> list[Any]:
+    """What a source's ingest depends on besides its inputs' content: settings, steps, files they name."""
     pre, _ = split_order(m)
     base = m.path.parent
     steps = [[name, as_data(src.steps[name])] for name in pre if name in src.steps]
     settings = {**src.fingerprint_data(), "inputs": [relative(x, base) for x in src.inputs]}
     files = named_files([src.options, *(src.steps[n] for n in pre if n in src.steps)], base, digests)
-    return fingerprint([CODE_VERSION, settings, input_state(src, base, digests), steps, files])
+    return [CODE_VERSION, settings, steps, files]
+
+
+def ingest_fingerprint(m: Manifest, src: SourceConfig, digests: Digests | None = None) -> str:
+    digests = digests or Digests()
+    code, settings, steps, files = ingest_settings(m, src, digests)
+    return fingerprint([code, settings, input_state(src, m.path.parent, digests), steps, files])
+
+
+def part_fingerprints(m: Manifest, src: SourceConfig, parts: list[FilePart], digests: Digests) -> list[str]:
+    """One key per part: the source's settings, the content of the part's file and the part's range, and the
+    label its file gets (ids carry it: ``a.jsonl~2`` after another ``a.jsonl``). A part's output depends on
+    nothing else, so a finished part is reused after a kill, and after a change to another file."""
+    settings = ingest_settings(m, src, digests)
+    labels = FileLabels()
+    out = []
+    for p in parts:
+        size = os.path.getsize(p.path)
+        label = labels(p.path) if size else ""  # an empty file yields no record, so takes no label
+        where = [relative(p.path, m.path.parent), size, digests.file(p.path), label]
+        out.append(fingerprint([settings, where, dataclasses.astuple(dataclasses.replace(p, path=""))]))
+    return out
 
 
 def global_fingerprint(m: Manifest, ingest_kept: list[str], digests: Digests | None = None) -> str:
@@ -259,11 +281,12 @@ def _changes(steps: list[tuple[str, Any]]) -> dict[str, int]:
 
 # -- stage 1: ingest one source ------------------------------------------------------------------------------
 def plan_ingest(src: SourceConfig) -> list[FilePart] | None:
-    """The parts one source's ingest is cut into (files, and line ranges of big JSONL files), so several
-    workers share one source; None when it is read as one (hub inputs, adapters with state across records,
-    a file named twice). The parts depend only on the inputs, never on the number of workers."""
+    """The parts one source's ingest is cut into (files; line ranges of big JSON Lines files, element ranges
+    of big JSON arrays, row-group runs of big parquet files: `plan_parts`), so several workers share one
+    source; None when it is read as one (hub inputs, adapters with state across records, a file named
+    twice). The parts depend only on the inputs, never on the number of workers."""
     adapter = make_adapter(src.adapter, src.options, source=src.name)
-    if not adapter.can_split():
+    if not adapter.can_split(list(src.inputs), list(src.data_files)):
         return None
     parts = plan_parts(list(src.inputs), split=src.split, data_files=list(src.data_files) or None)
     if parts is None or len(parts) < 2 or len({(p.path, p.start) for p in parts}) < len(parts):
@@ -350,12 +373,20 @@ def _ingest_done(progress: Progress, src: SourceConfig, read: int) -> None:
 
 
 def _part_bytes(part: FilePart) -> int:
-    return (part.end if part.end >= 0 else os.path.getsize(part.path)) - part.start
+    return part.nbytes if part.nbytes >= 0 else os.path.getsize(part.path)
 
 
 def _ingest_worker(args: tuple[Manifest, str, str, list[FilePart] | None, int]) -> dict[str, Any]:
     m, name, folder, parts, index = args
     return run_ingest(m, m.source(name), Path(folder), part=None if parts is None else (parts, index))
+
+
+def _sweep(root: Path, keep: list[Path]) -> None:
+    """Remove the part folders under `root` that are not among `keep` (parts of an older plan)."""
+    if root.is_dir():
+        for old in root.iterdir():
+            if old not in keep:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def _add(into: dict[str, Any], more: dict[str, Any]) -> None:
@@ -407,9 +438,9 @@ def merge_parts(m: Manifest, src: SourceConfig, part_dirs: list[Path], folder: P
     )
     if decon is not None:
         stats["decontaminate"] = decon
-    shutil.rmtree(folder / "parts")
     write_json(folder / "stats.json", stats)
     _seal(folder, STAGE_FILES, hub_state(src))
+    shutil.rmtree(part_dirs[0].parent)  # the merged stage now stands for its parts
     return stats
 
 
@@ -548,10 +579,16 @@ def _build(m: Manifest, out: str | Path, runner: Executor, progress: Progress | 
         if parts is None:
             tasks.append((m, s.name, str(d), None, 0))
             continue
-        split_dirs[s.name] = [d / "parts" / f"{i:05d}" for i in range(len(parts))]
+        # each part is a sealed stage of its own, kept until the source is merged: a rerun after a kill
+        # redoes only the parts that had not finished
+        root = work / f"parts-{s.name}"
+        split_dirs[s.name] = [root / key for key in part_fingerprints(m, s, parts, digests)]
+        _sweep(root, split_dirs[s.name])
         for i, pd in enumerate(split_dirs[s.name]):
-            pd.mkdir(parents=True)
-            tasks.append((m, s.name, str(pd), parts, i))
+            if _reuse(pd, digests, hub_state(s)) is None:
+                tasks.append((m, s.name, str(pd), parts, i))
+            else:
+                result.skipped_stages.append(f"{root.name}/{pd.name}")
     if runner.in_process or (isinstance(runner, LocalExecutor) and len(tasks) < 2):
         for task in tasks:  # here, with the finer progress a task in this process can report
             src = m.source(task[1])

@@ -20,6 +20,7 @@ counts it. The first record of a JSONL file must parse, so a file that is not JS
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import gzip
 import io
 import json
@@ -227,19 +228,35 @@ def _file_reader(path: Path, text_files: bool = False, columns: tuple[str, ...] 
 
 # -- parts of inputs, for reading one source in parallel ------------------------------------------------
 
-PART_BYTES = 8 << 20  # plain JSONL files larger than this are read in parts of about this size: a file of
-# a few tens of MB keeps two cores busy, while the per-part costs (steps made, a copy at the merge) stay small
+PART_BYTES = 8 << 20  # files larger than this are read in parts of about this size: a file of a few tens
+# of MB keeps two cores busy, while the per-part costs (steps made, a copy at the merge) stay small
 
 
 @dataclass(frozen=True, slots=True)
 class FilePart:
-    """One part of a source's local inputs: a whole file (`end` < 0), or the lines of a plain JSONL file
-    from byte `start` to byte `end` (both at line starts), the first of which is line ``first_line + 1``."""
+    """One part of a source's local inputs, by `kind`:
+
+    - ``file``: the whole file;
+    - ``lines``: the lines of a JSON Lines file (or a ``.json`` of one object per line) from byte `start`
+      to byte `end`, both at line starts, the first of which is line ``first_line + 1``;
+    - ``array``: the elements of a top-level JSON array from byte `start` (where an element starts) to byte
+      `end` (where the next part's first element starts, or the end of the file); `first_item` elements
+      come before the part, the one just before it starting on line `prev_line`, and its first element
+      starts on line ``first_line + 1``;
+    - ``rows``: the row groups `start` to ``end - 1`` of a parquet file, whose first row is row
+      ``first_line + 1``.
+
+    `nbytes` is the part's share of the file's bytes (progress counts it).
+    """
 
     path: str
     start: int = 0
     end: int = -1
     first_line: int = 0
+    kind: str = "file"
+    first_item: int = 0
+    prev_line: int = 0
+    nbytes: int = -1
 
 
 def plan_parts(inputs: Sequence[str], *, split: str = "train", data_files: str | Sequence[str] | None = None,
@@ -247,9 +264,13 @@ def plan_parts(inputs: Sequence[str], *, split: str = "train", data_files: str |
     """The inputs as parts that can be read independently and give, one after another, the records
     `iter_records` gives; None when an input is not a local file (hub ids, ``save_to_disk`` folders).
 
-    A plain ``.jsonl``/``.ndjson`` file over `part_bytes` is cut at the first line start after every
-    `part_bytes` bytes (one pass counting newlines, so each part knows its first line number); other files
-    are one part each (a JSON array is parsed from its start; compressed streams cannot be entered midway).
+    Files over `part_bytes` are cut into parts of about that size: JSON Lines (and ``.json`` files of one
+    object per line) at line starts, after one pass counting newlines; a ``.json`` holding one array at
+    element starts, after one pass over its strings and brackets (C regex, a Python step per bracket and
+    string, not per character); parquet files at row-group boundaries, from the footer alone. Everything
+    else is one part per file: a compressed stream has no random access (reaching the middle means
+    decompressing all before it), Arrow files and whole text files are not cut. A file whose structure the
+    pass does not understand is one part too, so its reader reports the error as it always did.
     """
     readers = plan_inputs(inputs, split=split, data_files=data_files, text_files=text_files)
     if not all(isinstance(r, FileReader) for r in readers):
@@ -259,10 +280,20 @@ def plan_parts(inputs: Sequence[str], *, split: str = "train", data_files: str |
     for r in readers:
         path: Path = r.path  # type: ignore[attr-defined]
         size = path.stat().st_size if path.is_file() else 0
-        if path.name.lower().endswith((".jsonl", ".ndjson")) and size > part_bytes:
-            parts += _line_parts(path, size, part_bytes)
-        else:
-            parts.append(FilePart(str(path)))
+        name = path.name.lower()
+        cut: list[FilePart] | None = None
+        if size > part_bytes:
+            if name.endswith((".jsonl", ".ndjson")):
+                cut = _line_parts(path, size, part_bytes)
+            elif name.endswith(".json"):
+                first = _first_byte(path)
+                if first == b"[":
+                    cut = _array_parts(path, size, part_bytes)
+                elif first == b"{" and _first_line_parses(path):
+                    cut = _line_parts(path, size, part_bytes)
+            elif name.endswith(".parquet"):
+                cut = _row_parts(path, part_bytes)
+        parts += cut if cut and len(cut) > 1 else [FilePart(str(path), nbytes=size)]
     return parts
 
 
@@ -288,14 +319,132 @@ def _line_parts(path: Path, size: int, part_bytes: int) -> list[FilePart]:
     except OSError as exc:
         raise _stream_error(path, exc, 0) from None
     ends = [c for c, _ in cuts[1:]] + [size]
-    return [FilePart(str(path), start, end, before) for (start, before), end in zip(cuts, ends, strict=True)]
+    return [FilePart(str(path), start, end, before, "lines", nbytes=end - start)
+            for (start, before), end in zip(cuts, ends, strict=True)]
+
+
+# A JSON string (escapes included), a bracket or a comma; a lone quote is a string the buffer cuts.
+_ARRAY_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},]|"', re.DOTALL)
+_WS_BYTES = re.compile(rb"[ \t\n\r]*")
+
+
+def _array_parts(path: Path, size: int, part_bytes: int) -> list[FilePart] | None:
+    """Element ranges of a file holding one JSON array, cut at the first element starting `part_bytes` or
+    more after the previous cut; None when the pass finds no well-formed array (the file is read whole).
+
+    UTF-8 never puts a quote, backslash, bracket or comma byte inside a multi-byte character, so the pass
+    runs on bytes, and element starts are byte offsets. Strings are matched whole by the regex (so brackets
+    inside them are skipped in C); only brackets, commas and strings reach Python.
+    """
+    file = str(path)
+    cuts: list[FilePart] = []
+    depth, elements, line, last_line, last_cut = 0, 0, 1, 0, 0
+    base, carry, closed = 0, b"", False
+    finditer, ws, quote = _ARRAY_TOKENS.finditer, _WS_BYTES.match, ord('"')
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(CHUNK)
+                eof = not chunk
+                buf = carry + chunk
+                counted, carry = 0, b""  # newlines of buf[:counted] are in `line`
+                for m in finditer(buf):
+                    at, tok = m.start(), buf[m.start()]
+                    if tok == quote:
+                        if m.end() - at == 1:  # a string the buffer cuts: scan it again with more
+                            if eof:
+                                return None
+                            carry = buf[at:]
+                            break
+                        continue
+                    if closed:
+                        return None  # something after the array's end
+                    if tok == ord("{"):
+                        depth += 1
+                        continue
+                    if tok == ord("["):
+                        depth += 1
+                        if depth > 1:
+                            continue
+                    elif tok == ord("}"):
+                        if depth <= 1:
+                            return None  # closes nothing, or closes the array
+                        depth -= 1
+                        continue
+                    elif tok == ord("]"):
+                        depth -= 1
+                        closed = depth == 0
+                        continue
+                    elif depth != 1:  # a comma inside an element
+                        continue
+                    # '[' opening the array, or a comma between its elements: an element starts next
+                    nxt = ws(buf, m.end()).end()
+                    if nxt >= len(buf):
+                        if eof:
+                            return None
+                        if tok == ord("["):
+                            depth = 0  # scanned again
+                        carry = buf[at:]  # see where the element starts with more bytes
+                        break
+                    if buf[nxt] == ord("]"):
+                        if tok == ord(","):
+                            return None  # a trailing comma
+                        continue  # an empty array
+                    line += buf.count(b"\n", counted, nxt)
+                    counted = nxt
+                    elements += 1
+                    start = base + nxt
+                    if elements > 1 and start - last_cut >= part_bytes:
+                        cuts.append(FilePart(file, start, -1, line - 1, "array", elements - 1, last_line))
+                        last_cut = start
+                    last_line = line
+                line += buf.count(b"\n", counted, len(buf) - len(carry))
+                base += len(buf) - len(carry)
+                if eof:
+                    break
+    except OSError as exc:
+        raise _stream_error(path, exc, 0) from None
+    if not closed:
+        return None
+    starts = [0, *(c.start for c in cuts)]
+    ends = [*(c.start for c in cuts), size]
+    first = FilePart(file, 0, -1, 0, "array")
+    return [dataclasses.replace(c, end=e, nbytes=e - s) for c, s, e in zip([first, *cuts], starts, ends,
+                                                                          strict=True)]
+
+
+def _row_parts(path: Path, part_bytes: int) -> list[FilePart] | None:
+    """Runs of whole row groups of a parquet file, each about `part_bytes` of compressed data; None when
+    the footer cannot be read (the reader then names the problem)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError):
+        return None
+    parts: list[FilePart] = []
+    first = rows = acc = before = 0
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        acc += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+        rows += rg.num_rows
+        if acc >= part_bytes or i + 1 == md.num_row_groups:
+            parts.append(FilePart(str(path), first, i + 1, before, "rows", nbytes=acc))
+            first, before, acc = i + 1, rows, 0
+    return parts
 
 
 def read_part(part: FilePart, *, text_files: bool = False) -> Iterator[RawRecord]:
     """The records of one part (see `plan_parts`), with the file name and line numbers of the whole file."""
-    if part.end < 0:
-        return _file_reader(Path(part.path), text_files)()
-    return _read_json_lines(Path(part.path), part.start, part.end, part.first_line)
+    path = Path(part.path)
+    if part.kind == "lines":
+        return _read_json_lines(path, part.start, part.end, part.first_line)
+    if part.kind == "array":
+        return _read_json_values(path, array=True, part=part)
+    if part.kind == "rows":
+        return _read_parquet(path, row_groups=(part.start, part.end), first_row=part.first_line)
+    return _file_reader(path, text_files)()
 
 
 # -- compressed streams -----------------------------------------------------------------------------------
@@ -577,8 +726,19 @@ def _text_chunks(path: Path) -> Iterator[str]:
             yield decoder.decode(block)
 
 
-def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
-    """Elements of a top-level array (or whitespace-separated values), parsed one at a time.
+def _range_chunks(path: Path, start: int, end: int) -> Iterator[str]:
+    """Text of bytes `start` to `end` of a file (both at character boundaries), a chunk at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig" if start == 0 else "utf-8")()
+    with _open_range(path, start, end) as fh:
+        while block := fh.read(CHUNK):
+            yield decoder.decode(block)
+    if tail := decoder.decode(b"", final=True):
+        yield tail
+
+
+def _read_json_values(path: Path, *, array: bool, part: FilePart | None = None) -> Iterator[RawRecord]:
+    """Elements of a top-level array (or whitespace-separated values), parsed one at a time; with `part`
+    (an ``array`` part of `plan_parts`), only its elements, numbered and placed as in the whole file.
 
     ``raw_decode`` runs over a buffer that is refilled as needed and trimmed behind the cursor, so
     memory is one read chunk plus the current element. ``line`` is the line where the element starts;
@@ -587,10 +747,12 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
     is joined once per retry, so a huge element costs linear time; past `MAX_RECORD` characters it stops.
     """
     file = str(path)
-    chunks = _text_chunks(path)
+    inner = part is not None and part.start > 0  # the part starts at an element, after the '['
+    open_end = part is not None and part.end < path.stat().st_size  # the array goes on after the part
+    chunks = _text_chunks(path) if part is None else _range_chunks(path, part.start, part.end)
     decode = json.JSONDecoder().raw_decode
     ws = _WS.match
-    buf, pos, line, eof = "", 0, 1, False
+    buf, pos, line, eof = "", 0, 1 + (part.first_line if part else 0), False
 
     def fill(need: int) -> bool:
         """Read until `need` characters lie at or after the cursor (or the input ends); True if it grew.
@@ -673,7 +835,7 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
         if not fill(CHUNK):
             return
         skip_ws()
-        if array:
+        if array and not inner:
             pos += 1  # the '[' checked by the caller
             if not skip_ws():
                 raise fail("unexpected end of file inside the top-level array", line)
@@ -684,7 +846,7 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
                 return
         elif not skip_ws():
             return
-        n, prev_line = 0, 0
+        n, prev_line = (part.first_item, part.prev_line) if part else (0, 0)
         while True:  # the cursor is at the start of an element
             start = line
             value, end = parse()
@@ -693,7 +855,7 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
             pos = end
             # Find where the next element starts (if any) before handing this one on, to know whether
             # the two share a line.
-            done = False
+            done = cut = False
             if array:
                 if not skip_ws():
                     raise fail("unexpected end of file inside the top-level array (truncated?)", line)
@@ -706,10 +868,12 @@ def _read_json_values(path: Path, *, array: bool) -> Iterator[RawRecord]:
                 elif sep != ",":
                     raise fail(f"expected ',' or ']' after element {n}, found {sep!r}", line)
                 elif not skip_ws():
-                    raise fail("unexpected end of file inside the top-level array (truncated?)", line)
+                    if not open_end:
+                        raise fail("unexpected end of file inside the top-level array (truncated?)", line)
+                    done = cut = True  # the next part starts at the next element, on line `line`
             else:
                 done = not skip_ws()
-            shared = start == prev_line or (not done and start == line)
+            shared = start == prev_line or ((not done or cut) and start == line)
             yield RawRecord(value, file, start, n if shared else 0)
             if done:
                 return
@@ -733,8 +897,10 @@ def _columns(path: Path, names: list[str], columns: tuple[str, ...] | None,
     return list(columns) + [c for c in optional if c in names and c not in columns]
 
 
-def _read_parquet(path: Path, columns: tuple[str, ...] | None = None,
-                  optional: tuple[str, ...] = ()) -> Iterator[RawRecord]:
+def _read_parquet(path: Path, columns: tuple[str, ...] | None = None, optional: tuple[str, ...] = (),
+                  row_groups: tuple[int, int] | None = None, first_row: int = 0) -> Iterator[RawRecord]:
+    """A parquet file's rows (or those of row groups ``row_groups[0]`` to ``row_groups[1] - 1``, the first of
+    which is row ``first_row + 1``), batch by batch."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -745,10 +911,11 @@ def _read_parquet(path: Path, columns: tuple[str, ...] | None = None,
     except (pa.ArrowException, OSError) as exc:
         raise BadFileError(f"not a readable parquet file: {exc}", path=path) from None
     cols = _columns(path, pf.schema_arrow.names, columns, optional)
-    file, row = str(path), 0
+    file, row = str(path), first_row
+    groups = None if row_groups is None else list(range(*row_groups))
     new, set_data, set_file, set_line, set_item = object.__new__, _SET_DATA, _SET_FILE, _SET_LINE, _SET_ITEM
     try:
-        for batch in pf.iter_batches(batch_size=TABLE_BATCH, columns=cols):
+        for batch in pf.iter_batches(batch_size=TABLE_BATCH, columns=cols, row_groups=groups):
             for data in batch.to_pylist():
                 row += 1
                 rec = new(RawRecord)  # RawRecord(data, file, row), without the frozen __init__ (a hot path)

@@ -438,6 +438,7 @@ class Rejected:
     record: Any
     detail: str = ""
     duplicate_of: str | None = None
+    item: int = 0  # the record's position in a JSON array when several elements start on `line` (else 0)
 
     @classmethod
     def of(cls, conv: Conversation, step: str, reason: str, detail: str = "",
@@ -445,7 +446,7 @@ class Rejected:
         """The reject of a conversation dropped by `step`, located by its ``meta`` provenance."""
         meta = conv.meta
         return cls(conv.source, step, reason, str(meta.get("file", "")), int(meta.get("line") or 0),
-                   conv.to_dict(), detail, duplicate_of)
+                   conv.to_dict(), detail, duplicate_of, int(meta.get("item") or 0))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -459,6 +460,8 @@ class Rejected:
         }
         if self.duplicate_of is not None:
             d["duplicate_of"] = self.duplicate_of
+        if self.item:
+            d["item"] = self.item
         return d
 
     def to_json_bytes(self) -> bytes:

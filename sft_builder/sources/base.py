@@ -88,8 +88,8 @@ class Adapter(Generic[O]):
             return self._run(records, count_records=True)
         return self.run(self._counted(records))
 
-    def can_split(self) -> bool:
-        """Whether parts of the inputs can be converted apart (`stream_part`) and give, one after another,
+    def can_split(self, inputs: Sequence[str] = (), data_files: Sequence[str] = ()) -> bool:
+        """Whether parts of `inputs` can be converted apart (`stream_part`) and give, one after another,
         what `stream` gives: the adapter converts record by record and keeps nothing across records."""
         return self.splittable and type(self).run is Adapter.run and type(self).read is Adapter.read
 
@@ -151,19 +151,19 @@ class Adapter(Generic[O]):
                 continue
             if not convs:
                 stats.candidates += 1
-                yield Rejected(self.source, "adapter", "no_conversation", rec.file, rec.line, rec.data)
+                yield Rejected(self.source, "adapter", "no_conversation", rec.file, rec.line, rec.data, item=rec.item)
             stats.candidates += len(convs)
             yield from convs
 
     def reject(self, rec: RawRecord, exc: InvalidRecordError) -> Rejected:
         return Rejected(self.source, "adapter", exc.reason, rec.file, rec.line, rec.data, exc.detail,
-                        getattr(exc, "duplicate_of", None))
+                        getattr(exc, "duplicate_of", None), rec.item)
 
     def reject_unparsed(self, rec: RawRecord) -> Rejected:
         """The reject for a line that could not be parsed (not JSON, not UTF-8, over the reader's size
         limit): the original text (its beginning, if too large) is kept as the record."""
         bad: UnparsedRecord = rec.data
-        return Rejected(self.source, "adapter", bad.reason, rec.file, rec.line, bad.text, bad.error)
+        return Rejected(self.source, "adapter", bad.reason, rec.file, rec.line, bad.text, bad.error, item=rec.item)
 
 
 class _ReadOnce:

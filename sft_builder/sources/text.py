@@ -109,6 +109,22 @@ class TextAdapter(Adapter[TextOptions]):
             raise UserError(f"no text files ({', '.join(self.exts)}) or data files in the folder", path=folder)
         return parts
 
+    def can_split(self, inputs: Sequence[str] = (), data_files: Sequence[str] = ()) -> bool:
+        """Data files (records with a text column: open-phi's parquet books) are cut into parts as the
+        readers cut them; a source with whole text files, ``lines`` or `data_files` is read as one."""
+        if self.options.lines or data_files or not inputs:
+            return False
+        for spec in inputs:
+            path = Path(spec).expanduser()
+            found = [path] if path.exists() else [Path(m) for m in glob(str(path), recursive=True)]
+            for f in found:
+                if f.is_dir() and not _saved_dataset(f):
+                    if any(p.name.lower().endswith(self.exts) for p in f.rglob("*") if p.is_file()):
+                        return False
+                elif f.name.lower().endswith(self.exts):
+                    return False
+        return True
+
     # -- converting ------------------------------------------------------------------------------------
     def convert_record(self, record: RawRecord) -> Iterable[Conversation]:
         data = record.data
