@@ -115,6 +115,8 @@ class TextAdapter(Adapter[TextOptions]):
         if self.options.lines or data_files or not inputs:
             return False
         for spec in inputs:
+            if "://" in spec:
+                return False  # a URL: read whole, as the readers read URL files
             path = Path(spec).expanduser()
             found = [path] if path.exists() else [Path(m) for m in glob(str(path), recursive=True)]
             for f in found:
