@@ -16,6 +16,7 @@ non-English stays undecided, as does any verdict below `min_confidence`.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,23 +35,37 @@ UNDECIDED = "undecided"
 _FENCE_RE = re.compile(r"(```|~~~).*?(?:\1|\Z)", re.DOTALL)
 _INLINE_CODE_RE = re.compile(r"`[^`\n]*`")
 _URL_RE = re.compile(r"(?:https?://|ftp://|www\.)\S+|[\w.+-]+@[\w-]+\.[\w.]+|\S+\.(?:com|org|net|io)/\S*", re.I)
+# what every match of `_URL_RE` contains (`maybe_url`): a cheap look that spares the costly one on most prose
+_URL_HINT_RE = re.compile(r"://|www\.|@|\.(?:com|org|net|io)/", re.I)
 _ENTITY_RE = re.compile(r"&[a-z]+;|&#\d+;")
 # A line that reads as code, markup or a formula rather than prose: an assignment or comparison, a
 # statement or block end, a call `name(`, snake_case or dotted names, an HTML tag, a code
-# keyword opening the line, or a Python/Ruby block header.
-_CODE_LINE_RE = re.compile(
-    r"[=<>]=|=>|->|::|[^\s=!<>]=[^=]|\s=\s|[;{}]\s*$|^\s*[{}]|\b[A-Za-z_]\w*\((?!s\))"
-    r"|\b[a-z]+_[a-z0-9_]+\b|\b\w+\.\w+\.\w+|\b[a-z]\w*\.[a-z]\w*\("
-    r"|</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>|<!"
-    r"|^\s*(?:def|class|import|#include|#define|public|private|static|var|let|const|func|fn|package)\s+\w"
-    r"|^\s*(?:from\s+[\w.]+\s+import|@\w+|//|/\*|\*/|<\?|\$\s)"
-    r"|^\s*(?:if|elif|else|for|while|with|try|except|finally|switch|case)\b.*:$"
-    r"|^\s*(?:return|end|break|pass|yield)\b\s*[\w\[\]().'\"-]*$",
+# keyword opening the line, or a Python/Ruby block header. The patterns a line start anchors, then one per
+# character a pattern cannot match without, tried only on lines that have it (as one regex, 30 us a line).
+_CODE_START_RE = re.compile(
+    r"\s*(?:[{}]"
+    r"|(?:def|class|import|#include|#define|public|private|static|var|let|const|func|fn|package)\s+\w"
+    r"|from\s+[\w.]+\s+import|@\w+|//|/\*|\*/|<\?|\$\s"
+    r"|(?:if|elif|else|for|while|with|try|except|finally|switch|case)\b.*:$"
+    r"|(?:return|end|break|pass|yield)\b\s*[\w\[\]().'\"-]*$)"
 )
+_CODE_EQ_RE = re.compile(r"[=<>]=|=>|[^\s=!<>]=[^=]|\s=\s")
+_CODE_CALL_RE = re.compile(r"\b[A-Za-z_]\w*\((?!s\))|\b[a-z]\w*\.[a-z]\w*\(")
+_CODE_SNAKE_RE = re.compile(r"\b[a-z]+_[a-z0-9_]+\b")
+_CODE_DOTTED_RE = re.compile(r"\b\w+\.\w+\.\w+")
+_CODE_TAG_RE = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>|<!")
+# What three of them cannot match without, found fast from a literal (a "(" after a word character, a "."
+# between two, a "_" after a lower-case letter): the full pattern scans a prose paragraph 20 times slower.
+_CALL_GATE_RE = re.compile(r"\((?<=\w\()")
+_DOTTED_GATE_RE = re.compile(r"\.(?<=\w\.)\w")
+_SNAKE_GATE_RE = re.compile(r"_(?<=[a-z]_)[a-z0-9_]")
 _NON_LATIN_RE = re.compile(
     r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0750-\u077f\u0900-\u097f\u0e00-\u0e7f\u1100-\u11ff"
     r"\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
 )
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
+_HIGH_RE = re.compile(r"[\u0e00-\U0010ffff]+")  # from Thai on: a letter weighs 4 in `weight`
+_ASCII_NON_LETTERS = bytes(c for c in range(128) if not chr(c).isalpha())
 _SEGMENT_RE = re.compile(r"[\n,;:•·|/]|\s[-–—*]\s")
 _LATIN_RE = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+")
 _EN_WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -66,6 +81,8 @@ _SCRIPTS: tuple[tuple[str, re.Pattern[str], float], ...] = (
     ("thai", re.compile(r"[\u0e00-\u0e7f]+"), 5.0),
     ("devanagari", re.compile(r"[\u0900-\u097f]+"), 0),
 )
+# any letter of those scripts: a sample with none (English with curly quotes) skips the nine searches
+_ANY_SCRIPT_RE = re.compile("[" + "".join(rx.pattern[1:-2] for _, rx, _ in _SCRIPTS) + "]")
 _CJK = ("kana", "han", "hangul", "thai")  # scripts where one letter carries about a word's weight of text
 # The language of a script used by one language; the shared ones ask langdetect, this is its fallback.
 _SCRIPT_LANG = {"hangul": "ko", "greek": "el", "hebrew": "he", "thai": "th", "kana": "ja", "han": "zh",
@@ -92,6 +109,7 @@ words text article story poem paragraph code program function data file list tab
 """.split()
 )
 _FOLD = {"zh-cn": "zh", "zh-tw": "zh"}
+_VERDICTS_KEPT = 4096  # langdetect verdicts a detector remembers (texts are bounded samples: a few MB at most)
 
 
 def fold(lang: str) -> str:
@@ -130,6 +148,27 @@ def bounded_sample(text: str, limit: int) -> str:
     return " ".join((text[:third], text[mid : mid + third], text[-third:]))
 
 
+def code_line(line: str) -> bool:
+    """True when a stripped line reads as code, markup or a formula (see `_CODE_START_RE`)."""
+    return bool(
+        line.endswith((";", "{", "}")) or "->" in line or "::" in line or _CODE_START_RE.match(line)
+        or ("=" in line and _CODE_EQ_RE.search(line))
+        or (_CALL_GATE_RE.search(line) and _CODE_CALL_RE.search(line))
+        or (_SNAKE_GATE_RE.search(line) and _CODE_SNAKE_RE.search(line))
+        or (_DOTTED_GATE_RE.search(line) and _CODE_DOTTED_RE.search(line))
+        or ("<" in line and _CODE_TAG_RE.search(line))
+    )
+
+
+def maybe_url(text: str) -> bool:
+    """False when `_URL_RE` cannot match: none of its literals (ASCII text: in C on the lower-cased text)."""
+    if text.isascii():  # re.I also folds a few non-ASCII letters (the Kelvin sign is a k): the regex for those
+        low = text.lower()
+        return ("://" in low or "www." in low or "@" in low or ".com/" in low or ".org/" in low or ".net/" in low
+                or ".io/" in low)
+    return _URL_HINT_RE.search(text) is not None
+
+
 def _lines(text: str) -> tuple[list[str], int, int]:
     """The prose lines of `text`, and how many characters are in code-looking lines and in prose lines."""
     keep: list[str] = []
@@ -138,7 +177,7 @@ def _lines(text: str) -> tuple[list[str], int, int]:
         stripped = line.strip()
         if not stripped:
             continue
-        if _CODE_LINE_RE.search(stripped) and not _NON_LATIN_RE.search(stripped):  # code is Latin script
+        if code_line(stripped) and not _NON_LATIN_RE.search(stripped):  # code is Latin script
             code += len(stripped)
         elif weight(stripped) >= 0.6 * len(stripped.replace(" ", "")):
             keep.append(stripped)
@@ -149,7 +188,7 @@ def _lines(text: str) -> tuple[list[str], int, int]:
 
 def looks_like_code(text: str) -> bool:
     """True when, outside fenced code, code-looking lines (a program, a stylesheet, markup) outweigh prose."""
-    _, code, kept = _lines(_FENCE_RE.sub("\n", text))
+    _, code, kept = _lines(_FENCE_RE.sub("\n", text) if "`" in text or "~~~" in text else text)
     return code > kept
 
 
@@ -159,9 +198,12 @@ def prose(text: str, strip_code: bool = True) -> str:
     A turn that is mostly code-looking lines (an unfenced program or HTML page) has no prose at all: the
     comments and strings inside code are not what the conversation is written in.
     """
-    if strip_code:
+    if strip_code and ("`" in text or "~~~" in text):
         text = _INLINE_CODE_RE.sub(" ", _FENCE_RE.sub("\n", text))
-    text = _ENTITY_RE.sub(" ", _URL_RE.sub(" ", text))
+    if maybe_url(text):
+        text = _URL_RE.sub(" ", text)
+    if "&" in text:
+        text = _ENTITY_RE.sub(" ", text)
     if not strip_code:
         return text
     keep, code, kept = _lines(text)
@@ -174,10 +216,13 @@ def prose(text: str, strip_code: bool = True) -> str:
 
 def weight(text: str) -> int:
     """Letters of prose, a CJK or Thai character counting as 4 (it carries about a word of meaning)."""
-    n = 0
-    for ch in text:
-        if ch.isalpha():
-            n += 4 if ch >= "\u0e00" else 1
+    n = len(text.encode("ascii", "ignore").translate(None, _ASCII_NON_LETTERS))  # ASCII letters, counted in C
+    if not text.isascii():
+        other = "".join(_NON_ASCII_RE.findall(text))
+        n += sum(map(str.isalpha, other))
+        high = "".join(_HIGH_RE.findall(other))
+        if high:
+            n += 3 * sum(map(str.isalpha, high))
     return n
 
 
@@ -216,6 +261,12 @@ class Detector:
         self.min_confidence = min_confidence
         self.seed = seed
         self.calls = Counter[str]()  # which path decided, for benchmarks and the report
+        # the texts handed to langdetect and the seconds they took, by why (`latin`: Latin-script prose with
+        # too few common English words; a script's name: which of the languages writing it), for the bench
+        self.fallback = Counter[str]()
+        self.fallback_seconds: dict[str, float] = {}
+        self.fallback_reused = 0  # texts whose verdict was remembered from an earlier run
+        self._verdicts: dict[str, tuple[str, float] | None] = {}
 
     def detect(self, text: str) -> str | None:
         """A folded language code, or None when the text cannot tell (too short, or no confident verdict).
@@ -227,7 +278,7 @@ class Detector:
         tokens: dict[str, list[str]] = {}
         latin = _LATIN_RE.findall(sample)
         units["latin"] = len(latin)
-        if not sample.isascii():
+        if not sample.isascii() and _ANY_SCRIPT_RE.search(sample):
             for name, rx, per_word in _SCRIPTS:
                 found = rx.findall(sample)
                 if found:
@@ -247,29 +298,31 @@ class Detector:
         """Text mostly in one non-Latin script: certainly not English; which language the script says."""
         self.calls["script"] += 1
         if script in ("han", "kana"):
-            kana = sum(map(len, tokens.get("kana", ())))
-            han = sum(map(len, tokens.get("han", ())))
-            return "ja" if kana >= 0.05 * (kana + han) else "zh"
+            kana = "".join(tokens.get("kana", ()))
+            hiragana = sum(ch <= "\u309f" for ch in kana)
+            cjk = len(kana) + sum(map(len, tokens.get("han", ())))
+            # hiragana (the particles of a Japanese sentence), or mostly katakana: Japanese; a Chinese text
+            # quoting a few names in katakana (サカナクション) or dotting them with "・" stays Chinese
+            return "ja" if hiragana >= 0.05 * cjk or len(kana) - hiragana >= 0.25 * cjk else "zh"
         if script in ("cyrillic", "arabic", "devanagari"):
-            found = self._langdetect(" ".join(tokens[script]))
+            found = self._langdetect(" ".join(tokens[script]), script)
             if found is not None:
                 return found[0]
         return _SCRIPT_LANG[script]
 
     def _latin(self, words: list[str], text: str | None = None) -> str | None:
-        lowered = [w.lower() for w in words]
-        common = sum(w in _EN_WORDS for w in _EN_WORD_RE.findall(" ".join(lowered)))
-        if len(lowered) >= 3 and common >= self.en_stopword_ratio * len(lowered):
+        common = sum(map(_EN_WORDS.__contains__, _EN_WORD_RE.findall(" ".join(words).lower())))
+        if len(words) >= 3 and common >= self.en_stopword_ratio * len(words):
             self.calls["english_words"] += 1
             return "en"
-        if len(lowered) < self.min_words:
+        if len(words) < self.min_words:
             self.calls["too_few_words"] += 1
             return None  # a few words are noise to any detector: never enough to call a language
         if not sentences(" ".join(words) if text is None else text):
             self.calls["word_list"] += 1
             return None  # "Canada, Mexico, Brazil": names and lists are in no language in particular
         self.calls["langdetect"] += 1
-        found = self._langdetect(" ".join(words))
+        found = self._langdetect(" ".join(words), "latin")
         if found is None:
             return None
         lang, prob = found
@@ -278,15 +331,29 @@ class Detector:
             return None
         return lang
 
-    def _langdetect(self, text: str) -> tuple[str, float] | None:
+    def _langdetect(self, text: str, why: str) -> tuple[str, float] | None:
+        """langdetect's best guess and its probability; a text seen before gets its verdict again (a copy is
+        common before dedup, and a seeded verdict depends on the text alone), with no second run."""
+        if text in self._verdicts:
+            self.fallback_reused += 1
+            return self._verdicts[text]
+        if len(self._verdicts) >= _VERDICTS_KEPT:
+            self._verdicts.clear()
+        found = self._verdicts[text] = self._run_langdetect(text, why)
+        return found
+
+    def _run_langdetect(self, text: str, why: str) -> tuple[str, float] | None:
         from langdetect.lang_detect_exception import LangDetectException
 
+        start = time.perf_counter()
         detector = _factory(self.seed).create()
         detector.append(text)
         try:
             best = detector.get_probabilities()
         except LangDetectException:
-            return None
+            best = []
+        self.fallback[why] += 1
+        self.fallback_seconds[why] = self.fallback_seconds.get(why, 0.0) + time.perf_counter() - start
         if not best or best[0].lang == "unknown":
             return None
         return fold(best[0].lang), float(best[0].prob)

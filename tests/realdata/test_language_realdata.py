@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from sft_builder.steps.language import Language, LanguageConfig
+from sft_builder.steps.language import _URL_RE, Language, LanguageConfig, code_line, maybe_url, weight
+from tests.steps.test_language import ONE_REGEX
 
 # ja, ja, zh, ko, ko (a Korean question above English search results), de. The other four ShareGPT first
 # turns with CJK letters are English with a scraped Korean "translate now" button, or ask for a reply "in 中文".
@@ -78,3 +79,14 @@ def test_other_languages_are_dropped(judged: list[tuple[Item, bool]]) -> None:
     assert len(other) >= 1000  # the 1000 Chinese Alpaca records and the hand-read ShareGPT turns
     kept = [(item[0], item[2][0][:80]) for item, dropped in other if not dropped]
     assert len(kept) <= 0.05 * len(other), kept
+
+
+def test_the_cheaper_code_line_and_weight_agree_with_their_definitions(realdata: Path) -> None:
+    """Every real text and line: the split code-line test, the C-counted weight and the URL pre-check change
+    no verdict (each agrees with the plain definition it replaced)."""
+    texts = {text for _, _, user, assistant in _items(realdata) for text in user + assistant}
+    assert [text for text in texts if _URL_RE.search(text) and not maybe_url(text)] == []
+    lines = {line.strip() for text in texts for line in text.splitlines()}
+    assert len(lines) > 50_000
+    assert [line for line in lines if code_line(line) != bool(ONE_REGEX.search(line))] == []
+    assert [line for line in lines if weight(line) != sum(4 if c >= "\u0e00" else 1 for c in line if c.isalpha())] == []

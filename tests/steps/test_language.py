@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sft_builder.steps.base import Drop
@@ -8,9 +10,12 @@ from sft_builder.steps.language import (
     Language,
     LanguageConfig,
     bounded_sample,
+    code_line,
+    maybe_url,
     prose,
     sentences,
     side_prose,
+    weight,
 )
 
 from .helpers import conv
@@ -192,3 +197,63 @@ def test_english_with_a_few_foreign_words_is_english() -> None:
     d = Detector()
     assert d.detect('The literal translation of "好领导" is "good leader" in most of the contexts.') == "en"
     assert d.detect("Write a blog post about which audience you would recommend the book to\n\n지금 번역하기") == "en"
+
+
+# -- issue 14: the same verdicts, cheaper ---------------------------------------------------------------------
+# The code-line test as one regex, as it was before it was split by the character each part needs.
+ONE_REGEX = re.compile(
+    r"[=<>]=|=>|->|::|[^\s=!<>]=[^=]|\s=\s|[;{}]\s*$|^\s*[{}]|\b[A-Za-z_]\w*\((?!s\))"
+    r"|\b[a-z]+_[a-z0-9_]+\b|\b\w+\.\w+\.\w+|\b[a-z]\w*\.[a-z]\w*\("
+    r"|</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>|<!"
+    r"|^\s*(?:def|class|import|#include|#define|public|private|static|var|let|const|func|fn|package)\s+\w"
+    r"|^\s*(?:from\s+[\w.]+\s+import|@\w+|//|/\*|\*/|<\?|\$\s)"
+    r"|^\s*(?:if|elif|else|for|while|with|try|except|finally|switch|case)\b.*:$"
+    r"|^\s*(?:return|end|break|pass|yield)\b\s*[\w\[\]().'\"-]*$",
+)
+LINES = (
+    "x == y", "a => b", "p -> q", "std::vector", "x=1", "a = b", "return x;", "{", "} else {", "print(x)",
+    "Call sorted(s) on it", "my_var is set", "os.path.join", "a.b.c", "obj.method(", "<div class=\"a\">", "<!DOCTYPE",
+    "def f", "class A", "#include <x>", "from a.b import c", "@decorator", "// note", "/* c", "*/", "<?php", "$ ls",
+    "if x > 0:", "else:", "return x", "end", "break", "The cat (s) sat.", "I saw 3.5 cats.", "e.g. this one",
+    "Write a story about a cat.", "Is 2 < 3 and 5 > 4?", "a != b", "x <= y", "for each item: do it", "yield 3",
+    "函数f(x) = x^2", "<br>", "Hello :: world", "re-do -> done", "ends with a brace }", "",
+)
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_code_line_is_the_one_regex(line: str) -> None:
+    assert code_line(line) == bool(ONE_REGEX.search(line))
+
+
+def _weight_by_letter(text: str) -> int:
+    return sum(4 if ch >= "\u0e00" else 1 for ch in text if ch.isalpha())
+
+
+@pytest.mark.parametrize("text", ["", "Hi, world 42!", EN, ZH, JA, RU, DE, "x² + ½ Ⅻ ① ٣ é ß", "สวัสดี ครับ", "a_b\t\n"])
+def test_weight_counts_letters_as_before(text: str) -> None:
+    assert weight(text) == _weight_by_letter(text)
+
+
+def test_fallback_to_langdetect_is_counted_by_why() -> None:
+    d = Detector()
+    for text in (EN, ZH, DE, RU):
+        d.detect(text)
+    assert d.fallback == {"latin": 1, "cyrillic": 1}
+    assert set(d.fallback_seconds) == {"latin", "cyrillic"} and all(s > 0 for s in d.fallback_seconds.values())
+    assert d.detect(DE) == "de" and d.fallback == {"latin": 1, "cyrillic": 1} and d.fallback_reused == 1
+
+
+def test_a_chinese_text_quoting_japanese_names_is_chinese() -> None:
+    artists = "这里有一些在日本流行的音乐艺术家的名字：宇多田光，椎名林檎，米津玄師，サカナクション，迈克尔・乔丹。"
+    assert Detector().detect(artists) == "zh"
+    assert Detector().detect("地下鉄サリン事件") == "ja"  # katakana a quarter of the letters: Japanese
+    assert Detector().detect(JA) == "ja"
+
+
+@pytest.mark.parametrize(("text", "url"), [
+    ("See WWW.EXAMPLE.COM for more", True), ("mail me at a@b.org", True), ("Visit Example.COM/page today", True),
+    ("ftp://host/file", True), ("A plain sentence. Nothing else.", False), ("Café au lait, s'il vous plaît.", False),
+    ("site.\u0131o/page", True),  # a dotless i folds to i under re.I: non-ASCII text asks the regex
+])
+def test_maybe_url_is_false_only_without_a_url(text: str, url: bool) -> None:
+    assert maybe_url(text) == url
