@@ -9,14 +9,16 @@ letters are English prompts with a scraped Korean "지금 번역하기" (transla
 "in 中文"; they count as English. Everything else is English (code instructions included). The peers are
 judged the same way (`--peer-accuracy`).
 
-Speed in the build: the records bench/build.py generates (real pairs sampled and perturbed), read through
-its manifest's adapter and the steps before `language`, then `Language.run` with that manifest's settings
-(`languages: [en, zh]`). The peers decide the same conversations the plain way, with the same rule (every
-side found must be in `languages`): langdetect (seeded) and lingua (all languages, one thread) on each
-side's whole text. Rounds are interleaved (the order rotates) and each contender's best round counts; the
-step runs its pass several times a round so that its round is not a few hundredths of a second. Every
-record of that stream is English, Chinese or code, so every drop there is a mistake (`build_dropped`).
-`fallback`: the texts the step handed to langdetect, by why, and their share of the step's time.
+Speed in the build: the records bench/build.py samples (real conversations and documents, perturbed), read
+through its mix manifest's adapters and the steps before `language`, then `Language.run` with that
+manifest's settings (`languages: [en, zh]`) on all of them, one core. The peers decide every k-th record
+(`--peer-records` of them; they are too slow for all) the plain way, with the same rule (every side found
+must be in `languages`): langdetect (seeded) and lingua (all languages, one thread) on each side's whole
+text; the step decides those same records for the ratio. Rounds are interleaved (the order rotates) and
+each contender's best round counts; the step runs its pass on the peers' records several times a round so
+that its round is not a few hundredths of a second. The sample's sources are English, Chinese and code, so
+a drop there is a mistake or a translation task (`build_dropped`). `fallback`: the texts the step handed to
+langdetect, by why, and their share of the step's time.
 Prints one JSON line (skips cleanly when the folder is missing).
 """
 
@@ -174,7 +176,8 @@ def plain_verdict(ident: Callable[[str], str | None], languages: Sequence[str]) 
 
 # -- the build stream --------------------------------------------------------------------------------------------
 def build_stream(records: int, seed: int) -> tuple[list[Conversation], LanguageConfig]:
-    """bench/build.py's records and manifest: the conversations as they reach `language`, and its settings."""
+    """bench/build.py's sample (conversations and documents) and mix manifest: the records as they reach
+    `language`, source after source, and its settings."""
     from sft_builder.build import split_order
     from sft_builder.manifest import load_manifest
     from sft_builder.sources.base import make_adapter
@@ -184,17 +187,18 @@ def build_stream(records: int, seed: int) -> tuple[list[Conversation], LanguageC
     assert spec is not None and spec.loader is not None
     bench_build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_build)
+    convs: list[Conversation] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        bench_build.write_source(folder / "chat.jsonl", records, seed)
-        m = load_manifest(bench_build.manifest(folder))
-        src = m.sources[0]
+        bench_build.write_sample(folder, records, seed)
+        m = load_manifest(bench_build.manifest(folder, "mix"))
         pre, _ = split_order(m)
-        stream: Any = make_adapter(src.adapter, src.options, source=src.name).stream(list(src.inputs))
-        for name in pre[: pre.index("language")]:
-            stream = STEPS[name].make(src.steps[name]).run(stream)
-        convs = [c for c in stream if isinstance(c, Conversation)]
-    return convs, src.steps["language"]
+        for src in m.sources:
+            stream: Any = make_adapter(src.adapter, src.options, source=src.name).stream(list(src.inputs))
+            for name in pre[: pre.index("language")]:
+                stream = STEPS[name].make(src.steps[name]).run(stream)
+            convs += [c for c in stream if isinstance(c, Conversation)]
+    return convs, m.sources[0].steps["language"]
 
 
 def sides(conv: Conversation) -> tuple[list[str], list[str]]:
@@ -220,9 +224,9 @@ def timed_step(convs: list[Conversation], cfg: LanguageConfig, reps: int = 1) ->
 
 def speed(convs: list[Conversation], cfg: LanguageConfig, peers: dict[str, Verdict], rounds: int,
           peer_records: int) -> dict[str, Any]:
-    """Interleaved rounds, best round each: the step on the whole stream, and the step and the peers on its
-    first `peer_records` conversations (the peers are too slow for the whole): rates and what each dropped."""
-    sub = convs[:peer_records]
+    """Interleaved rounds, best round each: the step on the whole stream, and the step and the peers on every
+    k-th record, `peer_records` of them (the peers are too slow for the whole): rates and what each dropped."""
+    sub = convs[:: max(1, len(convs) // max(peer_records, 1))][:peer_records]  # spread over every source
     split = [sides(c) for c in sub]
     step_pass(convs[:50], cfg)  # warm up
     reps = max(1, min(20, round(0.5 / max(timed_step(sub, cfg)[0], 1e-6))))  # about half a second a round
@@ -259,7 +263,7 @@ def speed(convs: list[Conversation], cfg: LanguageConfig, peers: dict[str, Verdi
     return {
         "build_records": len(convs),
         "build_step_conv_per_s": round(len(convs) / best["step"], 1),
-        "build_dropped": dropped["step"],  # every record is English, Chinese or code: each drop is a mistake
+        "build_dropped": dropped["step"],  # sources in English, Chinese and code: a mistake or a translation
         "build_texts": texts,
         "build_paths": dict(sorted(det.calls.items())),
         "fallback": fallback,
@@ -275,7 +279,7 @@ def speed(convs: list[Conversation], cfg: LanguageConfig, peers: dict[str, Verdi
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=10_000, help="records of the build stream (bench/build.py's)")
-    ap.add_argument("--peer-records", type=int, default=1000, help="the first ones, which the peers decide too")
+    ap.add_argument("--peer-records", type=int, default=1000, help="how many of them the peers decide too")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--peer-accuracy", action=argparse.BooleanOptionalAction, default=True,
