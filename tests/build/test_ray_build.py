@@ -73,3 +73,12 @@ def test_ray_build_matches_local_bytes(local_ray, tmp_path: Path, monkeypatch: p
     assert dedup["removed"] > 0
     dropped = [k for s in on_ray.report["sources"].values() for k in s["dropped"] if k.startswith("decontaminate")]
     assert dropped
+
+
+def test_the_command_line_builds_on_ray(local_ray, run_cli, tmp_path: Path) -> None:
+    """`crystalmix build --executor ray` (on the Ray this module started) writes the local command's bytes."""
+    for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
+        code, err = run_cli("build", str(DEMO), "-o", str(tmp_path / name), "-q", *extra)
+        assert code == 0, err
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+    assert ray.is_initialized()
