@@ -544,7 +544,7 @@ def build(m: Manifest, out: str | Path, *, workers: int = 1, progress: Progress 
     shard, run on `executor` (by default `workers` forked processes); the outputs do not depend on which.
     """
     runner = executor if executor is not None else local_executor(workers)
-    with runner:  # one Ray session, or one pool of local workers, for all the stages' tasks
+    with runner:  # one Ray session for all the stages' tasks (each stage has its own local workers)
         return _build(m, out, runner, progress, force)
 
 
@@ -598,17 +598,18 @@ def _build(m: Manifest, out: str | Path, runner: Executor, progress: Progress | 
                 run_ingest(m, src, Path(task[2]), progress, part=(task[3], task[4]))
     else:
         parts_done: Counter[str] = Counter()  # bytes of the finished parts of each split source
-        for task, stats in zip(tasks, runner.imap(_ingest_worker, tasks), strict=True):
-            if task[3] is None:
-                ingest[task[1]] = stats
-            if progress is not None:
-                src = m.source(task[1])
+        with runner:  # local workers for this stage only: later stages fork theirs from what they have made
+            for task, stats in zip(tasks, runner.imap(_ingest_worker, tasks), strict=True):
                 if task[3] is None:
-                    _ingest_done(progress, src, stats["read"])
-                else:  # parts exist only for local files, whose sizes are known
-                    parts_done[task[1]] += _part_bytes(task[3][task[4]])
-                    total = input_meter(src.inputs).total  # type: ignore[union-attr]
-                    progress(task[1], min(parts_done[task[1]], total), total, "bytes")
+                    ingest[task[1]] = stats
+                if progress is not None:
+                    src = m.source(task[1])
+                    if task[3] is None:
+                        _ingest_done(progress, src, stats["read"])
+                    else:  # parts exist only for local files, whose sizes are known
+                        parts_done[task[1]] += _part_bytes(task[3][task[4]])
+                        total = input_meter(src.inputs).total  # type: ignore[union-attr]
+                        progress(task[1], min(parts_done[task[1]], total), total, "bytes")
     for s, d in todo:
         if s.name in split_dirs:
             ingest[s.name] = merge_parts(m, s, split_dirs[s.name], d)

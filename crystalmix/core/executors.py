@@ -46,7 +46,9 @@ class Executor(Protocol):
 class LocalExecutor:
     """`workers` processes of a `WorkerPool` (started by `start`, each running `initializer` first);
     one worker runs each task in this process, lazily, with no pool at all. Inside ``with`` the maps share
-    one pool (started at the first task), so a stage of many maps starts its workers once.
+    one pool, started at the first task and ended with the (innermost) block it was started in: a stage of
+    many maps starts its workers once, and a stage in a block of its own gets workers forked from what the
+    process holds then.
 
     In this process `fn` may be any callable; with a pool, `fn` and the items must pickle (``fork`` shares
     what the parent loaded, ``spawn`` starts fresh processes that inherit no threads or sessions).
@@ -61,6 +63,7 @@ class LocalExecutor:
         self.window = max(1, window or 4 * self.workers)
         self._depth = 0
         self._pool: WorkerPool | None = None
+        self._pool_depth = 0  # the `with` block that started the pool: the pool ends with it
 
     @property
     def in_process(self) -> bool:
@@ -79,7 +82,7 @@ class LocalExecutor:
                 yield from self._ordered(pool, fn, items)
             return
         if self._pool is None:  # inside `with`: one pool for every map until the block ends
-            self._pool = self._new_pool()
+            self._pool, self._pool_depth = self._new_pool(), self._depth
         pool = self._pool
         try:
             yield from self._ordered(pool, fn, items)
@@ -112,7 +115,7 @@ class LocalExecutor:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._pool is not None:
+        if self._pool is not None and self._depth < self._pool_depth:
             pool, self._pool = self._pool, None
             pool.__exit__(exc_type, exc, tb)
 

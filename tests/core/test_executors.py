@@ -138,3 +138,18 @@ def test_maps_inside_with_share_one_pool_and_an_error_ends_it(tmp_path: Path) ->
         third = set(ex.imap(_pid, range(4)))
         assert not third & (first | second)  # a new pool, new workers
     assert ex._pool is None
+
+
+def test_a_pool_ends_with_the_block_that_started_it() -> None:
+    ex = LocalExecutor(2, start="fork")
+    with ex:
+        with ex:
+            inner = set(ex.imap(_pid, range(8)))
+        assert ex._pool is None  # the stage's block ended: its workers with it
+        outer = set(ex.imap(_pid, range(8)))  # a new pool, for the outer block
+        assert ex._pool is not None
+        workers = set(ex._pool._processes)  # type: ignore[attr-defined]
+        with ex:
+            assert set(ex.imap(_pid, range(8))) <= workers  # an inner block uses the running pool
+        assert ex._pool is not None and outer <= workers and not inner & workers
+    assert ex._pool is None
