@@ -1,22 +1,34 @@
-"""Benchmark of the pretraining pipeline (read, tokenize, pack, FIM, HDF5 write); prints ONE JSON line.
+"""Pretraining tokenize + pack against datatrove's DocumentTokenizer and the plain approach; ONE JSON line.
 
-Every figure is a ratio against plain `tokenizers` ``encode_batch`` on the same texts in the same run (the
-median over rounds; within a round each ratio compares runs made back to back), on
-one thread (TOKENIZERS_PARALLELISM=false everywhere, so "per worker" means per core):
-  ratio        pipeline tokens/s with 1 worker / bare encode_batch tokens/s      (target >= 0.6)
-  ratio_fim    the same with FIM rate 0.9, context mode                           (target >= 0.4)
-  scaling      pipeline tokens/s with 2 workers / with 1 worker                   (target >= 1.6)
-  peak_rss_mb  peak RSS of a worker process (2-worker build, FIM on) for the larger input;
-               peak_rss_growth is its ratio to the same build of an input a quarter as large (flat: ~1.0)
-  projection_hours  stage 2 (345B SlimPajama tokens plain + 582B StarCoder tokens with FIM) on
-               nodes x cores, from the measured tokens per CPU-second (per core).
-The pipeline itself calls encode_batch_fast (no offsets); ratio_vs_encode_batch_fast compares with that.
-The *_cpu keys divide by CPU seconds instead of wall time: on a machine shared with other jobs they
-show what the code costs, whatever share of the CPU it got. scaling_cpu_bound = 2 x (tokens per
-CPU-second with 2 workers) / (with 1): the wall-clock scaling two free cores would allow.
-Input: the bundled demo corpora (real web text and code), repeated to the size asked; the real
-CrystalCoder tokenizer when ../shared/realdata is present, else the demo tokenizer shipped in the package.
-Usage: .venv/bin/python bench/pretrain.py [--mb 40] [--repeat 3]
+What is timed, on every side: one whole fresh process, from its command to its output files, including
+its start-up (imports, tokenizer load) and its reading of the same one JSONL file; one core each
+(TOKENIZERS_PARALLELISM=false, one worker). Like with like: each side is what a user runs to turn that
+file into training tokens with the same tokenizer.
+  crystalmix      ``crystalmix pretrain build`` (seq_len 2048, one worker): read, tokenize, pack rows
+                  (input, loss mask, labels), write HDF5 with metadata, index and mixture files.
+  crystalmix_fim  the same with FIM 0.9 (context mode, SPM 0.5).
+  datatrove       ``LocalPipelineExecutor([JsonlReader, DocumentTokenizer])``, 1 task, 1 worker, EOS added,
+                  ``shuffle_documents=False`` (crystalmix does not shuffle inside a shard; datatrove's
+                  default shuffle is a second pass over its file, which would flatter crystalmix). datatrove
+                  writes the flat token stream; packing into rows happens in its training-time dataset.
+  plain           ``Tokenizer.encode_batch`` in batches of 1,000 + EOS + a numpy pack into (L+1)-token
+                  rows of stride L (the last padded), saved with ``np.save``.
+Each round runs every side once (the order rotates from round to round) and each ratio compares the
+runs of one round; the JSON gives the median over rounds (every round under ``rounds``):
+  ratio_vs_datatrove   crystalmix tokens/s / datatrove tokens/s                   (target >= 1.2)
+  ratio_vs_plain       crystalmix tokens/s / plain tokens/s
+  fim_ratio            crystalmix_fim speed / crystalmix speed on the same documents (no-FIM seconds /
+                       FIM seconds)                                                 (target >= 0.6)
+The ``*_cpu`` twins divide by each process's CPU seconds instead of wall time (the machine may be shared).
+``tokens`` are document tokens with their EOS on every side (crystalmix: labels written + 1, as each
+stream's first token is an input only); ``tokens_equal`` says whether they agree, ``tokens_note`` why not.
+``startup_s`` is each side's wall time on a one-document input (imports and tokenizer load).
+``projection_hours``: stage 2 (345B SlimPajama tokens plain + 582B StarCoder tokens with FIM 0.9) on
+nodes x cores, from crystalmix's tokens per CPU-second here (start-up included: a conservative rate).
+Input: the bundled demo corpora (real web text and code) repeated to ``--mb``; the real CrystalCoder
+tokenizer when ../shared/realdata is present, else the demo tokenizer. datatrove is optional (the
+``bench`` extra): without it its keys are null and ``datatrove_note`` says why.
+Usage: .venv/bin/python bench/pretrain.py [--mb 12] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -33,17 +45,55 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "manifests" / "pretrain" / "demo_data"
 REAL_TOK = ROOT.parent / "shared" / "realdata" / "tokenizers" / "crystalcoder"
 DEMO_TOK = ROOT / "crystalmix" / "core" / "demo_tokenizer"  # what `tokenizer: demo` loads
+SEQ_LEN = 2048
+EOS = "</s>"
+SIDES = ("crystalmix", "crystalmix_fim", "datatrove", "plain")
 STAGE2_PLAIN, STAGE2_FIM = 345e9, 582e9
 CLUSTERS = [(1, 32), (4, 32), (16, 64), (64, 64)]
 
+DATATROVE = """
+import sys
+from datatrove.executor.local import LocalPipelineExecutor
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.tokens import DocumentTokenizer
+inp, out, tok, eos = sys.argv[1:5]
+LocalPipelineExecutor(pipeline=[
+    JsonlReader(inp, glob_pattern="*.jsonl"),
+    DocumentTokenizer(out + "/tokens", tokenizer_name_or_path=tok, eos_token=eos, shuffle_documents=False),
+], tasks=1, workers=1, logging_dir=out + "/logs").run()
+"""
+
+PLAIN = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from tokenizers import Tokenizer
+inp, out, tok, eos, seq_len = sys.argv[1:6]
+seq_len = int(seq_len)
+tok = Tokenizer.from_file(tok)
+eos_id = tok.token_to_id(eos)
+texts = [json.loads(line)["text"] for f in sorted(Path(inp).glob("*.jsonl")) for line in open(f, encoding="utf-8")]
+docs = []
+for i in range(0, len(texts), 1000):
+    for e in tok.encode_batch(texts[i:i + 1000], add_special_tokens=False):
+        docs.append(np.asarray(e.ids + [eos_id], dtype=np.int32))
+flat = np.concatenate(docs)
+n = -(-(len(flat) - 1) // seq_len)  # rows, the last one padded with EOS
+padded = np.full(n * seq_len + 1, eos_id, dtype=np.int32)
+padded[:len(flat)] = flat
+rows = np.stack([padded[i * seq_len:(i + 1) * seq_len + 1] for i in range(n)])
+Path(out).mkdir(parents=True, exist_ok=True)
+np.save(Path(out) / "rows.npy", np.ascontiguousarray(rows))
+(Path(out) / "tokens.txt").write_text(str(len(flat)))
+"""
+
 
 def corpus_texts() -> list[str]:
+    sys.path.insert(0, str(ROOT))
     from pretrain.documents import Document, read_file
 
     texts = []
@@ -53,29 +103,25 @@ def corpus_texts() -> list[str]:
     return texts
 
 
-def write_inputs(folder: Path, texts: list[str], mb: float, files: int = 16) -> None:
-    """`files` jsonl files holding about `mb` MB of the texts, repeated as needed."""
+def write_input(folder: Path, texts: list[str], mb: float) -> Path:
+    """One JSONL file of about `mb` MB of the texts, repeated as needed (one shard, one stream)."""
     folder.mkdir(parents=True, exist_ok=True)
     target, size, i = mb * 1e6, 0, 0
-    handles = [open(folder / f"part-{k:03d}.jsonl", "w", encoding="utf-8") for k in range(files)]  # noqa: SIM115
-    while size < target:
-        t = texts[i % len(texts)]
-        handles[i % files].write(json.dumps({"text": t}) + "\n")
-        size += len(t.encode())
-        i += 1
-    for h in handles:
-        h.close()
+    with open(folder / "part-000.jsonl", "w", encoding="utf-8") as fh:
+        while size < target or i == 0:
+            t = texts[i % len(texts)]
+            fh.write(json.dumps({"text": t}) + "\n")
+            size += len(t.encode())
+            i += 1
+    return folder
 
 
 def manifest(folder: Path, inputs: Path, tokenizer: Path, fim_rate: float) -> Path:
-    import yaml
-
     fim = {"rate": fim_rate, "spm_rate": 0.5, "mode": "context"}
-    raw = {"stage": "bench", "tokenizer": str(tokenizer), "seq_len": 2048, "seed": 1,
-           "samples_per_file": 50000,
+    raw = {"stage": "bench", "tokenizer": str(tokenizer), "seq_len": SEQ_LEN, "seed": 1, "samples_per_file": 50000,
            "sources": [{"name": "data", "paths": [str(inputs / "*.jsonl")], "fim": fim}]}
-    path = folder / f"bench-{fim_rate}.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    path = folder / f"bench-{inputs.name}-{fim_rate}.yaml"
+    path.write_text(json.dumps(raw), encoding="utf-8")  # JSON is YAML
     return path
 
 
@@ -83,120 +129,127 @@ def manifest(folder: Path, inputs: Path, tokenizer: Path, fim_rate: float) -> Pa
 class Run:
     tokens: int
     wall: float
-    cpu: float  # CPU seconds of this process and its (finished) worker processes
-
-    @property
-    def rate(self) -> float:
-        return self.tokens / self.wall
-
-    @property
-    def cpu_rate(self) -> float:
-        return self.tokens / self.cpu
+    cpu: float  # user + system seconds of the side's process (and any it waited for)
+    note: str = ""
 
 
-def _cpu() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
-def pipeline_run(man: Path, out: Path, workers: int) -> Run:
-    """Shard building plus the final pass (tokenizer resolution is a one-off, left out)."""
-    from pretrain.build import prepare
-    from pretrain.config import load_manifest
-    from pretrain.executors import LocalExecutor, shard_tokens
-    from pretrain.outputs import finalize
-
-    cfg = load_manifest(man)
-    tasks, vocab = prepare(cfg, out)
-    start, cpu = time.perf_counter(), _cpu()
-    markers = LocalExecutor(workers).run(tasks, lambda t, m: None)
-    finalize(tasks, markers, vocab, cfg.tokenizer)
-    return Run(sum(shard_tokens(m) for m in markers.values()), time.perf_counter() - start, _cpu() - cpu)
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one child process run to completion; its output is kept only on failure."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    cpu, start = _children_cpu(), time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
+    if res.returncode:
+        raise RuntimeError(f"{cmd[:3]} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    return wall, cpu
 
 
-def bare_run(texts: list[str], tokenizer: Path, method: str = "encode_batch") -> Run:
-    """Plain tokenization of the same texts in batches of 256 (`method`: encode_batch or encode_batch_fast)."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer / "tokenizer.json"))
-    encode = getattr(tok, method)
-    start, cpu = time.perf_counter(), _cpu()
-    n = 0
-    for i in range(0, len(texts), 256):
-        n += sum(len(e.ids) for e in encode(texts[i:i + 256], add_special_tokens=False))
-    return Run(n, time.perf_counter() - start, _cpu() - cpu)
+def run_crystalmix(man: Path, out: Path) -> Run:
+    cli = "from crystalmix.cli import main; main()"
+    wall, cpu = timed([sys.executable, "-c", cli, "pretrain", "build", str(man), "--out", str(out), "-j", "1", "-q"])
+    summary = json.loads((out / "build.json").read_text(encoding="utf-8"))
+    streams = len(list((out / ".state").rglob("*.done.json")))  # each stream's first token is never a label
+    labels = sum(json.loads((out / f / "metadata.json").read_text(encoding="utf-8"))["loss_valid_tokens"]
+                 for f in summary["folders"])
+    skipped = {k: v for c in summary["documents"].values() for k, v in c.items() if k != "documents_read" and v}
+    return Run(labels + streams, wall, cpu, f"skipped {skipped}" if skipped else "")
 
 
-def child_peak_rss(man: Path, out: Path) -> float:
-    """Peak RSS (MB) of the busiest worker process of a fresh 2-worker build of `man`."""
-    res = subprocess.run([sys.executable, __file__, "--child", str(man), str(out)], capture_output=True,
-                         text=True, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    return float(res.stdout.strip().splitlines()[-1])
+def run_datatrove(inputs: Path, out: Path, tokenizer: Path) -> Run:
+    wall, cpu = timed([sys.executable, "-c", DATATROVE, str(inputs), str(out), str(tokenizer / "tokenizer.json"), EOS])
+    tokens = sum(int(p.read_text().splitlines()[1]) for p in (out / "tokens").glob("*.metadata"))
+    return Run(tokens, wall, cpu)
+
+
+def run_plain(inputs: Path, out: Path, tokenizer: Path) -> Run:
+    wall, cpu = timed([sys.executable, "-c", PLAIN, str(inputs), str(out), str(tokenizer / "tokenizer.json"), EOS,
+                       str(SEQ_LEN)])
+    return Run(int((out / "tokens.txt").read_text()), wall, cpu)
+
+
+def datatrove_missing() -> str | None:
+    try:
+        import datatrove  # noqa: F401
+    except ImportError as exc:
+        return f"datatrove is not importable ({exc}); pip install 'crystalmix[bench]'"
+    return None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mb", type=float, default=40.0,
-                    help="input size for the rate runs (smaller inputs under-state scaling: worker start-up)")
+    ap.add_argument("--mb", type=float, default=12.0, help="input size (one JSONL file)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; each ratio is the median over rounds")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
-    if args.child:  # the memory probe: build with 2 worker processes, report the larger one's peak RSS
-        pipeline_run(Path(args.child[0]), Path(args.child[1]), 2)
-        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-        return
-    from crystalmix.core.readers import iter_records
-
     tokenizer = REAL_TOK if (REAL_TOK / "tokenizer.json").exists() else DEMO_TOK
+    missing = datatrove_missing()
+    sides = [s for s in SIDES if not (s == "datatrove" and missing)]
     texts = corpus_texts()
+    runs: dict[str, list[Run]] = {s: [] for s in sides}
+    startup: dict[str, list[float]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        write_inputs(tmp / "in", texts, args.mb)
-        bench_texts = [r.data["text"] for f in sorted((tmp / "in").glob("*.jsonl")) for r in iter_records(str(f))]
-        plain_man = manifest(tmp, tmp / "in", tokenizer, 0.0)
-        fim_man = manifest(tmp, tmp / "in", tokenizer, 0.9)
-        ratios: dict[str, list[float]] = {"ratio": [], "ratio_fim": [], "scaling": [], "ratio_cpu": [],
-                                          "ratio_fim_cpu": [], "scaling_cpu_bound": [], "ratio_fast": []}
-        runs: dict[str, list[Run]] = {"bare": [], "plain_1": [], "plain_2": [], "fim_1": []}
+        big, tiny = write_input(tmp / "in", texts, args.mb), write_input(tmp / "tiny", texts[:1], 0)
+        mans = {(inp, f): manifest(tmp, inp, tokenizer, f) for inp in (big, tiny) for f in (0.0, 0.9)}
+
+        def run(side: str, inp: Path, out: Path) -> Run:
+            if side == "datatrove":
+                return run_datatrove(inp, out, tokenizer)
+            if side == "plain":
+                return run_plain(inp, out, tokenizer)
+            return run_crystalmix(mans[inp, 0.9 if side == "crystalmix_fim" else 0.0], out)
+
         for k in range(args.repeat):
-            # Each ratio compares runs made back to back, so slow swings in outside load cancel out.
-            b1 = bare_run(bench_texts, tokenizer)
-            p1 = pipeline_run(plain_man, tmp / f"p1-{k}", 1)
-            p2 = pipeline_run(plain_man, tmp / f"p2-{k}", 2)
-            b2 = bare_run(bench_texts, tokenizer)
-            f1 = pipeline_run(fim_man, tmp / f"f1-{k}", 1)
-            bf = bare_run(bench_texts, tokenizer, "encode_batch_fast")
-            ratios["ratio"].append(p1.rate / b1.rate)
-            ratios["ratio_fim"].append(f1.rate / b2.rate)
-            ratios["scaling"].append(p2.rate / p1.rate)
-            ratios["ratio_cpu"].append(p1.cpu_rate / b1.cpu_rate)
-            ratios["ratio_fim_cpu"].append(f1.cpu_rate / b2.cpu_rate)
-            ratios["scaling_cpu_bound"].append(2 * p2.cpu_rate / p1.cpu_rate)
-            ratios["ratio_fast"].append(p1.rate / bf.rate)
-            for key, run in (("bare", b1), ("bare", b2), ("plain_1", p1), ("plain_2", p2), ("fim_1", f1)):
-                runs[key].append(run)
-        write_inputs(tmp / "small", texts, args.mb / 4)
-        write_inputs(tmp / "large", texts, args.mb)
-        rss_small = child_peak_rss(manifest(tmp / "small", tmp / "small", tokenizer, 0.9), tmp / "o4")
-        rss_large = child_peak_rss(manifest(tmp / "large", tmp / "large", tokenizer, 0.9), tmp / "o5")
-    plain_cpu = statistics.median(r.cpu_rate for r in runs["plain_1"])
-    fim_cpu = statistics.median(r.cpu_rate for r in runs["fim_1"])
-    hours = {f"{n}x{m}": round((STAGE2_PLAIN / plain_cpu + STAGE2_FIM / fim_cpu) / (n * m) / 3600, 1)
-             for n, m in CLUSTERS}
-    med = {k: round(statistics.median(v), 3) for k, v in ratios.items()}
-    print(json.dumps({
-        "ratio": med["ratio"], "ratio_fim": med["ratio_fim"], "scaling": med["scaling"],
-        "peak_rss_mb": round(rss_large, 1), "peak_rss_growth": round(rss_large / rss_small, 3),
-        "peak_rss_small_input_mb": round(rss_small, 1), "ratio_cpu": med["ratio_cpu"],
-        "ratio_fim_cpu": med["ratio_fim_cpu"], "scaling_cpu_bound": med["scaling_cpu_bound"],
-        "ratio_vs_encode_batch_fast": med["ratio_fast"],
-        "all": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
-        "median_tokens_per_s": {k: round(statistics.median(r.rate for r in v)) for k, v in runs.items()},
-        "per_core_tokens_per_cpu_s": round(plain_cpu), "per_core_fim_tokens_per_cpu_s": round(fim_cpu),
-        "input_mb": args.mb, "repeat": args.repeat, "tokenizer": tokenizer.name, "cpus": os.cpu_count(),
-        "load_avg_1m": round(os.getloadavg()[0], 2), "projection_hours": hours,
-    }))
+            order = sides[k % len(sides):] + sides[:k % len(sides)]  # rotate: no side always runs first
+            for side in order:
+                runs[side].append(run(side, big, tmp / f"{side}-{k}"))
+                startup[side].append(run(side, tiny, tmp / f"{side}-tiny-{k}").wall)
+    print(json.dumps(report(runs, startup, missing, args, tokenizer)))
+
+
+def report(runs: dict[str, list[Run]], startup: dict[str, list[float]], missing: str | None,
+           args: argparse.Namespace, tokenizer: Path) -> dict[str, object]:
+    cm = runs["crystalmix"]
+    rounds: dict[str, list[float]] = {"fim_ratio": [], "fim_ratio_cpu": [], "ratio_vs_plain": [],
+                                      "ratio_vs_plain_cpu": []}
+    for k, c in enumerate(cm):
+        f, p = runs["crystalmix_fim"][k], runs["plain"][k]
+        rounds["fim_ratio"].append(c.wall / f.wall)
+        rounds["fim_ratio_cpu"].append(c.cpu / f.cpu)
+        rounds["ratio_vs_plain"].append((c.tokens / c.wall) / (p.tokens / p.wall))
+        rounds["ratio_vs_plain_cpu"].append((c.tokens / c.cpu) / (p.tokens / p.cpu))
+        if not missing:
+            d = runs["datatrove"][k]
+            rounds.setdefault("ratio_vs_datatrove", []).append((c.tokens / c.wall) / (d.tokens / d.wall))
+            rounds.setdefault("ratio_vs_datatrove_cpu", []).append((c.tokens / c.cpu) / (d.tokens / d.cpu))
+    med = {k: round(statistics.median(v), 3) for k, v in rounds.items()}
+    tokens = {s: v[0].tokens for s, v in runs.items() if s != "crystalmix_fim"}
+    equal = len(set(tokens.values())) == 1
+    note = "" if equal else (
+        "; ".join(r[0].note for r in runs.values() if r[0].note) or "sides disagree on the documents' tokens")
+    rate = {s: round(statistics.median(r.tokens / r.wall for r in v)) for s, v in runs.items()}
+    cpu_rate = {s: round(statistics.median(r.tokens / r.cpu for r in v)) for s, v in runs.items()}
+    return {
+        "crystalmix_tokens_per_s": rate["crystalmix"], "datatrove_tokens_per_s": rate.get("datatrove"),
+        "ratio_vs_datatrove": med.get("ratio_vs_datatrove"),
+        "ratio_vs_datatrove_cpu": med.get("ratio_vs_datatrove_cpu"),
+        "fim_ratio": med["fim_ratio"], "fim_ratio_cpu": med["fim_ratio_cpu"],
+        "ratio_vs_plain": med["ratio_vs_plain"], "ratio_vs_plain_cpu": med["ratio_vs_plain_cpu"],
+        "tokens": tokens, "tokens_equal": equal, "tokens_note": note,
+        "datatrove_note": missing or "shuffle_documents=False, 1 task, 1 worker",
+        "tokens_per_s": rate, "tokens_per_cpu_s": cpu_rate,
+        "startup_s": {s: round(statistics.median(v), 2) for s, v in startup.items()},
+        "projection_hours": {f"{n}x{m}": round((STAGE2_PLAIN / cpu_rate["crystalmix"] + STAGE2_FIM
+                                                / cpu_rate["crystalmix_fim"]) / (n * m) / 3600, 1)
+                             for n, m in CLUSTERS},
+        "rounds": {k: [round(x, 3) for x in v] for k, v in rounds.items()},
+        "input_mb": args.mb, "repeat": args.repeat, "seq_len": SEQ_LEN, "tokenizer": tokenizer.name,
+        "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, 
 from crystalmix.core.digest import Digests, hub_revision
 from crystalmix.core.errors import UserError
 from crystalmix.core.executors import Executor
-from crystalmix.core.tokenizer import load_tokenizer, special_token_ids, tokenizer_json
+from crystalmix.core.tokenizer import tokenizer_parts
 from pretrain.config import StageConfig
 from pretrain.executors import Progress, run_plan
 from pretrain.outputs import LostFiles, finalize
@@ -29,17 +29,6 @@ from pretrain.stages import STATE_DIR, ShardTask, StageContext, input_labels, ma
 
 STAGE_STATE = "stage.json"
 TOKENIZER_NAME = "tokenizer.json"
-
-
-def tokenizer_parts(spec: str) -> tuple[str, dict[str, int], int]:
-    """(tokenizer.json text, special token ids, vocabulary size) of what `load_tokenizer` resolves.
-
-    The text is saved beside the outputs; workers load it with `tokenizers` alone (no transformers).
-    """
-    tok = load_tokenizer(spec)
-    if not getattr(tok, "is_fast", False):
-        raise UserError(f"tokenizer {spec!r} has no fast (Rust) version; pretraining needs one")
-    return tokenizer_json(tok), special_token_ids(tok), len(tok)
 
 
 def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False,

@@ -66,15 +66,21 @@ def arrange(prefix: list[int], middle: list[int], suffix: list[int], spm: bool, 
     return [t.prefix, *prefix, t.suffix, *suffix, t.middle, *middle]
 
 
-def _cut(texts: list[str], rng: np.random.Generator, spm_rate: float) -> tuple[list[str], list[bool]]:
-    """Two uniform character positions per text -> [prefix, middle, suffix, ...]; plus SPM draws."""
-    pieces: list[str] = []
+def _draw(texts: list[str], rng: np.random.Generator, spm_rate: float) -> tuple[list[tuple[int, int]], list[bool]]:
+    """Two uniform character positions per text (sorted), then its SPM draw."""
+    cuts: list[tuple[int, int]] = []
     spm: list[bool] = []
     for text in texts:
         a, b = sorted(int(x) for x in rng.integers(0, len(text) + 1, size=2))
-        pieces += [text[:a], text[a:b], text[b:]]
+        cuts.append((a, b))
         spm.append(bool(rng.random() < spm_rate))
-    return pieces, spm
+    return cuts, spm
+
+
+def _cut(texts: list[str], rng: np.random.Generator, spm_rate: float) -> tuple[list[str], list[bool]]:
+    """`_draw`, as pieces [prefix, middle, suffix, ...]."""
+    cuts, spm = _draw(texts, rng, spm_rate)
+    return [p for text, (a, b) in zip(texts, cuts, strict=True) for p in (text[:a], text[a:b], text[b:])], spm
 
 
 class ContextFim:
@@ -84,9 +90,14 @@ class ContextFim:
         self.encoder, self.cfg, self.t = encoder, cfg, tokens
         self.stats = FimStats()
 
-    def apply(self, chunk: np.ndarray, valid: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        """Transform one packed chunk; returns the new chunk (same length) and its count of real ids."""
-        out = self.permute(chunk[:valid], rng)
+    def apply(self, chunk: np.ndarray, valid: int, rng: np.random.Generator, whole: bool = False
+              ) -> tuple[np.ndarray, int]:
+        """Transform one packed chunk; returns the new chunk (same length) and its count of real ids.
+
+        `whole`: every document in the chunk was encoded as one text (not in parts), so the pieces of its
+        segments may reuse their ids (`Encoder.encode_cuts`); the result is the same either way.
+        """
+        out = self.permute(chunk[:valid], rng, whole)
         if out is None:
             return chunk, valid
         width = len(chunk)
@@ -97,7 +108,7 @@ class ContextFim:
         new[:n] = out[:n]
         return new, n
 
-    def permute(self, real: np.ndarray, rng: np.random.Generator) -> list[int] | None:
+    def permute(self, real: np.ndarray, rng: np.random.Generator, whole: bool = False) -> list[int] | None:
         """The chunk's ids with the chosen segments transformed, before cutting back to length.
 
         None when no segment was chosen (the chunk is then used as is, without a copy).
@@ -115,9 +126,13 @@ class ContextFim:
                     chosen.append(i)
         if not chosen:
             return None
-        texts = self.encoder.decode_raw_batch([real[segs[i][0] + lead[i]:segs[i][1]].tolist() for i in chosen])
-        pieces, spm = _cut(texts, rng, self.cfg.spm_rate)
-        enc = self.encoder.encode_pieces(pieces)
+        parts = [real[segs[i][0] + lead[i]:segs[i][1]] for i in chosen]
+        texts, exact = self.encoder.decode_segments(parts)
+        cuts, spm = _draw(texts, rng, self.cfg.spm_rate)
+        # a segment after an EOS starts its document; one followed by an EOS ends it
+        edges = [(i > 0 and not lead[i], segs[i][1] < valid) if whole and ok else None
+                 for i, ok in zip(chosen, exact, strict=True)]
+        enc = self.encoder.encode_cuts(parts, texts, cuts, edges)
         replaced = {}
         for k, i in enumerate(chosen):
             replaced[i] = [self.t.bos] * lead[i] + arrange(enc[3 * k], enc[3 * k + 1], enc[3 * k + 2], spm[k], self.t)

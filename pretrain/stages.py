@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,14 +189,26 @@ class _Output:
     rows: int = 0
     doc_rows: list[int] = field(default_factory=list)  # per document: the row holding its EOS label
     doc_raw: list[tuple[int, int]] = field(default_factory=list)  # per document: raw chars and bytes
+    parts: deque[tuple[int, int]] = field(default_factory=deque)  # stream spans of documents encoded in parts
 
-    def add(self, ids: np.ndarray, raw_chars: int = 0, raw_bytes: int = 0) -> list[tuple[np.ndarray, int]]:
-        """Pack one document; remembers which row its last label (its EOS) falls in."""
+    def add(self, ids: np.ndarray, raw_chars: int = 0, raw_bytes: int = 0, whole: bool = True
+            ) -> list[tuple[np.ndarray, int]]:
+        """Pack one document; remembers which row its last label (its EOS) falls in, and where it lies in
+        the stream when it was not encoded as one text (`whole` False)."""
         end = self.packer.position + len(ids) - 1  # stream index of the EOS
         self.doc_rows.append(max(end - 1, 0) // self.packer.seq_len)
         if self.cerebras is not None:
             self.doc_raw.append((raw_chars, raw_bytes))
+        if not whole:
+            self.parts.append((self.packer.position, end + 1))
         return self.packer.add(ids)
+
+    def whole(self, row: int) -> bool:
+        """Whether chunk `row` (stream ids row*L .. row*L + L) holds only documents encoded as one text."""
+        start, stop = row * self.packer.seq_len, (row + 1) * self.packer.seq_len + 1
+        while self.parts and self.parts[0][1] <= start:  # chunks come in order: spans behind them are done
+            self.parts.popleft()
+        return not any(a < stop and b > start for a, b in self.parts)
 
     def write(self, row: np.ndarray) -> None:
         part = row_stats(row[None], self.pad_id)
@@ -375,11 +387,12 @@ def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, 
                     encoded = cerebras.encode_documents(enc.doc, texts, sp["bos"], sp["eos"])
                 else:
                     encoded = enc.encode_docs(texts)
-                for (name, _, chars, size), ids in zip(batch, encoded, strict=True):
+                for (name, text, chars, size), ids in zip(batch, encoded, strict=True):
                     if len(ids) - 1 - int(cerebras_mode) < cfg.min_sequence_len:  # BOS and EOS are not text
                         skipped["too_short"] += 1
                         continue
-                    _emit(outs[name], outs[name].add(ids, chars, size), rng)
+                    whole = not cerebras_mode and not enc.splits(text)
+                    _emit(outs[name], outs[name].add(ids, chars, size, whole), rng)
             for name, out in sorted(outs.items()):
                 _emit(out, out.packer.finish(), rng)
                 files = out.writer.close()
@@ -418,7 +431,7 @@ def _emit(out: _Output, chunks: list[tuple[np.ndarray, int]], rng: np.random.Gen
             out.write(out.fim.apply_row(to_row(chunk, valid), rng))
             continue
         if out.fim is not None:
-            chunk, valid = out.fim.apply(chunk, valid, rng)
+            chunk, valid = out.fim.apply(chunk, valid, rng, out.whole(out.rows))
         out.write(to_row(chunk, valid))
 
 

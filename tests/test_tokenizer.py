@@ -104,3 +104,52 @@ def test_hub_id_is_read_as_a_folder_so_custom_classes_load(tmp_path: Path, monke
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(UserError, match="LLM360/CrystalChat.*hub lookup failed"):
         load_tokenizer("LLM360/CrystalChat")
+
+
+def _loaded_parts(spec: str | Path) -> tuple[str, dict[str, int], int]:
+    tok = load_tokenizer(spec)
+    return tokenizer_json(tok), special_token_ids(tok), len(tok)
+
+
+def _variant(folder: Path, config: dict | None = None, **spec_changes: object) -> Path:
+    """The demo tokenizer.json with `spec_changes`, alone (`config` None) or in a folder with that config."""
+    folder.mkdir()
+    spec = json.loads(demo_tokenizer_file())
+    spec.update(spec_changes)
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    if config is None:
+        return folder / "tokenizer.json"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+CUSTOM = {"tokenizer_class": "CrystalCoderTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+PARTS_CASES = {
+    "demo": lambda tmp: "demo",
+    "demo folder": lambda tmp: save_demo_tokenizer(tmp / "demo"),
+    "demo file": lambda tmp: save_demo_tokenizer(tmp / "demo") / "tokenizer.json",
+    "custom class": lambda tmp: _variant(tmp / "v", CUSTOM),
+    "custom class, a pad token to add": lambda tmp: _variant(tmp / "v", {**CUSTOM, "pad_token": "<pad>"}),
+    "custom class, an extra token to add": lambda tmp: _variant(
+        tmp / "v", {**CUSTOM, "additional_special_tokens": ["<|fim_prefix|>", "<new>"]}),
+    "a post-processor": lambda tmp: _variant(tmp / "v", None, post_processor={
+        "type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                                 {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}),
+    "truncation": lambda tmp: _variant(tmp / "v", None, truncation={
+        "direction": "Right", "max_length": 7, "strategy": "LongestFirst", "stride": 0}),
+    "no <s> (transformers adds it)": lambda tmp: _variant(tmp / "v", None, added_tokens=[
+        t for t in json.loads(demo_tokenizer_file())["added_tokens"] if t["content"] != "<s>"]),
+}
+
+
+@pytest.mark.parametrize("case", PARTS_CASES)
+def test_tokenizer_parts_without_transformers_equal_the_loaded_tokenizers(case: str, tmp_path: Path) -> None:
+    """The transformers-free reading gives the bytes, ids and size the loaded tokenizer gives, or steps aside."""
+    from crystalmix.core.tokenizer import _plain_backend, tokenizer_parts
+
+    spec = PARTS_CASES[case](tmp_path)
+    assert tokenizer_parts(spec) == _loaded_parts(spec)
+    expect_plain = case in ("demo", "demo file", "custom class", "a post-processor")
+    assert (_plain_backend(spec) is not None) == expect_plain

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,85 @@ def _fast_from_file(tokenizer_file: Path, cfg: dict[str, Any]) -> Any:
     return tok
 
 
+def tokenizer_parts(spec: str | Path) -> tuple[str, dict[str, int], int]:
+    """(``tokenizer.json`` text, special token ids, vocabulary size) of what `load_tokenizer` resolves.
+
+    Where the spec names a ``tokenizer.json`` that transformers would load as it is (`_plain_backend`),
+    these are read with `tokenizers` alone: importing transformers costs seconds per process. Otherwise
+    the tokenizer is loaded. Both give the same three values (tests/test_tokenizer.py compares them).
+    """
+    plain = _plain_backend(spec)
+    if plain is not None:
+        tok, unk = plain
+
+        def to_id(token: str) -> Any:
+            tid = tok.token_to_id(token)
+            return tok.token_to_id(unk) if tid is None and unk is not None else tid
+
+        return str(tok.to_str()), _special_ids(to_id), int(tok.get_vocab_size(with_added_tokens=True))
+    loaded = load_tokenizer(spec)
+    if not getattr(loaded, "is_fast", False):
+        raise UserError(f"tokenizer {str(spec)!r} has no fast (Rust) version; pretraining needs one")
+    return tokenizer_json(loaded), special_token_ids(loaded), len(loaded)
+
+
+def _plain_backend(spec: str | Path) -> tuple[Any, str | None] | None:
+    """The Rust tokenizer `load_tokenizer` would wrap, built without transformers, and the unk token's name;
+    None when only transformers can say what it would load.
+
+    That is the `_fast_from_file` cases (``demo``, a ``tokenizer.json`` file, a folder whose config names a
+    custom class) when the wrapper changes nothing: every token the config names is already an added token,
+    no truncation or padding is set, the vocabulary is below the size transformers patches. Its one change
+    then, as transformers 5 makes it, is an empty template post-processor where the file has none.
+    """
+    from tokenizers import Tokenizer, processors
+
+    text, cfg = _backend_source(str(spec))
+    if text is None:
+        return None
+    try:
+        tok = Tokenizer.from_str(text)
+    except Exception:  # noqa: BLE001 - unreadable: load_tokenizer raises the user's error for it
+        return None
+    named = [cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(cfg.get(k), str)]
+    extra = cfg.get("additional_special_tokens") or cfg.get("extra_special_tokens")
+    if isinstance(extra, list):
+        if not all(isinstance(t, str) for t in extra):
+            return None
+        named += extra
+    added = {t.content for t in tok.get_added_tokens_decoder().values()}
+    if (any(t not in added for t in named) or tok.truncation is not None or tok.padding is not None
+            or tok.get_vocab_size() > 100_000):
+        return None
+    if tok.post_processor is None:
+        tok.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1", special_tokens=[])
+    unk = cfg.get("unk_token")
+    return tok, unk if isinstance(unk, str) else None
+
+
+def _backend_source(spec: str) -> tuple[str | None, dict[str, Any]]:
+    """(``tokenizer.json`` text, the config `_fast_from_file` would get) for the specs it loads, else None."""
+    if "$" in spec:
+        return None, {}
+    if spec == DEMO:
+        return demo_tokenizer_file(), json.loads(demo_tokenizer_file("tokenizer_config.json"))
+    path = Path(spec)
+    try:
+        if path.is_file() and path.suffix == ".json":
+            if local_tokenizer_problem(path):
+                return None, {}
+            return path.read_text(encoding="utf-8"), {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+        tj, cfg_path = path / "tokenizer.json", path / "tokenizer_config.json"
+        if path.is_dir() and tj.is_file() and cfg_path.is_file():
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            if isinstance(cfg, dict) and (cfg.get("auto_map") or str(cfg.get("tokenizer_class", "")).startswith(
+                    "CrystalCoder")):
+                return tj.read_text(encoding="utf-8"), cfg
+    except (OSError, ValueError):  # unreadable: load_tokenizer says why
+        pass
+    return None, {}
+
+
 def tokenizer_json(tok: Any) -> str:
     """The ``tokenizer.json`` text of a transformers fast tokenizer (or a `tokenizers.Tokenizer`)."""
     backend = getattr(tok, "backend_tokenizer", tok)
@@ -233,16 +312,18 @@ def train_demo_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: 
 
 def special_token_ids(tokenizer: Any) -> dict[str, int]:
     """Ids of the tokens pretraining and SFT rely on (eos, pad, FIM, chat)."""
-    ids: dict[str, int] = {
-        "bos": tokenizer.convert_tokens_to_ids("<s>"),
-        "eos": tokenizer.convert_tokens_to_ids("</s>"),
-    }
+    return _special_ids(tokenizer.convert_tokens_to_ids)
+
+
+def _special_ids(to_id: Callable[[str], Any]) -> dict[str, int]:
+    """`special_token_ids` through a lookup that answers as ``convert_tokens_to_ids`` does (unknown: unk)."""
+    ids: dict[str, int] = {"bos": to_id("<s>"), "eos": to_id("</s>")}
     names = {"fim_prefix": "<|fim_prefix|>", "fim_middle": "<|fim_middle|>", "fim_suffix": "<|fim_suffix|>",
              "fim_pad": "<|fim_pad|>", "im_start": "<|im_start|>", "im_end": "<|im_end|>",
              "sys_start": "<|sys_start|>", "sys_end": "<|sys_end|>"}
-    unk = tokenizer.convert_tokens_to_ids("<unk>")
+    unk = to_id("<unk>")
     for key, token in names.items():
-        tid = tokenizer.convert_tokens_to_ids(token)
+        tid = to_id(token)
         if tid is not None and tid != unk:
             ids[key] = int(tid)
     ids["pad"] = ids.get("fim_pad", ids["eos"])

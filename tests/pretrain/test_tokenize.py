@@ -51,3 +51,80 @@ def test_fast_raw_decode_equals_the_rust_decoder(demo_tokenizer) -> None:
     cuts = [sorted(rng.integers(0, len(ids) + 1, size=2)) for _ in range(300)]  # many cut inside characters
     seqs = [ids[a:b] for a, b in cuts] + [ids, [special_token_ids(demo_tokenizer)["fim_prefix"], *ids[:5]]]
     assert enc.decode_raw_batch(seqs) == enc.piece.decode_batch(seqs, skip_special_tokens=False)
+
+
+def _mixed_documents(rng: np.random.Generator, n: int) -> list[str]:
+    """Documents that stress piece boundaries: code indentation, runs of spaces, tabs, CJK, emoji and accents
+    (byte-fallback characters), a literal word marker, special-token text, bare newlines."""
+    words = ["the", "naïve", "café", "東京", "🙂", "def", "return", "x_1", "▁", "<|fim_prefix|>", "</s>", "<s>",
+             "\n", "\n\n", "    ", "  ", "\t", "if", "(a,", "b)", "==", "—", "ÿ", "\u0301", "data", "42"]
+    docs = []
+    for _ in range(n):
+        k = int(rng.integers(1, 120))
+        docs.append("".join(str(w) + (" " if rng.random() < 0.6 else "") for w in rng.choice(words, size=k)))
+    return docs
+
+
+def _fim_rows(enc: Encoder, docs: list[str], whole: bool, seq_len: int) -> tuple[list[np.ndarray], list[str]]:
+    """Rows of `docs` through ContextFim (rate 0.9), and every text it handed to `encode_pieces`."""
+    from pretrain.config import FimConfig
+    from pretrain.fim import ContextFim, FimTokens
+    from pretrain.pack import pack_chunks
+
+    sent: list[str] = []
+    real = enc.encode_pieces
+
+    def spy(texts: list[str]) -> list[list[int]]:
+        sent.extend(texts)
+        return real(texts)
+
+    enc.encode_pieces = spy  # type: ignore[method-assign]
+    try:
+        specials = {"fim_prefix": 9001, "fim_middle": 9002, "fim_suffix": 9003, "fim_pad": 9004, "eos": enc.eos_id}
+        fim = ContextFim(enc, FimConfig(rate=0.9, spm_rate=0.5, mode="context"), FimTokens.from_specials(specials))
+        rng = np.random.default_rng(5)
+        rows = [fim.apply(c.copy(), v, rng, whole)[0] for c, v in pack_chunks(enc.encode_docs(docs), seq_len, 9004)]
+    finally:
+        del enc.encode_pieces
+    return rows, sent
+
+
+def test_fim_pieces_reuse_document_ids_exactly(demo_tokenizer) -> None:
+    """FIM pieces built from the segment's own ids (whole documents) equal the pieces encoded afresh, while
+    only a small part of their text is encoded again."""
+    enc = _encoder(demo_tokenizer)
+    assert enc._bigrams is not None
+    docs = _mixed_documents(np.random.default_rng(1), 300)
+    for seq_len in (64, 512):
+        fresh, fresh_sent = _fim_rows(enc, docs, False, seq_len)
+        reused, reused_sent = _fim_rows(enc, docs, True, seq_len)
+        assert len(fresh) == len(reused) and all(np.array_equal(a, b) for a, b in zip(fresh, reused, strict=True))
+        assert sum(map(len, reused_sent)) < 0.5 * sum(map(len, fresh_sent))  # the reuse did happen
+
+
+def test_encode_cuts_equals_encode_pieces_at_every_cut(demo_tokenizer) -> None:
+    enc = _encoder(demo_tokenizer)
+    rng = np.random.default_rng(2)
+    docs = _mixed_documents(rng, 60)
+    segs = [ids[:-1] for ids in enc.encode_docs(docs)]
+    texts, exact = enc.decode_segments(segs)
+    assert all(exact) and texts == [enc.decode_raw(s.tolist()) for s in segs]
+    cuts = [tuple(sorted(int(x) for x in rng.integers(0, len(t) + 1, size=2))) for t in texts]
+    pieces = [p for t, (a, b) in zip(texts, cuts, strict=True) for p in (t[:a], t[a:b], t[b:])]
+    for edges in ([(True, True)] * len(segs), [(False, False)] * len(segs), [None] * len(segs)):
+        assert enc.encode_cuts(segs, texts, cuts, edges) == enc.encode_pieces(pieces)  # type: ignore[arg-type]
+
+
+def test_documents_encoded_in_parts_are_never_reused(demo_tokenizer, tmp_path) -> None:  # noqa: ANN001
+    """A long document's ids are not one BPE of its text: chunks touching it take the fresh encoding."""
+    from crystalmix.core.hdf5 import ShardedWriter
+    from pretrain.pack import Packer
+    from pretrain.stages import _Output
+
+    enc = _encoder(demo_tokenizer, max_chars=50)
+    assert enc.splits("alpha beta gamma delta " * 10) and not enc.splits("short")
+    out = _Output(Packer(10, 0), ShardedWriter(tmp_path, 10), None, 0, 100)
+    for n, whole in ((25, True), (12, False), (30, True)):  # stream spans [0, 25), [25, 37), [37, 67)
+        out.add(np.ones(n, dtype=np.int32), whole=whole)
+    # chunk r holds stream ids 10r .. 10r + 10
+    assert [out.whole(r) for r in range(6)] == [True, True, False, False, True, True]

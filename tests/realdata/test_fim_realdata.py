@@ -260,3 +260,17 @@ def test_llm360_pieces_each_gain_one_space(realdata: Path, code_texts: list[str]
         assert "".join(p[1:] for p in pieces) == tok.decode(ids, skip_special_tokens=False)
         checked += 1
     assert checked == 80
+
+
+def test_context_mode_reusing_document_ids_equals_fresh_encoding(code_texts: list[str], codec) -> None:
+    """Pieces built from the documents' own ids (`Encoder.encode_cuts`) are the fresh encoding's, row by row."""
+    enc, t, _ = codec
+    assert enc._bigrams is not None
+    rows = {}
+    for whole in (False, True):
+        fim = ContextFim(enc, FimConfig(rate=0.9, spm_rate=0.5, mode="context"), t)
+        rng = np.random.default_rng(11)
+        rows[whole] = [fim.apply(c.copy(), v, rng, whole) for c, v in
+                       pack_chunks(enc.encode_docs(code_texts), SEQ_LEN, t.pad)]
+    assert len(rows[True]) == len(rows[False])
+    assert all(np.array_equal(a, b) and m == n for (a, m), (b, n) in zip(rows[True], rows[False], strict=True))
