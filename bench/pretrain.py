@@ -25,10 +25,14 @@ stream's first token is an input only); ``tokens_equal`` says whether they agree
 ``startup_s`` is each side's wall time on a one-document input (imports and tokenizer load).
 ``projection_hours``: stage 2 (345B SlimPajama tokens plain + 582B StarCoder tokens with FIM 0.9) on
 nodes x cores, from crystalmix's tokens per CPU-second here (start-up included: a conservative rate).
+With ``--scaling``, also crystalmix with 2 workers against 1 on the same input split into two files (each
+round both, back to back): ``scaling`` (wall clock), ``scaling_cpu_bound`` (2 x tokens per CPU-second with 2
+workers / with 1: what two free cores would give on a shared machine) and ``peak_rss_mb`` (the largest
+process of the 2-worker build).
 Input: the bundled demo corpora (real web text and code) repeated to ``--mb``; the real CrystalCoder
 tokenizer when ../shared/realdata is present, else the demo tokenizer. datatrove is optional (the
 ``bench`` extra): without it its keys are null and ``datatrove_note`` says why.
-Usage: .venv/bin/python bench/pretrain.py [--mb 12] [--repeat 3]
+Usage: .venv/bin/python bench/pretrain.py [--mb 12] [--repeat 3] [--scaling]
 """
 
 from __future__ import annotations
@@ -103,16 +107,18 @@ def corpus_texts() -> list[str]:
     return texts
 
 
-def write_input(folder: Path, texts: list[str], mb: float) -> Path:
-    """One JSONL file of about `mb` MB of the texts, repeated as needed (one shard, one stream)."""
+def write_input(folder: Path, texts: list[str], mb: float, files: int = 1) -> Path:
+    """`files` JSONL files holding about `mb` MB of the texts, repeated as needed (one shard, one stream each)."""
     folder.mkdir(parents=True, exist_ok=True)
     target, size, i = mb * 1e6, 0, 0
-    with open(folder / "part-000.jsonl", "w", encoding="utf-8") as fh:
-        while size < target or i == 0:
-            t = texts[i % len(texts)]
-            fh.write(json.dumps({"text": t}) + "\n")
-            size += len(t.encode())
-            i += 1
+    handles = [open(folder / f"part-{k:03d}.jsonl", "w", encoding="utf-8") for k in range(files)]  # noqa: SIM115
+    while size < target or i < files:
+        t = texts[i % len(texts)]
+        handles[i % files].write(json.dumps({"text": t}) + "\n")
+        size += len(t.encode())
+        i += 1
+    for h in handles:
+        h.close()
     return folder
 
 
@@ -149,15 +155,41 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def run_crystalmix(man: Path, out: Path) -> Run:
-    cli = "from crystalmix.cli import main; main()"
-    wall, cpu = timed([sys.executable, "-c", cli, "pretrain", "build", str(man), "--out", str(out), "-j", "1", "-q"])
+CLI = "from crystalmix.cli import main; main()"
+PEAK = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, capture_output=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+"""
+
+
+def run_crystalmix(man: Path, out: Path, workers: int = 1) -> Run:
+    wall, cpu = timed([sys.executable, "-c", CLI, "pretrain", "build", str(man), "--out", str(out), "-j",
+                       str(workers), "-q"])
     summary = json.loads((out / "build.json").read_text(encoding="utf-8"))
     streams = len(list((out / ".state").rglob("*.done.json")))  # each stream's first token is never a label
     labels = sum(json.loads((out / f / "metadata.json").read_text(encoding="utf-8"))["loss_valid_tokens"]
                  for f in summary["folders"])
     skipped = {k: v for c in summary["documents"].values() for k, v in c.items() if k != "documents_read" and v}
     return Run(labels + streams, wall, cpu, f"skipped {skipped}" if skipped else "")
+
+
+def scaling(texts: list[str], tmp: Path, tokenizer: Path, mb: float, repeat: int) -> dict[str, object]:
+    """crystalmix with 2 workers against 1 on two input files, and the peak RSS of the 2-worker build."""
+    inp = write_input(tmp / "two", texts, mb, files=2)
+    man = manifest(tmp, inp, tokenizer, 0.0)
+    walls, cpus = [], []
+    for k in range(repeat):
+        one, two = run_crystalmix(man, tmp / f"s1-{k}"), run_crystalmix(man, tmp / f"s2-{k}", 2)
+        walls.append(one.wall / two.wall)
+        cpus.append(2 * (two.tokens / two.cpu) / (one.tokens / one.cpu))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    peak = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-c", CLI, "pretrain", "build", str(man),
+                           "--out", str(tmp / "s-rss"), "-j", "2", "-q"], capture_output=True, text=True, env=env,
+                          cwd=ROOT, check=True)
+    return {"scaling": round(statistics.median(walls), 3), "scaling_cpu_bound": round(statistics.median(cpus), 3),
+            "peak_rss_mb": round(float(peak.stdout.split()[-1]), 1),
+            "scaling_rounds": [round(x, 3) for x in walls]}
 
 
 def run_datatrove(inputs: Path, out: Path, tokenizer: Path) -> Run:
@@ -184,6 +216,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=12.0, help="input size (one JSONL file)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; each ratio is the median over rounds")
+    ap.add_argument("--scaling", action="store_true", help="also 2 workers against 1, and the peak RSS")
     args = ap.parse_args()
     tokenizer = REAL_TOK if (REAL_TOK / "tokenizer.json").exists() else DEMO_TOK
     missing = datatrove_missing()
@@ -208,7 +241,8 @@ def main() -> None:
             for side in order:
                 runs[side].append(run(side, big, tmp / f"{side}-{k}"))
                 startup[side].append(run(side, tiny, tmp / f"{side}-tiny-{k}").wall)
-    print(json.dumps(report(runs, startup, missing, args, tokenizer)))
+        extra = scaling(texts, tmp, tokenizer, args.mb, args.repeat) if args.scaling else {}
+    print(json.dumps({**report(runs, startup, missing, args, tokenizer), **extra}))
 
 
 def report(runs: dict[str, list[Run]], startup: dict[str, list[float]], missing: str | None,

@@ -128,3 +128,12 @@ def test_documents_encoded_in_parts_are_never_reused(demo_tokenizer, tmp_path) -
         out.add(np.ones(n, dtype=np.int32), whole=whole)
     # chunk r holds stream ids 10r .. 10r + 10
     assert [out.whole(r) for r in range(6)] == [True, True, False, False, True, True]
+
+
+def test_marked_text_without_the_normalizer_gives_the_tokenizers_ids(demo_tokenizer) -> None:
+    """encode_docs runs SentencePiece's normalizer as string operations: the ids are the tokenizer's own."""
+    enc = _encoder(demo_tokenizer)
+    assert enc._bare is not None
+    docs = [*_mixed_documents(np.random.default_rng(3), 200), "", " ", "  lead", "▁marked ▁ text", "tail  "]
+    expected = [e.ids for e in enc.doc.encode_batch_fast(docs, add_special_tokens=False)]
+    assert [ids[:-1].tolist() for ids in enc.encode_docs(docs)] == expected
