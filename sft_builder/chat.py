@@ -16,6 +16,7 @@ reads special-token text literally (`crystalmix.core.tokenizer.private_tokenizer
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -351,7 +352,8 @@ class _Aligner:
     spaces, matches whole words only, or is matched after normalization (`of` refuses those tokenizers), and
     it is checked per text: the added ids found must be, in order, those of the matched texts; anything else
     (or an edge inside ordinary text, as ChatML's ``assistant\n`` prefix makes) goes the offsets way.
-    It also takes, as the offsets path does, that no token covers zero characters.
+    It also takes that no token covers zero characters; a post-processor that trims offsets (GPT-2's
+    ByteLevel) makes whitespace tokens that do, so `of` refuses those tokenizers too.
     """
 
     split: Any  # re.Pattern.split of the added tokens' texts, in a capture group: [text, token, text, ...]
@@ -364,7 +366,7 @@ class _Aligner:
         added = tok.get_added_tokens_decoder()
         plain = all(t.content and not (t.normalized or t.lstrip or t.rstrip or t.single_word) for t in added.values())
         pattern = _alternation([t.content for t in added.values()])
-        if not plain or pattern is None:
+        if not plain or pattern is None or _trims_offsets(tok):
             return None
         is_added = np.zeros(max(tok.get_vocab_size(with_added_tokens=True), max(added) + 1), dtype=bool)
         is_added[list(added)] = True
@@ -400,3 +402,18 @@ class _Aligner:
             out.append((lo, hi))
             prev = e
         return out
+
+
+def _trims_offsets(tok: Any) -> bool:
+    """Whether the tokenizer's post-processor trims token offsets (``trim_offsets`` anywhere in it)."""
+    pp = tok.post_processor
+    todo = [json.loads(pp.__getstate__())] if pp is not None else []
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if node.get("trim_offsets") is True:
+                return True
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return False

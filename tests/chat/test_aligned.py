@@ -108,3 +108,15 @@ def test_the_text_look_sends_chatml_to_the_offsets_path_before_tokenizing(demo_t
     for enc, fits in ((crystal, True), (chatml, False)):
         texts, spans, _ = enc.render([c])
         assert enc._aligner is not None and enc._aligner.fits(texts[0], spans[0]) is fits
+
+
+def test_refused_when_the_post_processor_trims_offsets(demo_tokenizer) -> None:  # noqa: ANN001
+    """Trimmed offsets leave whitespace-only tokens covering no character: the offsets path decides those."""
+    from tokenizers import Tokenizer, processors
+
+    tok = Tokenizer.from_str(demo_tokenizer.backend_tokenizer.to_str())
+    assert _Aligner.of(tok) is not None
+    tok.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=True)])
+    assert _Aligner.of(tok) is None
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    assert _Aligner.of(tok) is not None
