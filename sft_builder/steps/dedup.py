@@ -682,7 +682,7 @@ class NearIndex:
             out.append((ks, o))
         return out, mate
 
-    WALK_BLOCK = 1 << 16  # documents whose candidate pairs are listed at once (bounds the pairs' memory)
+    PAIR_BLOCK = 1 << 20  # band mates listed at once (a document with more still gets its own block)
 
     def resolve(self, order: np.ndarray) -> np.ndarray:
         """For each document, the document kept in its place (itself when kept), walking `order` best first."""
@@ -697,8 +697,14 @@ class NearIndex:
         walk = order[mate[order]]  # only documents sharing a bucket can be or have duplicates
         kept = np.ones(n, dtype=bool)
         np_ = self.num_perm
-        for w0 in range(0, len(walk), self.WALK_BLOCK):
-            block = walk[w0 : w0 + self.WALK_BLOCK]
+        mates = np.zeros(len(walk), dtype=np.int64)  # band mates of each walked document, over all bands
+        for band, (ks, _) in enumerate(buckets):
+            k = self.keys[walk, band]
+            mates += np.searchsorted(ks, k, "right") - np.searchsorted(ks, k, "left")
+        full = np.arange(1, int(mates.sum()) // self.PAIR_BLOCK + 1) * self.PAIR_BLOCK
+        cuts = np.searchsorted(np.cumsum(mates), full) + 1  # a block ends after the document that fills it
+        for w0, w1 in itertools.pairwise(np.unique(np.r_[0, cuts, len(walk)]).tolist()):
+            block = walk[w0:w1]
             who, cands, starts = self._better_candidates(block, buckets, rank, order)
             for t, (lo, hi) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)):
                 docs = cands[lo:hi]  # best first, as datasketch's insertion keys sort
@@ -737,9 +743,9 @@ class NearIndex:
             mate = o[pos]
             better = rank[mate] < rank[block[owner]]
             parts.append(owner[better] * n + rank[mate[better]])  # sorts by document, then best mate first
-        if not parts:
-            return np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(1, np.int64)
-        pairs = np.unique(np.concatenate(parts))
+        pairs = np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+        if not len(pairs):
+            return pairs, pairs, np.zeros(1, np.int64)
         owner, mate_rank = np.divmod(pairs, n)
         first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
         return block[owner[first]], order[mate_rank], np.r_[first, len(pairs)]
