@@ -28,7 +28,8 @@ Each build runs in its own process (so peak RSS is its own):
   ``cpu_control_2w``, two pure busy loops' 2-process ratio measured before and after: on a shared machine
   the ceiling ``scaling_2w`` can reach;
 - the dedup index: a process that only runs the two dedup steps over what the N/3 and N builds kept after
-  ingest; its RSS growth between the two, per record.
+  ingest; its peak RSS growth between the two, per record (0 when the index stays under the peak that the
+  steps' bounded batch buffers set), and the near-dedup index's own count of the RAM it holds per record.
 
 The projection for the full mix (printed with its assumptions): hours = the larger of full-mix tokens over
 the sample's tokens per second and full-mix records over the sample's records per second, the rate being
@@ -308,7 +309,9 @@ def child_index(folder: Path) -> dict[str, object]:
         for s in steps:
             out = s.run(out)  # type: ignore[assignment]
         n = sum(1 for _ in out)
-    return {"index_rss_mb": round(peak_mb() - base, 1), "records": n}
+        near = steps[1].index  # type: ignore[attr-defined]
+        ram = near.ram_bytes / max(len(near), 1)
+    return {"index_rss_mb": round(peak_mb() - base, 1), "records": n, "near_index_ram_bytes_per_record": round(ram)}
 
 
 def _spin(n: int) -> int:
@@ -385,6 +388,7 @@ def main() -> None:
         "peak_rss_mb_small": peak_small,
         "rss_growth_bytes_per_record": round(per_record_mb * 2**20),
         "index_bytes_per_record": round(idx_growth * 2**20 / idx_records) if idx_records > 0 else None,
+        "near_index_ram_bytes_per_record": i_large["near_index_ram_bytes_per_record"],  # its own accounting
         "scaling_2w": round(scaling, 2),
         "cpu_control_2w": control,  # busy loops' 2-process ratio before and after the scaling pair
         "projected_full_mix_hours": round(max(hours_tokens, hours_records), 2),
