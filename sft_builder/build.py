@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # the tokenize stage's modules load its libraries: imported w
     from sft_builder.chat import Encoded
     from sft_builder.encode import TokenizeConfig
 
-MAPPED = (NearDedup, Decontaminate)  # steps that take an ordered map for their heavy pure batches
+MAPPED = (ExactDedup, NearDedup, Decontaminate)  # steps that take an ordered map for their heavy pure batches
 CODE_VERSION = "build-9"  # bump when a change of code changes outputs, so old stages are not reused
 Progress = Reporter  # progress(task, done, total=None, unit="items"); crystalmix.core.progress.Progress is one
 

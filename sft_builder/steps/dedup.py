@@ -38,7 +38,7 @@ import xxhash
 from crystalmix.core.config import SEED, at_least, between, spec
 from crystalmix.core.records import Conversation, build_conversation
 from sft_builder.sources.base import Rejected
-from sft_builder.steps.base import Drop, Item, OrderedMap, reject
+from sft_builder.steps.base import Drop, Item, OrderedMap, batches, reject
 from sft_builder.steps.text import _BYTE_WORD_RE, content_text, ngram_hashes, normalise, token_hashes
 
 
@@ -353,13 +353,31 @@ def _replay(step: Any, spill: Spill, members: Members, winner: np.ndarray, reaso
 # -- exact ------------------------------------------------------------------------------------------------
 def exact_key(conv: Conversation, include_system: bool = False) -> bytes:
     """16-byte digest of the roles and normalised contents."""
-    msgs = conv.messages if include_system else conv.turns
-    blob = "\x1e".join(f"{m.role}\x1f{normalise(m.content)}" for m in msgs)
+    return _pairs_key(key_pairs(conv, include_system))
+
+
+Pairs = tuple[tuple[str, str], ...]  # (role, content) of the messages a digest covers
+EXACT_BATCH = 256  # records per batch of digests handed to the ordered map
+
+
+def key_pairs(conv: Conversation, include_system: bool = False) -> Pairs:
+    return tuple((m.role, m.content) for m in (conv.messages if include_system else conv.turns))
+
+
+def _pairs_key(pairs: Pairs) -> bytes:
+    blob = "\x1e".join(f"{role}\x1f{normalise(content)}" for role, content in pairs)
     return hashlib.blake2b(blob.encode("utf-8"), digest_size=16).digest()
 
 
+def exact_keys(batch: list[Pairs]) -> bytes:
+    """The digests of a batch of records, one after another: the pure part of exact dedup, run wherever
+    the step's ordered map sends it."""
+    return b"".join(_pairs_key(pairs) for pairs in batch)
+
+
 class _ClusterStep:
-    """What both dedup steps hold: the sources they skip, the keep order, the spill folder, the cluster log."""
+    """What both dedup steps hold: the sources they skip, the keep order, the spill folder, the cluster log,
+    and the ordered map their heavy pure batches go through (builtin `map`: in this process)."""
 
     def __init__(
         self,
@@ -367,10 +385,12 @@ class _ClusterStep:
         *,
         priorities: Mapping[str, int] | None = None,
         spill_dir: str | Path | None = None,
+        imap: OrderedMap = map,
     ) -> None:
         self.skip = frozenset(skip_sources)
         self.order = KeepOrder(priorities)
         self.spill_dir = spill_dir
+        self.imap = imap
         self.log = ClusterLog()
 
 
@@ -378,7 +398,8 @@ class ExactDedup(_ClusterStep):
     """Drop reason ``duplicate``; `duplicate_of` is the id of the member of the cluster that was kept.
 
     Memory per record: its 16-byte digest and its `Members` key; clusters are runs of equal digests after
-    one sort.
+    one sort. Digests are computed a batch at a time through `imap` (`exact_keys`), a bounded window ahead,
+    and taken in stream order.
     """
 
     name = "exact_dedup"
@@ -390,8 +411,9 @@ class ExactDedup(_ClusterStep):
         *,
         priorities: Mapping[str, int] | None = None,
         spill_dir: str | Path | None = None,
+        imap: OrderedMap = map,
     ) -> None:
-        super().__init__(skip_sources, priorities=priorities, spill_dir=spill_dir)
+        super().__init__(skip_sources, priorities=priorities, spill_dir=spill_dir, imap=imap)
         self.cfg = cfg
         self.changes: Counter[str] = Counter()
 
@@ -399,15 +421,26 @@ class ExactDedup(_ClusterStep):
         members = Members()
         digests = bytearray()
         spill = Spill(self.spill_dir)
+        inflight: deque[list[Item]] = deque()
+
+        def jobs() -> Iterator[list[Pairs]]:
+            for batch in batches(items, EXACT_BATCH):
+                inflight.append(batch)
+                yield [key_pairs(c, self.cfg.include_system) for c in batch
+                       if not isinstance(c, Rejected) and c.source not in self.skip]
+
         try:
-            for item in items:
-                if isinstance(item, Rejected):
-                    yield item
-                elif item.source in self.skip:
-                    spill.write(-1, item)
-                else:
-                    digests += exact_key(item, self.cfg.include_system)
-                    spill.write(members.add(self.order.key(item)), item)
+            for keys in self.imap(exact_keys, jobs()):
+                k = 0
+                for item in inflight.popleft():
+                    if isinstance(item, Rejected):
+                        yield item
+                    elif item.source in self.skip:
+                        spill.write(-1, item)
+                    else:
+                        digests += keys[k : k + 16]
+                        k += 16
+                        spill.write(members.add(self.order.key(item)), item)
         except BaseException:
             spill.close()
             raise
@@ -850,9 +883,8 @@ class NearDedup(_ClusterStep):
         spill_dir: str | Path | None = None,
         imap: OrderedMap = map,
     ) -> None:
-        super().__init__(skip_sources, priorities=priorities, spill_dir=spill_dir)
+        super().__init__(skip_sources, priorities=priorities, spill_dir=spill_dir, imap=imap)
         self.cfg = cfg
-        self.imap = imap
         self.index = NearIndex(cfg.num_perm, cfg.threshold, cfg.bands, cfg.rows, cfg.sketch_k, spill_dir)
         self.members = Members()
         self.changes: dict[str, int] = {"too_short_to_compare": 0}

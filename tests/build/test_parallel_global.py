@@ -14,6 +14,7 @@ import pytest
 
 import sft_builder.mix as mix_mod
 import sft_builder.steps.decontaminate as decon_mod
+import sft_builder.steps.dedup as dedup_mod
 from crystalmix.core.executors import LocalExecutor
 from crystalmix.core.records import Conversation
 from sft_builder.build import build
@@ -22,7 +23,7 @@ from sft_builder.mix import chunks, run_mix
 from sft_builder.sources.base import Rejected
 from sft_builder.steps.base import PerSource
 from sft_builder.steps.decontaminate import BenchmarkConfig, Decontaminate, DecontaminateConfig
-from sft_builder.steps.dedup import NearDedup, NearDedupConfig
+from sft_builder.steps.dedup import ExactDedup, ExactDedupConfig, NearDedup, NearDedupConfig
 
 from .helpers import conv
 
@@ -110,6 +111,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
 def _small_batches(mp: pytest.MonkeyPatch) -> None:
     """Many batches, chunks, row groups and shards from a few hundred records."""
     mp.setattr(decon_mod, "BATCH", 16)
+    mp.setattr(dedup_mod, "EXACT_BATCH", 16)
     mp.setattr(mix_mod, "CHUNK_BYTES", 3_000)
     mp.setattr(mix_mod, "ROW_GROUP", 40)
     mp.setattr(mix_mod, "ROWS_PER_FILE", 200)
@@ -142,7 +144,7 @@ def test_global_and_mix_give_the_same_bytes_for_any_worker_count(
     assert runs[1] == runs[2] == runs[3]
     sent = counting.sent
     # every kind of heavy batch went to the workers, several of each
-    heavy = {"sign_texts", "match_texts", "scan_chunk", "row_group"}
+    heavy = {"exact_keys", "sign_texts", "match_texts", "scan_chunk", "row_group"}
     assert {k for k, v in sent.items() if v > 1} == heavy | {"_ingest_worker"}  # the sources are 2 tasks
     # and the build had something to decide in each step
     report = json.loads(runs[1]["report.json"])
@@ -178,7 +180,7 @@ class Backwards:
         return out[::-1]
 
 
-def test_near_dedup_and_decontaminate_decide_alike_under_any_map(tmp_path: Path) -> None:
+def test_dedup_and_decontaminate_decide_alike_under_any_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng2 = random.Random(2)
     base = [" ".join(rng2.choice(WORDS) for _ in range(80)) for _ in range(40)]
     items: list[Any] = []
@@ -188,6 +190,8 @@ def test_near_dedup_and_decontaminate_decide_alike_under_any_map(tmp_path: Path)
             items.append(conv("question", _edit(t), cid=f"n{i}", source="b"))
         if i % 7 == 0:
             items.append(Rejected("a", "adapter", "bad", "f", i, {}))
+        if i % 4 == 0:
+            items.append(conv("question", t, cid=f"x{i}", source="b"))  # an exact copy
         if i % 6 == 0:
             answer = " ".join(rng2.choice(WORDS) for _ in range(80))
             items.append(conv(f"copy: {PROMPTS[0]}", answer, cid=f"c{i}", source="a"))
@@ -195,10 +199,13 @@ def test_near_dedup_and_decontaminate_decide_alike_under_any_map(tmp_path: Path)
     cfg = DecontaminateConfig(benchmarks=(BenchmarkConfig(name="mini", path=str(tmp_path / "bench.jsonl"),
                                                           fields=("text",)),))
 
+    monkeypatch.setattr(dedup_mod, "EXACT_BATCH", 5)
+
     def run(imap: Any) -> list[Any]:
+        exact = ExactDedup(ExactDedupConfig(), imap=imap)
         near = NearDedup(NearDedupConfig(batch_size=4), imap=imap)
         per = PerSource("decontaminate", {"a": Decontaminate(cfg, imap=imap, batch_size=3)})
-        out = list(per.run(near.run(items)))
+        out = list(per.run(near.run(exact.run(items))))
         return [(type(x).__name__, x.id if isinstance(x, Conversation) else x.record.get("id"),
                  getattr(x, "step", None), getattr(x, "detail", None)) for x in out]
 
@@ -206,6 +213,7 @@ def test_near_dedup_and_decontaminate_decide_alike_under_any_map(tmp_path: Path)
     assert run(backwards) == run(map)
     assert backwards.calls > 10
     got = run(map)
+    assert sum(1 for g in got if g[2] == "exact_dedup") == len(range(0, 40, 4))
     assert sum(1 for g in got if g[2] == "near_dedup") == len(range(0, 40, 5))  # one of each edited pair
     assert sum(1 for g in got if g[2] == "decontaminate") == len([i for i in range(40) if i % 6 == 0])
 
