@@ -41,6 +41,7 @@ from crystalmix.core.executors import Executor, LocalExecutor
 from crystalmix.core.progress import Reporter, input_meter
 from crystalmix.core.readers import FilePart, plan_parts
 from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
+from crystalmix.core.remote import expand, is_url
 from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
 from sft_builder.mix import run_mix
 from sft_builder.report_data import RejectSampler
@@ -87,9 +88,15 @@ def split_order(m: Manifest) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def input_state(src: SourceConfig, base: Path, digests: Digests) -> list[Any]:
     """What the inputs hold right now: each file's name (as the outputs will show it), size and content
-    digest, so changed data, even with the same size and time, invalidates the ingest stage."""
+    digest, so changed data, even with the same size and time, invalidates the ingest stage. A URL's files
+    are listed and streamed through fsspec for their digests, as local files are read."""
     out: list[Any] = []
     for spec in src.inputs:
+        if is_url(spec):
+            for url in expand(spec, ("",))[1]:
+                rec = digests.record(url)
+                out.append([url, rec["size"], rec["xxh3"]])
+            continue
         if is_hub(spec) and not Path(spec).exists():
             out.append(["hub", hub_name(spec), src.split, list(src.data_files)])  # its revision: in the marker
             continue

@@ -18,6 +18,7 @@ from typing import Any
 from crystalmix.core.atomic import fingerprint
 from crystalmix.core.config import NAME, SEED, Path_, YamlDoc, as_data, at_least, between, build, spec
 from crystalmix.core.errors import UserError
+from crystalmix.core.remote import is_url
 from sft_builder.sources.base import get_adapter_class
 from sft_builder.steps.table import STEPS
 
@@ -117,7 +118,7 @@ class _Top:
 
 
 def is_hub(spec: str) -> bool:
-    return spec.startswith("hf:") or bool(HUB_ID.match(spec))
+    return not is_url(spec) and (spec.startswith("hf:") or bool(HUB_ID.match(spec)))
 
 
 def hub_name(spec: str) -> str:
@@ -235,7 +236,18 @@ def as_fields(cfg: Any) -> dict[str, Any]:
 
 
 def _resolve_input(doc: YamlDoc, at: Path_, spec_: str, base: Path) -> str:
-    """A local path/glob made absolute against the manifest folder, or a hub id kept as written."""
+    """A local path/glob made absolute against the manifest folder, or a hub id or URL kept as written (a URL
+    that names nothing stops here, as a missing path does)."""
+    if is_url(spec_):
+        from crystalmix.core.remote import exists
+
+        try:
+            found = exists(spec_)
+        except UserError as exc:
+            raise doc.error(at, str(exc)) from None
+        if not found:
+            raise doc.error(at, f"no files match {spec_!r}" if has_magic(spec_) else f"file not found: {spec_}")
+        return spec_
     if spec_.startswith("hf:"):
         if not HUB_ID.match(spec_[3:]):
             raise doc.error(at, f"{spec_!r} is not a hub id of the form owner/name")

@@ -71,7 +71,7 @@ def webgen(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Batches in flight (HTTP backend).")] = 4,
     similarity: Annotated[float, typer.Option("--similarity", help="Reject when ROUGE-L F is above.")] = 0.7,
     seeds: Annotated[
-        Path | None, typer.Option("--seeds", help="Seed tasks JSONL (default: bundled).")
+        str | None, typer.Option("--seeds", help="Seed tasks JSONL, a path or a URL (default: bundled).")
     ] = None,
     prompt: Annotated[Path | None, typer.Option("--prompt", help="Jinja prompt (default: bundled).")] = None,
     prompt_tasks: Annotated[int, typer.Option("--prompt-tasks", help="Seed tasks shown per prompt.")] = 3,

@@ -532,7 +532,12 @@ def _resolve_paths(value: Any, how: str | None, base: Path | None) -> Any:
 
 
 def resolve_path(spec: str, base: Path, *, only_if_exists: bool = False) -> str:
-    """`spec` with ``~`` and ``$VARS`` expanded, made absolute against `base` (the manifest's folder)."""
+    """`spec` with ``~`` and ``$VARS`` expanded, made absolute against `base` (the manifest's folder); a URL
+    (``s3://...``) is kept as written, ``$VARS`` expanded."""
+    from crystalmix.core.remote import is_url
+
+    if is_url(os.path.expandvars(spec)):
+        return os.path.expandvars(spec)
     expanded = os.path.expandvars(os.path.expanduser(spec))
     p = Path(expanded)
     if p.is_absolute():

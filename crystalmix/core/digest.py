@@ -3,7 +3,8 @@
 A path, a size or a modification time says nothing reliable about content (a tokenizer rebuilt in place, a
 file copied with its times, an edit within a clock tick). So a stage's key holds the xxh3-128 digests of
 the files it reads, and each finished stage records the size and digest of every file it wrote; a rerun
-reuses a file only when both still match. `Digests` reads each file at most once per run.
+reuses a file only when both still match. `Digests` reads each file at most once per run. A file at a URL
+(`crystalmix.core.remote`) is streamed and hashed the same way: a store's ETag or time is no content digest.
 """
 
 from __future__ import annotations
@@ -17,12 +18,21 @@ from typing import Any
 
 import xxhash
 
+from crystalmix.core.remote import is_url
+
 BLOCK = 1 << 22  # 4 MiB reads: flat memory for files of any size
 
 
 def file_digest(path: str | Path) -> str:
-    """The xxh3-128 hex digest of a file's bytes, read in blocks."""
+    """The xxh3-128 hex digest of a file's bytes (local, or at a URL), read in blocks."""
     h = xxhash.xxh3_128()
+    if is_url(path):
+        from crystalmix.core.remote import open_raw
+
+        with open_raw(str(path)) as fh:
+            while block := fh.read(BLOCK):
+                h.update(block)
+        return h.hexdigest()
     with open(path, "rb", buffering=0) as fh:
         while block := fh.read(BLOCK):
             h.update(block)
@@ -42,9 +52,17 @@ class Digests:
     """Digests of the files one run reads, each read once (a file whose stat changes is read again)."""
 
     def __init__(self) -> None:
-        self._memo: dict[tuple[str, int, int, int, int], str] = {}
+        self._memo: dict[tuple[str, int, Any, int, int], str] = {}
 
     def file(self, path: str | Path) -> str:
+        if is_url(path):
+            from crystalmix.core.remote import info, version_stamp
+
+            meta = info(str(path))
+            key: tuple[str, int, Any, int, int] = (str(path), int(meta["size"]), version_stamp(meta), 0, 0)
+            if key not in self._memo:
+                self._memo[key] = file_digest(path)
+            return self._memo[key]
         p = os.path.abspath(path)
         st = os.stat(p)
         key = (p, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
@@ -54,10 +72,19 @@ class Digests:
 
     def record(self, path: str | Path) -> dict[str, Any]:
         """``{"size", "xxh3"}`` of one file, as stage markers store it."""
-        return {"size": os.path.getsize(path), "xxh3": self.file(path)}
+        from crystalmix.core.remote import size
+
+        return {"size": size(str(path)), "xxh3": self.file(path)}
 
     def tree(self, path: str | Path) -> list[list[Any]]:
         """``[name, size, digest]`` of a file, or of every file under a folder (names relative to it)."""
+        if is_url(path):
+            from crystalmix.core.remote import expand, size
+
+            kind, urls = expand(str(path), ("",))
+            base = str(path).rstrip("/") + "/"
+            return [[u.removeprefix(base) if kind == "folder" else u.rsplit("/", 1)[-1], size(u), self.file(u)]
+                    for u in urls]
         root = Path(path)
         if root.is_file():
             return [[root.name, root.stat().st_size, self.file(root)]]
@@ -84,7 +111,7 @@ class Digests:
 
 def config_files(cfg: Any) -> list[str]:
     """Files named by a config's path fields (``spec(path=...)``), recursively: what the config makes a step
-    read, for its stage key. Values that name no existing file (``demo``, a hub id) are left out."""
+    read, for its stage key. Values that name no existing file (``demo``, a hub id) are left out; URLs stay."""
     out: list[str] = []
 
     def walk(obj: Any, is_path: bool) -> None:
@@ -97,7 +124,7 @@ def config_files(cfg: Any) -> list[str]:
         elif isinstance(obj, Mapping):
             for v in obj.values():
                 walk(v, is_path)
-        elif is_path and isinstance(obj, str) and os.path.exists(obj):
+        elif is_path and isinstance(obj, str) and (is_url(obj) or os.path.exists(obj)):
             out.append(obj)
 
     walk(cfg, False)

@@ -205,11 +205,15 @@ class InputBytes:
 def local_files(specs: Iterable[str | os.PathLike[str]]) -> list[tuple[str, int]] | None:
     """The files under input specs (files, folders, globs) with their sizes, in reading order.
 
-    None when a spec is not a local path (a hub id), whose size is not known before it is read.
+    None when a spec is not a local path (a hub id, a URL), whose size is not known before it is read.
     """
+    from crystalmix.core.remote import is_url
+
     out: list[tuple[str, int]] = []
     for spec in specs:
         text = str(spec)
+        if is_url(text):
+            return None
         path = Path(text).expanduser()
         if path.exists():
             matches = [path]

@@ -5,11 +5,13 @@ webgen seed tasks and interchange files all read through it.
 
 Local forms: ``.json`` (one array, or one object per line), ``.jsonl``/``.ndjson``, ``.parquet``,
 ``.arrow`` and ``save_to_disk`` folders, and on request ``.txt`` (one record, a string, per non-blank
-line); the JSON and text forms also as ``.gz`` and ``.zst``. Anything else that is not an existing path
-and looks like ``owner/name`` (or is written ``hf:name``) is read from the Hugging Face hub with
-``datasets`` in streaming mode. Nothing here holds a whole file: JSON arrays are cut into elements by the
-C JSON decoder over a sliding buffer, so a 1 GB array costs a few MB plus its largest record, and one
-record (a line, or an array element) larger than `MAX_RECORD` is refused rather than grown into.
+line); the JSON and text forms also as ``.gz`` and ``.zst``. The same files, folders and globs at an fsspec
+URL (``s3://``, ``gs://``, ``hf://``, ``memory://``, ``file://``) are read through fsspec
+(`crystalmix.core.remote`); local paths never are. Anything else that is not an existing path and looks
+like ``owner/name`` (or is written ``hf:name``) is read from the Hugging Face hub with ``datasets`` in
+streaming mode. Nothing here holds a whole file: JSON arrays are cut into elements by the C JSON decoder
+over a sliding buffer, so a 1 GB array costs a few MB plus its largest record, and one record (a line, or
+an array element) larger than `MAX_RECORD` is refused rather than grown into.
 
 Bad *files* (unknown extension, missing path, not JSON, truncated or corrupt compression) raise
 `BadFileError`, a `UserError` naming the file and, for JSON, the line. A single malformed line inside an
@@ -38,6 +40,7 @@ import zstandard
 
 from crystalmix.core.errors import UserError
 from crystalmix.core.records import RawRecord, UnparsedRecord
+from crystalmix.core.remote import UrlFile, is_url
 
 JSON_EXTS = (".json", ".jsonl", ".ndjson")
 TEXT_EXTS = (".txt",)
@@ -120,12 +123,13 @@ def read_file(path: str | Path, *, text_files: bool = False, columns: Sequence[s
     For parquet and Arrow files only `columns` (each must exist) and those of `optional_columns` that
     exist are read; JSON records always come whole.
     """
-    return _file_reader(Path(path), text_files, tuple(columns) if columns is not None else None,
+    where = UrlFile(path) if is_url(path) else Path(path)
+    return _file_reader(where, text_files, tuple(columns) if columns is not None else None,
                         tuple(optional_columns))()
 
 
 def list_files(specs: Sequence[str], *, text_files: bool = False) -> list[str]:
-    """Sorted, de-duplicated local files named by `specs` (files, folders of known types, globs).
+    """Sorted, de-duplicated files named by `specs` (files, folders of known types, globs; local or URLs).
 
     A spec that matches nothing contributes nothing (the caller decides whether an empty list is an
     error); the names are as `read_file` reports them, so errors can be matched back to this list.
@@ -133,6 +137,11 @@ def list_files(specs: Sequence[str], *, text_files: bool = False) -> list[str]:
     known = _known(text_files)
     out: set[str] = set()
     for spec in specs:
+        if is_url(spec):
+            from crystalmix.core.remote import expand
+
+            out.update(expand(spec, known)[1])
+            continue
         path = Path(spec).expanduser()
         if path.is_dir():
             out.update(str(f) for f in _folder_files(path, [], known))
@@ -160,6 +169,8 @@ def _known(text_files: bool) -> tuple[str, ...]:
 def _plan(spec: str, split: str, data_files: str | Sequence[str] | None, text_files: bool) -> list[Reader]:
     """Turn one input string into a list of readers (one per file), or raise `UserError`."""
     patterns = [data_files] if isinstance(data_files, str) else list(data_files or [])
+    if is_url(spec):
+        return _plan_url(spec, patterns, text_files)
     if spec.startswith("hf:"):
         return [lambda: read_hub(spec[3:], split, data_files)]
     known = _known(text_files)
@@ -189,6 +200,22 @@ def _plan(spec: str, split: str, data_files: str | Sequence[str] | None, text_fi
     raise UserError("no such file or folder", path=spec)
 
 
+def _plan_url(spec: str, patterns: list[str], text_files: bool) -> list[Reader]:
+    """One reader per file a URL names (a file, a folder of known types, a glob), or `UserError` naming it."""
+    from crystalmix.core.remote import expand
+
+    known = _known(text_files)
+    kind, urls = expand(spec, known, patterns)
+    if kind == "missing":
+        raise UserError("no such file or folder", path=spec)
+    if kind == "file" and patterns:
+        raise UserError("data_files applies to folders and hub ids, not to a single file", path=spec)
+    if not urls:
+        raise UserError("no files match this pattern" if kind == "glob"
+                        else f"no readable files (known: {', '.join(known)})", path=spec)
+    return [_file_reader(UrlFile(u), text_files) for u in urls]
+
+
 def _folder_files(folder: Path, patterns: list[str], known: tuple[str, ...]) -> list[Path]:
     """Files of known types under `folder`, sorted; hidden files and folders inside it are left out."""
     if patterns:
@@ -211,19 +238,24 @@ class FileReader:
         return self.read()
 
 
-def _file_reader(path: Path, text_files: bool = False, columns: tuple[str, ...] | None = None,
+def _file_reader(path: Path | UrlFile, text_files: bool = False, columns: tuple[str, ...] | None = None,
                  optional: tuple[str, ...] = ()) -> Reader:
+    """The reader of one file by its extension: a `FileReader` for a local file, a plain reader for a URL
+    (which `plan_parts` keeps whole)."""
     name = path.name.lower()
     known = _known(text_files)
     if not name.endswith(known):
         raise BadFileError(f"unknown file type (known: {', '.join(known)})", path=path)
+    read: Reader
     if name.endswith(".parquet"):
-        return FileReader(path, lambda: _read_parquet(path, columns, optional))
-    if name.endswith(".arrow"):
-        return FileReader(path, lambda: _read_arrow(path, columns, optional))
-    if name.endswith(KNOWN_TEXT):
-        return FileReader(path, lambda: _read_text_lines(path))
-    return FileReader(path, lambda: _read_json_file(path))
+        read = lambda: _read_parquet(path, columns, optional)  # noqa: E731
+    elif name.endswith(".arrow"):
+        read = lambda: _read_arrow(path, columns, optional)  # noqa: E731
+    elif name.endswith(KNOWN_TEXT):
+        read = lambda: _read_text_lines(path)  # noqa: E731
+    else:
+        read = lambda: _read_json_file(path)  # noqa: E731
+    return FileReader(path, read) if isinstance(path, Path) else read
 
 
 # -- parts of inputs, for reading one source in parallel ------------------------------------------------
@@ -502,8 +534,31 @@ def zstd_chunks(raw: IO[bytes]) -> Iterator[bytes]:
         raise EOFError("zstd stream ended before the end of its frame")
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+class _OwnedGzip(gzip.GzipFile):
+    """A gzip stream over a file object it closes too (GzipFile leaves a `fileobj` open)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def _open_binary(path: Path | UrlFile) -> IO[bytes]:
     name = path.name.lower()
+    if isinstance(path, UrlFile):
+        from crystalmix.core.remote import open_input, open_raw
+
+        if name.endswith(".gz"):
+            return io.BufferedReader(_OwnedGzip(open_raw(path.url)), CHUNK)  # type: ignore[arg-type]
+        if name.endswith((".zst", ".zstd")):
+            raw = open_raw(path.url)
+            return io.BufferedReader(_ChunkStream(zstd_chunks(raw), raw), CHUNK)
+        return open_input(path.url, CHUNK)
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith((".zst", ".zstd")):
@@ -546,7 +601,7 @@ def _open_range(path: Path, start: int, end: int) -> IO[bytes]:
     return io.BufferedReader(_Range(raw, end - start), CHUNK)
 
 
-def _stream_error(path: Path, exc: Exception, line: int) -> BadFileError:
+def _stream_error(path: Path | UrlFile, exc: Exception, line: int) -> BadFileError:
     after = f" after line {line}" if line else ""
     if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)):
         return BadFileError(f"truncated or corrupt compressed file ({exc}){after}", path=path)
@@ -577,7 +632,7 @@ def _too_large(fh: IO[bytes], head: bytes) -> UnparsedRecord:
 
 # -- JSON, JSONL and their compressed forms --------------------------------------------------------------
 
-def _read_json_file(path: Path) -> Iterator[RawRecord]:
+def _read_json_file(path: Path | UrlFile) -> Iterator[RawRecord]:
     """JSON Lines by extension; a ``.json`` by its first byte: ``[`` an array, ``{`` objects per line."""
     name = path.name.lower()
     for ext in COMPRESSED:
@@ -588,7 +643,7 @@ def _read_json_file(path: Path) -> Iterator[RawRecord]:
     return _read_json_document(path)
 
 
-def _read_json_document(path: Path) -> Iterator[RawRecord]:
+def _read_json_document(path: Path | UrlFile) -> Iterator[RawRecord]:
     """A ``.json`` file: an array, objects one per line, or pretty-printed objects one after another."""
     first = _first_byte(path)
     if first is None:
@@ -603,7 +658,7 @@ def _read_json_document(path: Path) -> Iterator[RawRecord]:
         yield from _read_json_values(path, array=False)
 
 
-def _first_byte(path: Path) -> bytes | None:
+def _first_byte(path: Path | UrlFile) -> bytes | None:
     try:
         with _open_binary(path) as fh:
             while True:
@@ -619,7 +674,7 @@ def _first_byte(path: Path) -> bytes | None:
         raise _stream_error(path, exc, 0) from None
 
 
-def _first_line_parses(path: Path) -> bool:
+def _first_line_parses(path: Path | UrlFile) -> bool:
     """Whether the first non-blank line is one JSON value (read at most `MAX_RECORD` bytes of it)."""
     try:
         with _open_binary(path) as fh:
@@ -635,7 +690,7 @@ def _first_line_parses(path: Path) -> bool:
     return False
 
 
-def _read_json_lines(path: Path, start: int = 0, end: int = -1, first_line: int = 0) -> Iterator[RawRecord]:
+def _read_json_lines(path: Path | UrlFile, start: int = 0, end: int = -1, first_line: int = 0) -> Iterator[RawRecord]:
     """One JSON value per line; blank lines are skipped; a bad line after a good one is a bad record.
 
     With `end` >= 0, only the lines from byte `start` to `end`, numbered from ``first_line + 1``; a part
@@ -690,7 +745,7 @@ def _json_msg(exc: Exception) -> str:
     return str(exc)
 
 
-def _read_text_lines(path: Path) -> Iterator[RawRecord]:
+def _read_text_lines(path: Path | UrlFile) -> Iterator[RawRecord]:
     """A text file: each non-blank line (without its line break) is a record; a non-UTF-8 line is a bad one."""
     file, line = str(path), 0
     limit = MAX_RECORD
@@ -713,7 +768,7 @@ def _read_text_lines(path: Path) -> Iterator[RawRecord]:
         raise _stream_error(path, exc, line) from None
 
 
-def _text_chunks(path: Path) -> Iterator[str]:
+def _text_chunks(path: Path | UrlFile) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     with _open_binary(path) as fh:
         while True:
@@ -736,7 +791,7 @@ def _range_chunks(path: Path, start: int, end: int) -> Iterator[str]:
         yield tail
 
 
-def _read_json_values(path: Path, *, array: bool, part: FilePart | None = None) -> Iterator[RawRecord]:
+def _read_json_values(path: Path | UrlFile, *, array: bool, part: FilePart | None = None) -> Iterator[RawRecord]:
     """Elements of a top-level array (or whitespace-separated values), parsed one at a time; with `part`
     (an ``array`` part of `plan_parts`), only its elements, numbered and placed as in the whole file.
 
@@ -886,7 +941,7 @@ def _read_json_values(path: Path, *, array: bool, part: FilePart | None = None) 
 
 # -- columnar files ---------------------------------------------------------------------------------------
 
-def _columns(path: Path, names: list[str], columns: tuple[str, ...] | None,
+def _columns(path: Path | UrlFile, names: list[str], columns: tuple[str, ...] | None,
              optional: tuple[str, ...]) -> list[str] | None:
     """The columns to read: `columns` (each must exist) plus the `optional` ones present; None for all."""
     if columns is None:
@@ -897,7 +952,16 @@ def _columns(path: Path, names: list[str], columns: tuple[str, ...] | None,
     return list(columns) + [c for c in optional if c in names and c not in columns]
 
 
-def _read_parquet(path: Path, columns: tuple[str, ...] | None = None, optional: tuple[str, ...] = (),
+def _table_input(path: Path | UrlFile) -> Any:
+    """What pyarrow opens: a local path as is, a URL as a seekable fsspec file (closed when dropped)."""
+    if isinstance(path, UrlFile):
+        from crystalmix.core.remote import open_raw
+
+        return open_raw(path.url)
+    return path
+
+
+def _read_parquet(path: Path | UrlFile, columns: tuple[str, ...] | None = None, optional: tuple[str, ...] = (),
                   row_groups: tuple[int, int] | None = None, first_row: int = 0) -> Iterator[RawRecord]:
     """A parquet file's rows (or those of row groups ``row_groups[0]`` to ``row_groups[1] - 1``, the first of
     which is row ``first_row + 1``), batch by batch."""
@@ -905,7 +969,7 @@ def _read_parquet(path: Path, columns: tuple[str, ...] | None = None, optional: 
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_table_input(path))
     except FileNotFoundError:
         raise BadFileError("file not found", path=path) from None
     except (pa.ArrowException, OSError) as exc:
@@ -928,14 +992,14 @@ def _read_parquet(path: Path, columns: tuple[str, ...] | None = None, optional: 
         raise BadFileError(f"corrupt parquet data after row {row}: {exc}", path=path) from None
 
 
-def _read_arrow(path: Path, columns: tuple[str, ...] | None = None,
+def _read_arrow(path: Path | UrlFile, columns: tuple[str, ...] | None = None,
                 optional: tuple[str, ...] = ()) -> Iterator[RawRecord]:
     """An Arrow IPC file or stream (``datasets`` cache files are streams); memory-mapped, batch by batch."""
     import pyarrow as pa
 
     file, row = str(path), 0
     try:
-        source = pa.memory_map(str(path), "r")
+        source = pa.memory_map(str(path), "r") if isinstance(path, Path) else pa.PythonFile(_table_input(path), "r")
         try:
             reader = pa.ipc.open_file(source)
             schema = reader.schema

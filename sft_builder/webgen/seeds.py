@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 from crystalmix.core.errors import UserError
 from crystalmix.core.readers import iter_records
 from crystalmix.core.records import RawRecord, UnparsedRecord
+from crystalmix.core.remote import UrlFile, as_path
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -35,7 +37,7 @@ class SeedTask:
     output: str
 
 
-def _task(rec: RawRecord, path: Path | Traversable) -> SeedTask:
+def _task(rec: RawRecord, path: Path | UrlFile | Traversable) -> SeedTask:
     record, line = rec.data, rec.line
     if not isinstance(record, dict):
         raise UserError("a seed task must be a JSON object", path=str(path), line=line)
@@ -58,12 +60,13 @@ def _task(rec: RawRecord, path: Path | Traversable) -> SeedTask:
 
 def load_seeds(path: str | Path | Traversable = DEFAULT_SEEDS) -> tuple[SeedTask, ...]:
     """Read seed tasks (a file, or the bundled ones) through the core readers: JSON Lines, a JSON array, or
-    their .gz/.zst. A bad line stops with its line number."""
-    p = Path(path) if isinstance(path, str) else path
+    their .gz/.zst; a local path or a URL (``s3://...``). A bad line stops with its line number."""
+    p = as_path(path) if isinstance(path, str) else path
     if not p.is_file():
         raise UserError("seed task file not found", path=str(p))
     tasks: list[SeedTask] = []
-    with as_file(p) as real:  # a real file even when the package is not on disk (a zip)
+    # a real file even when the package is not on disk (a zip); a URL is read as it is
+    with as_file(p) if not isinstance(p, UrlFile) else nullcontext(p) as real:
         for rec in iter_records(str(real)):
             if type(rec.data) is UnparsedRecord:
                 raise UserError(f"not JSON: {rec.data.error}", path=str(p), line=rec.line)
