@@ -21,6 +21,7 @@ from crystalmix.core.atomic import atomic_open, fingerprint, sweep_temporaries, 
 from crystalmix.core.digest import Digests, hub_revision
 from crystalmix.core.errors import UserError
 from crystalmix.core.executors import Executor
+from crystalmix.core.remote import size as input_size
 from crystalmix.core.tokenizer import tokenizer_parts
 from pretrain.config import StageConfig
 from pretrain.executors import Progress, run_plan
@@ -78,7 +79,7 @@ def stage_fingerprint(cfg: StageConfig, tok_json: str, files: list[tuple[int, li
     conf["tokenizer"] = xxhash.xxh64_hexdigest(tok_json.encode())
     for src in conf["sources"]:
         src.pop("paths")
-    inputs = [[i, [[lab, Path(p).stat().st_size]
+    inputs = [[i, [[lab, input_size(p)]
                    for p, lab in zip(paths, input_labels(paths), strict=True)], n] for i, paths, n in files]
     return fingerprint({"config": conf, "inputs": inputs}, length=16)
 
@@ -98,7 +99,7 @@ def input_digests(cfg: StageConfig, files: list[tuple[int, list[str], int]]) -> 
         if src.hub:
             out.append([src.name, [["hub", src.hub, hub_revision(src.hub)]]])
         else:
-            out.append([src.name, [[lab, os.path.getsize(p), found[p]]
+            out.append([src.name, [[lab, input_size(p), found[p]]
                                    for p, lab in zip(ps, input_labels(ps), strict=True)]])
     return out
 

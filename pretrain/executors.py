@@ -8,13 +8,13 @@ the plan, so where or when a shard ran never reaches the output.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from crystalmix.core import executors as core
 from crystalmix.core.progress import Progress as Bar
+from crystalmix.core.remote import size as input_size
 from pretrain.stages import ShardTask, read_marker, run_shard, set_worker_env
 
 Marker = dict[str, Any]
@@ -77,7 +77,7 @@ class Progress:
         self.start = time.perf_counter()
         self._sizes: dict[str, int] | None = None
         if all(t.paths for t in tasks):
-            self._sizes = {t.name: sum(os.path.getsize(p) for p in t.paths) for t in tasks}
+            self._sizes = {t.name: sum(input_size(p) for p in t.paths) for t in tasks}
         self._done = 0
         self._bar = Bar(enabled, label="pretrain build")
 

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from crystalmix.core.atomic import FOLDER_MARKER, atomic_open, atomic_path, claim_folder, write_json
 from crystalmix.core.errors import UserError
+from crystalmix.core.remote import JOURNAL as PUBLISH_JOURNAL
 from sft_builder.steps.table import stage_order
 
 # Licences of the real Stage 3a sources as their hub cards (or upstream repositories) state them.
@@ -623,7 +624,7 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = True, token: str 
         _hub_call(repo_id, lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True))
     info = _hub_call(repo_id, lambda: api.upload_folder(
         folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message="Upload crystalmix export",
-        ignore_patterns=[OUT_MARKER], delete_patterns=["data/**/*.parquet", "plots/*.png"]))
+        ignore_patterns=[OUT_MARKER, PUBLISH_JOURNAL], delete_patterns=["data/**/*.parquet", "plots/*.png"]))
     return str(getattr(info, "commit_url", info))
 
 

@@ -14,9 +14,12 @@ from crystalmix.cli.common import (
     Quiet,
     RayAddress,
     Verbose,
+    Work,
     Workers,
     make_executor,
     out_option,
+    out_target,
+    publish_out,
     set_verbosity,
 )
 from crystalmix.core.errors import UserError
@@ -31,7 +34,7 @@ def register(app: typer.Typer) -> None:
 
 def build_command(
     manifest: Annotated[Path, typer.Argument(help="The build manifest (YAML).")],
-    out: Annotated[Path | None, out_option("Output folder (not for --check).")] = None,
+    out: Annotated[str | None, out_option("Output folder or URL (not for --check).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Only validate the manifest, its inputs.")] = False,
     workers: Workers = 1,
     executor: ExecutorName = "local",
@@ -39,6 +42,7 @@ def build_command(
     quiet: Quiet = False,
     verbose: Verbose = False,
     force: Annotated[bool, typer.Option("--force", help="Write into a folder holding other files.")] = False,
+    work: Work = None,
 ) -> None:
     """Turn the sources of a manifest into one deduplicated, filtered, weighted mix of conversations."""
     show_progress = set_verbosity(quiet, verbose)
@@ -53,6 +57,7 @@ def build_command(
         return
     if out is None:
         raise UserError("--out DIR is required to build (or use --check)")
+    local, url = out_target(out, "build", work, force=force)
     from rich.console import Console
 
     from crystalmix.core.progress import Progress
@@ -61,15 +66,16 @@ def build_command(
 
     steady_allocator()  # process-wide, so set here at the edge and not inside `build`
     with Progress(show_progress, label="build", transient=True) as progress:
-        result = build(m, out, progress=progress, force=force, executor=runner)
+        result = build(m, local, progress=progress, force=force, executor=runner)
     print_report(result.report, Console())
     for name, why in m.skipped:
         log.warning("skipped %s: %s", name, why)
     skipped = f" (reused {len(result.skipped_stages)} finished stages)" if result.skipped_stages else ""
-    log.info("wrote %s/conversations, rejects/, report.json, report.md%s", out, skipped)
+    log.info("wrote %s/conversations, rejects/, report.json, report.md%s", local, skipped)
     from crystalmix.cli.report import write_html
 
-    log.info("wrote %s", write_html(out))
+    log.info("wrote %s", write_html(local))
+    publish_out(local, url, "build", skip=(".work",), force=force)
 
 
 def run_check(m: Any) -> None:

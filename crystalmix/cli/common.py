@@ -1,9 +1,10 @@
 """What every command shares: the options that mean the same thing everywhere, and logging set up at the edge.
 
-`--out/-o` is where a command writes, `--workers/-j` a number of processes (>= 1; outputs never depend on it),
-`--executor local|ray` with `--ray-address` where tasks run (nor on that), `--seed` the seed of everything
-random in a command, `--quiet/-q` only warnings and errors (no progress, no info lines), `--verbose/-v` debug
-messages too. Messages go through `logging`: a rich handler when stderr is a
+`--out/-o` is where a command writes (for build, export and pretrain build also an fsspec URL: the command runs
+in the local `--work` folder and publishes the finished files there), `--workers/-j` a number of processes
+(>= 1; outputs never depend on it), `--executor local|ray` with `--ray-address` where tasks run (nor on that),
+`--seed` the seed of everything random in a command, `--quiet/-q` only warnings and errors (no progress, no
+info lines), `--verbose/-v` debug messages too. Messages go through `logging`: a rich handler when stderr is a
 terminal, plain lines otherwise; library modules only log, and this module decides where it goes.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from crystalmix.core.executors import Executor
 
 PACKAGES = ("crystalmix", "sft_builder", "pretrain")  # the loggers whose INFO messages are the user's
+log = logging.getLogger(__name__)
 
 
 def out_option(help: str) -> Any:  # noqa: A002 - typer's keyword
@@ -34,6 +37,33 @@ ExecutorName = Annotated[str, typer.Option("--executor", help="local (worker pro
                                           "output does not depend on it.")]
 RayAddress = Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address, e.g. auto or "
                                                 "ray://head:10001 (default: a local Ray); needs --executor ray.")]
+Work = Annotated[Path | None, typer.Option(
+    "--work", help="With an --out URL (s3://, gs://, hf://, ...): the local folder the command runs in, kept to "
+    "resume (default: one under ~/.cache/crystalmix per URL).")]
+
+
+def out_target(out: str, kind: str, work: Path | None, *, force: bool = False) -> tuple[Path, str | None]:
+    """(local folder to write, URL to publish it to or None); a URL is checked now, before the work is done."""
+    from crystalmix.core.remote import claim_url, output_target
+
+    local, url = output_target(out, kind, work)
+    if url is not None:
+        claim_url(url, kind, force=force)
+        log.info("running in %s; the finished files go to %s", local, url)
+    return local, url
+
+
+def publish_out(local: Path, url: str | None, kind: str, *, skip: Collection[str] = (), force: bool = False) -> None:
+    """Publish `local`'s finished files to `url` (when there is one), and say what moved."""
+    if url is None:
+        return
+    from crystalmix.core.remote import publish
+
+    done = publish(local, url, kind=kind, skip=skip, force=force)
+    log.info("published %s: %d file(s) uploaded, %d unchanged, %d removed", url, len(done.uploaded),
+             len(done.reused), len(done.removed))
+
+
 Workers = Annotated[int, typer.Option("--workers", "-j", min=1,
                                       help="Worker processes (>= 1); the output does not depend on it.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors: no progress, no info lines.")]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from crystalmix.cli.common import Quiet, Verbose, out_option, set_verbosity
+from crystalmix.cli.common import Quiet, Verbose, Work, out_option, out_target, publish_out, set_verbosity
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 def export_command(
     build_dir: Annotated[Path, typer.Argument(help="A finished `crystalmix build` output folder.")],
-    out: Annotated[Path, out_option("Folder to write the Hub dataset into.")],
+    out: Annotated[str, out_option("Folder or URL to write the Hub dataset into.")],
     manifest: Annotated[Path | None, typer.Option(help="The build's manifest (origins, licences, hub ids).")] = None,
     name: Annotated[str, typer.Option(help="Dataset name (card, LLaMA-Factory entries).")] = "crystalmix-sft",
     pretty_name: Annotated[str | None, typer.Option(help="Title of the card (default: --name).")] = None,
@@ -30,6 +30,7 @@ def export_command(
     force: Annotated[bool, typer.Option("--force", help="Write into a folder or repo holding other files.")] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    work: Work = None,
 ) -> None:
     """Write a Hub dataset folder for a build: parquet configs, a dataset card (sources, licences, tokens, plots,
     how to train), LLaMA-Factory's dataset_info.json; optionally push it."""
@@ -43,15 +44,17 @@ def export_command(
         from sft_builder.manifest import load_manifest
 
         m = load_manifest(manifest)
-    cfg = ExportConfig(build_dir, out, dataset_name=name, pretty_name=pretty_name, rows_per_shard=rows_per_shard,
+    local, url = out_target(out, "export", work, force=force)
+    cfg = ExportConfig(build_dir, local, dataset_name=name, pretty_name=pretty_name, rows_per_shard=rows_per_shard,
                        repo_id=push, force=force)
     summary = export_build(cfg, m)
     parts = [f"{kind} " + ", ".join(f"{s} {n:,}" for s, n in summary[kind]["rows"].items() if n)
              for kind in ("messages", "text") if any(summary[kind]["rows"].values())]
     n_files = sum(len(f) for kind in ("messages", "text") for f in summary[kind]["files"].values())
-    log.info("wrote %s/README.md, dataset_info.json, %d plot(s) and %d parquet shard(s): %s", out,
+    log.info("wrote %s/README.md, dataset_info.json, %d plot(s) and %d parquet shard(s): %s", local,
              len(summary["plots"]), n_files, "; ".join(parts))
     if m is None:
         log.warning("no --manifest: the card names no hub ids and shows the licences as unknown")
+    publish_out(local, url, "export", force=force)
     if push:
-        log.info("uploaded: %s", push_to_hub(out, push, private=not public, target=target))
+        log.info("uploaded: %s", push_to_hub(local, push, private=not public, target=target))

@@ -15,9 +15,12 @@ from crystalmix.cli.common import (
     Quiet,
     RayAddress,
     Verbose,
+    Work,
     Workers,
     make_executor,
     out_option,
+    out_target,
+    publish_out,
     set_verbosity,
 )
 from crystalmix.core.errors import UserError
@@ -33,7 +36,7 @@ _Seed = Annotated[int | None, typer.Option("--seed", help="Override the manifest
 @app.command()
 def build(
     manifest: _Manifest,
-    out: Annotated[Path, out_option("Output folder (resumable).")],
+    out: Annotated[str, out_option("Output folder or URL (resumable).")],
     executor: ExecutorName = "local",
     workers: Workers = 1,
     ray_address: RayAddress = None,
@@ -45,6 +48,7 @@ def build(
                                        "was built with another config or other input content).")] = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    work: Work = None,
 ) -> None:
     """Build one stage: per source and epoch, data-00000.h5 ... with metadata, index and mixture.yaml."""
     show_progress = set_verbosity(quiet, verbose)
@@ -54,9 +58,10 @@ def build(
 
     runner = make_executor(executor, workers, ray_address, local=LocalExecutor)  # checked before any work
     cfg = load_manifest(manifest, tokenizer=tokenizer, seed=seed, seq_len=seq_len)
+    local, url = out_target(out, "pretrain build", work, force=force)
     # one tokenizer thread per process, so N workers mean N cores (set here, at the edge, not in the library)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    summary = build_stage(cfg, out, runner, force=force, skip_bad_files=skip_bad_files, progress=show_progress)
+    summary = build_stage(cfg, local, runner, force=force, skip_bad_files=skip_bad_files, progress=show_progress)
     typer.echo(f"{summary['num_sequences']:,} sequences, {summary['non_pad_tokens']:,} tokens in "
                f"{len(summary['folders'])} folders under {out}")
     for key, counts in sorted(summary["documents"].items()):
@@ -66,6 +71,7 @@ def build(
         typer.echo(f"  skipped bad file: {bad}")
     if not summary["folders"]:
         log.warning("no rows were produced; every document was skipped (see build.json)")
+    publish_out(local, url, "pretrain build", skip=(".state",), force=force)
 
 
 @app.command()

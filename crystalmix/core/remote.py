@@ -289,18 +289,7 @@ def publish(local: str | Path, url: str, *, kind: str, skip: Collection[str] = (
     fs, root = filesystem(url)
     root = root.rstrip("/")
     try:
-        if fs.isfile(root):
-            raise UserError(f"{option} names an existing file; give a folder URL to publish into", path=url)
-        listing = _remote_listing(fs, root)
-        owner = _read_json(fs, f"{root}/{OWNER}")
-        owner_kind = owner.get("kind") if isinstance(owner, dict) else None
-        if listing and not force:
-            if owner_kind is None:
-                raise UserError(f"{option} holds files `crystalmix {kind}` did not write; pick a new or empty "
-                                "URL, or pass --force", path=url)
-            if owner_kind != kind:
-                raise UserError(f"{option} was published by `crystalmix {owner_kind}`, not `crystalmix {kind}`; "
-                                "pick another URL, or pass --force", path=url)
+        listing = _claim(fs, root, url, kind, force, option)
         files = _local_files(Path(local), skip)
         digests = Digests()
         mine = {rel: digests.record(p) for rel, p in sorted(files.items())}
@@ -328,27 +317,57 @@ def publish(local: str | Path, url: str, *, kind: str, skip: Collection[str] = (
             fs.rm_file(f"{root}/{PUBLISHED}")  # from here until the end, readers see an unfinished folder
         upload.sort(key=lambda rel: (rel != OWNER, rel))  # the owner marker first: an interrupted run is ours
         last_saved = time.monotonic()
-        for rel in upload:
-            source: Path | bytes = files[rel] if rel in files else owner_bytes
-            _put(fs, source, f"{root}/{rel}")
-            journal[rel] = mine[rel]
-            done.uploaded.append(rel)
-            if time.monotonic() - last_saved > 2.0:
-                _save_journal(journal_path, url, journal)
-                last_saved = time.monotonic()
-        for rel in stale:
-            with contextlib.suppress(FileNotFoundError):
-                fs.rm_file(f"{root}/{rel}")
-            journal.pop(rel, None)
-            done.removed.append(rel)
-        _save_journal(journal_path, url, journal)
+        try:
+            for rel in upload:
+                source: Path | bytes = files[rel] if rel in files else owner_bytes
+                _put(fs, source, f"{root}/{rel}")
+                journal[rel] = mine[rel]
+                done.uploaded.append(rel)
+                if time.monotonic() - last_saved > 2.0:
+                    _save_journal(journal_path, url, journal)
+                    last_saved = time.monotonic()
+            for rel in stale:
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(f"{root}/{rel}")
+                journal.pop(rel, None)
+                done.removed.append(rel)
+        finally:  # also when interrupted: the rerun then knows what is already there
+            _save_journal(journal_path, url, journal)
         _put(fs, marker_bytes, f"{root}/{PUBLISHED}")
         done.marker = True
         return done
     except UserError:
         raise
     except OSError as exc:
-        raise UserError(f"cannot publish to this URL: {exc.strerror or exc}", path=url) from None
+        raise UserError(f"cannot publish to this URL ({exc.strerror or exc}); it is not marked complete: run the "
+                        "same command again to finish (what was uploaded intact is kept)", path=url) from None
+
+
+def claim_url(url: str, kind: str, *, force: bool = False, option: str = "--out") -> None:
+    """Check before a long build that `publish` may write to `url` (new, empty, or this command's), else a
+    `UserError` now rather than after the build."""
+    fs, root = filesystem(url)
+    try:
+        _claim(fs, root.rstrip("/"), url, kind, force, option)
+    except OSError as exc:
+        raise UserError(f"cannot reach this URL: {exc.strerror or exc}", path=url) from None
+
+
+def _claim(fs: AbstractFileSystem, root: str, url: str, kind: str, force: bool, option: str) -> dict[str, int]:
+    """The files at the URL (``{name: size}``) once it is known to be ours to write, or `UserError`."""
+    if fs.isfile(root):
+        raise UserError(f"{option} names an existing file; give a folder URL to publish into", path=url)
+    listing = _remote_listing(fs, root)
+    owner = _read_json(fs, f"{root}/{OWNER}")
+    owner_kind = owner.get("kind") if isinstance(owner, dict) else None
+    if listing and not force:
+        if owner_kind is None:
+            raise UserError(f"{option} holds files `crystalmix {kind}` did not write; pick a new or empty URL, "
+                            "or pass --force", path=url)
+        if owner_kind != kind:
+            raise UserError(f"{option} was published by `crystalmix {owner_kind}`, not `crystalmix {kind}`; pick "
+                            "another URL, or pass --force", path=url)
+    return listing
 
 
 def _bytes_digest(data: bytes) -> str:
