@@ -98,7 +98,7 @@ def run_check(m: Any) -> None:
                 if note:
                     notes.append(f"{s.name}: {note}")
             else:
-                shown.append(os.path.relpath(spec))
+                shown.append(spec if "://" in spec else os.path.relpath(spec))
         mixing = (
             f"epochs {s.epochs}"
             if s.epochs is not None

@@ -135,10 +135,10 @@ def exists(spec: str) -> bool:
     return bool(fs.exists(path))
 
 
-def _to_url(base_url: str, base_path: str, found: str, fs: AbstractFileSystem) -> str:
+def _to_url(base_url: str, base_path: str | None, found: str, fs: AbstractFileSystem) -> str:
     """The URL of `found` (a path within `fs`), written from the user's `base_url` so provenance reads as given."""
-    base_path = base_path.rstrip("/")
-    if found.startswith(base_path + "/"):
+    base_path = base_path.rstrip("/") if base_path is not None else None
+    if base_path is not None and found.startswith(base_path + "/"):
         return base_url.rstrip("/") + found[len(base_path):]
     return str(fs.unstrip_protocol(found))
 
@@ -158,7 +158,7 @@ def expand(spec: str, known: tuple[str, ...], patterns: Sequence[str] = ()) -> t
             if ch in spec:
                 cut = min(cut, spec.find(ch))
         base_url = spec[:spec.rfind("/", 0, cut)]
-        base_path = filesystem(base_url)[1] if is_url(base_url) else ""
+        base_path = filesystem(base_url)[1] if is_url(base_url) else None
         out: set[str] = set()
         for m in sorted(fs.glob(path)):
             url = _to_url(base_url, base_path, m, fs)
