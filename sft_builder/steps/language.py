@@ -39,15 +39,18 @@ _URL_RE = re.compile(r"(?:https?://|ftp://|www\.)\S+|[\w.+-]+@[\w-]+\.[\w.]+|\S+
 _URL_HINT_RE = re.compile(r"://|www\.|@|\.(?:com|org|net|io)/", re.I)
 _ENTITY_RE = re.compile(r"&[a-z]+;|&#\d+;")
 # A line that reads as code, markup or a formula rather than prose: an assignment or comparison, a
-# statement or block end, a call `name(`, snake_case or dotted names, an HTML tag, a code
-# keyword opening the line, or a Python/Ruby block header. The patterns a line start anchors, then one per
-# character a pattern cannot match without, tried only on lines that have it (as one regex, 30 us a line).
+# statement or block end, a call `name(`, snake_case or dotted names, an HTML tag, a code keyword opening
+# the line, a Python/Ruby block header, or an SQL clause (upper case). The patterns a line start anchors,
+# then one per character a pattern cannot match without, tried only on lines that have it (as one regex,
+# 30 us a line).
 _CODE_START_RE = re.compile(
     r"\s*(?:[{}]"
     r"|(?:def|class|import|#include|#define|public|private|static|var|let|const|func|fn|package)\s+\w"
     r"|from\s+[\w.]+\s+import|@\w+|//|/\*|\*/|<\?|\$\s"
     r"|(?:if|elif|else|for|while|with|try|except|finally|switch|case)\b.*:$"
-    r"|(?:return|end|break|pass|yield)\b\s*[\w\[\]().'\"-]*$)"
+    r"|(?:return|end|break|pass|yield)\b\s*[\w\[\]().'\"-]*$"
+    r"|(?:SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|(?:CREATE|ALTER|DROP)\s+(?:TABLE|INDEX|VIEW)"
+    r"|FROM|WHERE|(?:(?:INNER|LEFT|RIGHT|FULL|OUTER|CROSS)\s+)*JOIN|(?:ORDER|GROUP)\s+BY|HAVING|LIMIT)\b)"
 )
 _CODE_EQ_RE = re.compile(r"[=<>]=|=>|[^\s=!<>]=[^=]|\s=\s")
 _CODE_CALL_RE = re.compile(r"\b[A-Za-z_]\w*\((?!s\))|\b[a-z]\w*\.[a-z]\w*\(")

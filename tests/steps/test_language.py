@@ -200,7 +200,8 @@ def test_english_with_a_few_foreign_words_is_english() -> None:
 
 
 # -- issue 14: the same verdicts, cheaper ---------------------------------------------------------------------
-# The code-line test as one regex, as it was before it was split by the character each part needs.
+# The code-line test as one regex, as it was before it was split by the character each part needs (and
+# with the SQL clauses added since).
 ONE_REGEX = re.compile(
     r"[=<>]=|=>|->|::|[^\s=!<>]=[^=]|\s=\s|[;{}]\s*$|^\s*[{}]|\b[A-Za-z_]\w*\((?!s\))"
     r"|\b[a-z]+_[a-z0-9_]+\b|\b\w+\.\w+\.\w+|\b[a-z]\w*\.[a-z]\w*\("
@@ -208,7 +209,9 @@ ONE_REGEX = re.compile(
     r"|^\s*(?:def|class|import|#include|#define|public|private|static|var|let|const|func|fn|package)\s+\w"
     r"|^\s*(?:from\s+[\w.]+\s+import|@\w+|//|/\*|\*/|<\?|\$\s)"
     r"|^\s*(?:if|elif|else|for|while|with|try|except|finally|switch|case)\b.*:$"
-    r"|^\s*(?:return|end|break|pass|yield)\b\s*[\w\[\]().'\"-]*$",
+    r"|^\s*(?:return|end|break|pass|yield)\b\s*[\w\[\]().'\"-]*$"
+    r"|^\s*(?:SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|(?:CREATE|ALTER|DROP)\s+(?:TABLE|INDEX|VIEW)"
+    r"|FROM|WHERE|(?:(?:INNER|LEFT|RIGHT|FULL|OUTER|CROSS)\s+)*JOIN|(?:ORDER|GROUP)\s+BY|HAVING|LIMIT)\b",
 )
 LINES = (
     "x == y", "a => b", "p -> q", "std::vector", "x=1", "a = b", "return x;", "{", "} else {", "print(x)",
@@ -217,6 +220,7 @@ LINES = (
     "if x > 0:", "else:", "return x", "end", "break", "The cat (s) sat.", "I saw 3.5 cats.", "e.g. this one",
     "Write a story about a cat.", "Is 2 < 3 and 5 > 4?", "a != b", "x <= y", "for each item: do it", "yield 3",
     "函数f(x) = x^2", "<br>", "Hello :: world", "re-do -> done", "ends with a brace }", "",
+    "SELECT e name Employees", "INNER JOIN departments d", "UPDATE: the meeting moved", "Select the best one.",
 )
 
 
@@ -257,3 +261,11 @@ def test_a_chinese_text_quoting_japanese_names_is_chinese() -> None:
 ])
 def test_maybe_url_is_false_only_without_a_url(text: str, url: bool) -> None:
     assert maybe_url(text) == url
+
+
+def test_an_sql_query_left_unfenced_is_code_not_catalan() -> None:
+    answer = ("SELECT Employee, AS departments.name, departments.name employees.name Department\nFROM employees\n"
+              "JOIN departments ON employees.department_id = departments.id\nORDER BY AS employees.name;")
+    assert prose(answer) == ""
+    c = conv("Design a SQL query that lists all employees along with the names of their departments.", answer)
+    assert Language(LanguageConfig()).apply(c) is c  # was dropped: langdetect read the first line as Catalan
