@@ -83,9 +83,10 @@ def test_a_worker_that_cannot_start_ends_the_build_with_one_line(tmp_path: Path)
 def test_a_bug_in_a_starting_worker_is_a_crash_not_a_hang(tmp_path: Path) -> None:
     m = manifest(tmp_path)
     proc = run(tmp_path, "bug", "build", str(m), "--out", str(tmp_path / "out"), "--quiet")
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert proc.stderr.rstrip().endswith("RuntimeError: boom: a bug in the worker")
+    assert proc.returncode == 70, proc.stderr[-2000:]  # the command line's contract for a bug (EX_SOFTWARE)
+    assert "RuntimeError: boom: a bug in the worker" in proc.stderr
     assert proc.stderr.count("Traceback") >= 1
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("internal error:")
 
 
 def test_encode_file_with_workers_fails_the_same_way(tmp_path: Path) -> None:
