@@ -278,6 +278,15 @@ def manifest(folder: Path, kind: str) -> Path:
 
 
 def peak_mb() -> float:
+    """This process's own peak RSS. Not ``ru_maxrss``: Linux keeps it across exec, so a child started by this
+    bench would report the bench's own peak (the sample it generated) instead of the build's."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
