@@ -134,21 +134,21 @@ def write_array(path: Path, size: int) -> int:
 
 
 CHILD = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from crystalmix.cli.convert import convert_source
 from sft_builder.sources.base import make_adapter
 
-def rss_mb():
+def rss_mb(key="VmRSS:"):
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
 
 adapter = make_adapter("sharegpt", {})
 before = rss_mb()
 report = convert_source(adapter, [sys.argv[1]], Path(sys.argv[2]))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = rss_mb("VmHWM:")  # not ru_maxrss: Linux keeps it across exec (the parent bench's peak)
 print(json.dumps({"before": before, "peak": peak, "kept": report["kept"], "rejected": report["rejected"]}))
 """
 

@@ -181,8 +181,10 @@ def child(n: int, tokenizer: str) -> None:
     stats = PackStats()
     for _ in pack(encode_stream(synthetic(n, seed=1, scale=8), cfg), "bfd", cfg.seq_len, 0, stats):  # type: ignore[arg-type]
         pass
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux; workers counted apart
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # this process's own peak: not ru_maxrss, which Linux keeps across exec (it would be this bench's peak)
+    with open("/proc/self/status", encoding="ascii") as fh:
+        own = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))  # KB
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # workers counted apart
     print((own + kids) / 1024)
 
 
