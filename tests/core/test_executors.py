@@ -89,7 +89,10 @@ def test_first_error_stops_the_rest(tmp_path: Path, workers: int) -> None:
     with pytest.raises(UserError, match=r"item-2\.jsonl: bad input"):
         list(ex.imap(_touch, [(str(tmp_path), x) for x in range(200)]))
     done = {int(p.stem) for p in tmp_path.glob("*.done")}
-    assert {0, 1} <= done and len(done) < 10  # the window, not the 200 items
+    assert len(done) < 10  # the window, not the 200 items
+    # in order in one process; with two, item 2 starts only when 0 or 1 has freed a slot of the window, and
+    # its error may end the map (killing the other) before that other one is done
+    assert {0, 1} <= done if workers == 1 else done & {0, 1}
 
 
 def test_a_later_failure_is_raised_without_waiting_for_the_head(tmp_path: Path) -> None:

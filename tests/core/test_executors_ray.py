@@ -29,7 +29,7 @@ def test_ray_map_orders_fails_fast_and_stops_its_own_ray(tmp_path: Path) -> None
             list(ex.imap(_touch, [(str(tmp_path), x) for x in range(200)]))
         assert type(err.value) is UserError  # itself, not Ray's wrapper: one line and exit 2 at the CLI
         done = {int(p.stem) for p in tmp_path.glob("*.done")}
-        assert {0, 1} <= done and len(done) < 10  # the window, not the 200 items
+        assert len(done) < 10  # the window, not the 200 items (0 and 1 may still be running when 2 fails)
         with pytest.raises(ValueError, match="the second item fails"):
             list(ex.imap(_head_waits, [(str(tmp_path), 0), (str(tmp_path), 1)]))
     assert not ray.is_initialized()
