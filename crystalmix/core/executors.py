@@ -217,9 +217,14 @@ class RayExecutor:
                         pending.append(remote.remote(item))
                     yield result
             finally:
-                for ref in pending:
-                    if ref not in ready:
-                        ray.cancel(ref, force=True)
+                # only tasks still queued or running, and without force: force-cancelling a task that has just
+                # finished (the failed one among them) can trip a check in Ray's task manager that aborts the
+                # driver process; a running task gets a KeyboardInterrupt, and a Ray this map started is shut down
+                unfinished = [r for r in pending if r not in ready]
+                if unfinished:
+                    finished, _ = ray.wait(unfinished, num_returns=len(unfinished), timeout=0)
+                    for ref in set(unfinished) - set(finished):
+                        ray.cancel(ref, force=False)
 
 
 def _get(ray: Any, ref: Any) -> Any:
