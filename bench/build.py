@@ -52,6 +52,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procstat import status_kb
+
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("CRYSTALMIX_REALDATA", ROOT.parent / "shared" / "realdata"))
 PAIRS = (  # Alpaca-form files: instruction, input, output
@@ -278,16 +280,8 @@ def manifest(folder: Path, kind: str) -> Path:
 
 
 def peak_mb() -> float:
-    """This process's own peak RSS. Not ``ru_maxrss``: Linux keeps it across exec, so a child started by this
-    bench would report the bench's own peak (the sample it generated) instead of the build's."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process's own peak RSS (see procstat: not the bench's, which ``ru_maxrss`` would give)."""
+    return round(status_kb("VmHWM:") / 1024, 1)
 
 
 def child_build(folder: Path, kind: str, workers: int) -> dict[str, object]:

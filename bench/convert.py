@@ -139,7 +139,7 @@ from pathlib import Path
 from crystalmix.cli.convert import convert_source
 from sft_builder.sources.base import make_adapter
 
-def rss_mb(key="VmRSS:"):
+def rss_mb(key="VmRSS:"):  # a -c script: bench/procstat.py is not on its path
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith(key):

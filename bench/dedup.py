@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from procstat import status_kb
 
 from sft_builder.steps.dedup import NO_RANKS, Members, MinHasher, NearDedupConfig, NearIndex, keep_order
 from sft_builder.steps.text import normalise
@@ -172,11 +173,6 @@ def peer_near(texts: list[str], threshold: float) -> set[int]:
     return removed
 
 
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith(field))
-
-
 def _in_child(fn: Callable[[], set[int]], cpu: int) -> tuple[float, float, int, set[int]]:
     """Run `fn` in a forked child pinned to `cpu`: (CPU seconds, wall seconds, peak RSS growth in bytes, result)."""
     read, write = os.pipe()
@@ -190,11 +186,11 @@ def _in_child(fn: Callable[[], set[int]], cpu: int) -> tuple[float, float, int, 
             ctypes.CDLL("libc.so.6").malloc_trim(0)  # memory the parent freed must not hide the child's
             with open("/proc/self/clear_refs", "w") as fh:
                 fh.write("5")  # resets VmHWM to the current RSS
-            base = _rss_kb("VmRSS:")
+            base = status_kb("VmRSS:")
             c, t = time.process_time(), time.perf_counter()
             out = fn()
             cpu_s, wall = time.process_time() - c, time.perf_counter() - t
-            peak = (_rss_kb("VmHWM:") - base) * 1024
+            peak = (status_kb("VmHWM:") - base) * 1024
             with os.fdopen(write, "wb") as fh:
                 pickle.dump((cpu_s, wall, peak, out), fh)
         except BaseException:

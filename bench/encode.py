@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REALDATA = ROOT.parent / "shared" / "realdata"
 sys.path.insert(0, str(ROOT))
 
+from procstat import status_kb  # noqa: E402
+
 from crystalmix.core.records import Conversation, Message, Rejected  # noqa: E402
 from sft_builder.chat import ChatEncoder, Encoded  # noqa: E402
 from sft_builder.encode import BATCH, TokenizeConfig, batches, encode_stream, make_encoder  # noqa: E402
@@ -181,9 +183,7 @@ def child(n: int, tokenizer: str) -> None:
     stats = PackStats()
     for _ in pack(encode_stream(synthetic(n, seed=1, scale=8), cfg), "bfd", cfg.seq_len, 0, stats):  # type: ignore[arg-type]
         pass
-    # this process's own peak: not ru_maxrss, which Linux keeps across exec (it would be this bench's peak)
-    with open("/proc/self/status", encoding="ascii") as fh:
-        own = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))  # KB
+    own = status_kb("VmHWM:")  # this process's own peak, not this bench's (see procstat)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # workers counted apart
     print((own + kids) / 1024)
 
