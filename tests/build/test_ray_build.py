@@ -22,15 +22,6 @@ from .test_build_demo import DEMO, outputs
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """One local Ray with 2 CPUs for the module (starting Ray costs seconds)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-    yield
-    ray.shutdown()
-
-
 class Counting(RayExecutor):
     """Counts the tasks each map sends to Ray, to show the build's work really went there."""
 
