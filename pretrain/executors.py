@@ -1,9 +1,10 @@
 """Pretraining's executors: `stages.run_shard` over a shard plan, on `crystalmix.core.executors`.
 
-Local processes and Ray tasks run the very same function through the core layer's ordered map; this module
-adds only what a shard plan needs: shards whose done-marker is valid are not sent to any worker, and each
-finished shard is reported to a callback. Results are keyed by shard name, and the final pass orders them by
-the plan, so where or when a shard ran never reaches the output.
+Local processes and Ray tasks run the very same function through the core layer's ordered map (on Ray,
+whose nodes may not see this disk, inside `stages.run_detached`: a shard's files come back as bytes and are
+written here); this module adds only what a shard plan needs: shards whose done-marker is valid are not
+sent to any worker, and each finished shard is reported to a callback. Results are keyed by shard name, and
+the final pass orders them by the plan, so where or when a shard ran never reaches the output.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from crystalmix.core import executors as core
 from crystalmix.core.progress import Progress as Bar
 from crystalmix.core.remote import size as input_size
-from pretrain.stages import ShardTask, read_marker, run_shard, set_worker_env
+from pretrain.stages import ShardTask, detached, land, read_marker, run_detached, run_shard, set_worker_env
 
 Marker = dict[str, Any]
 OnDone = Callable[[ShardTask, Marker], None]
@@ -27,6 +28,10 @@ def shard_tokens(marker: Marker) -> int:
 
 def _run(task: ShardTask) -> Marker:
     return run_shard(task)  # looked up when called, so a test can stand in for it in this process
+
+
+def _run_detached(task: ShardTask) -> tuple[Marker, dict[str, bytes]]:
+    return run_detached(task)
 
 
 def run_plan(executor: core.Executor, tasks: list[ShardTask], on_done: OnDone) -> dict[str, Marker]:
@@ -41,7 +46,12 @@ def run_plan(executor: core.Executor, tasks: list[ShardTask], on_done: OnDone) -
         else:
             todo.append(task)
     with executor:
-        for task, marker in zip(todo, executor.imap(_run, todo), strict=True):
+        if executor.shared_disk:
+            markers = executor.imap(_run, todo)
+        else:  # a shard built where this disk is not: its files come back and are written here
+            done = executor.imap(_run_detached, detached(todo))
+            markers = (land(t, *out) for t, out in zip(todo, done, strict=True))
+        for task, marker in zip(todo, markers, strict=True):
             results[task.name] = marker
             on_done(task, marker)
     return results

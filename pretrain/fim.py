@@ -174,12 +174,13 @@ class DocumentFim:
 
 
 @lru_cache(maxsize=4)
-def fresh_text_tokenizer(tokenizer_path: str) -> Tokenizer:
+def fresh_text_tokenizer(tokenizer_path: str, tokenizer_json: str = "") -> Tokenizer:
     """The stage's tokenizer as LLM360's FIM script used LLaMA's: special-token strings in text are matched.
 
     A segment holding ``<s>`` decodes to the text ``<s>``, and encoding that text must give the id back.
+    `tokenizer_json`, when given, is the tokenizer itself (read in place of the file).
     """
-    tok = Tokenizer.from_file(tokenizer_path)
+    tok = Tokenizer.from_str(tokenizer_json) if tokenizer_json else Tokenizer.from_file(tokenizer_path)
     tok.no_truncation()
     tok.no_padding()
     return tok

@@ -8,9 +8,11 @@ order; `outputs.finalize` later numbers the files in plan order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from crystalmix.core.atomic import write_json
+from crystalmix.core.atomic import read_files, write_files, write_json
 from crystalmix.core.digest import Digests
 from crystalmix.core.errors import UserError
 from crystalmix.core.hdf5 import ShardedWriter, add_stats, row_stats
@@ -31,7 +33,7 @@ from pretrain.documents import BadFileError, Record, Skipped, expand_paths, read
 from pretrain.fim import ContextFim, DocumentFim, FimTokens, Llm360Fim, fresh_text_tokenizer
 from pretrain.pack import Packer, to_row
 from pretrain.split import keep_document
-from pretrain.tokenize import Encoder, cached_encoder, normalize_text
+from pretrain.tokenize import Encoder, cached_encoder, normalize_text, text_encoder
 
 STATE_DIR = ".state"
 BATCH_DOCS = 256
@@ -48,6 +50,7 @@ class StageContext:
     specials: tuple[tuple[str, int], ...]
     fingerprint: str
     skip_bad_files: bool = False
+    tokenizer_json: str = ""  # the tokenizer itself, for a task that cannot read `tokenizer_path` (`run_detached`)
 
     @property
     def special(self) -> dict[str, int]:
@@ -268,6 +271,38 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     done = read_marker(task)
     if done is not None:
         return {**done, "resumed": True}
+    return _run_new(task)
+
+
+def detached(tasks: Iterable[ShardTask]) -> Iterator[ShardTask]:
+    """`tasks` as sent to a node without this disk: their context carries the tokenizer's JSON (read once)."""
+    ctxs: dict[int, StageContext] = {}  # a plan's tasks share one context
+    for task in tasks:
+        if id(task.ctx) not in ctxs:
+            text = Path(task.ctx.tokenizer_path).read_text(encoding="utf-8")
+            ctxs[id(task.ctx)] = dataclasses.replace(task.ctx, tokenizer_json=text)
+        yield dataclasses.replace(task, ctx=ctxs[id(task.ctx)])
+
+
+def run_detached(task: ShardTask) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """`run_shard` on a node without the driver's disk (the driver has checked the marker): the shard is
+    built in a temporary folder of its own, and its marker and files' bytes (by their paths relative to
+    the stage folder) are returned for `land` to write there. `task` comes from `detached`."""
+    with tempfile.TemporaryDirectory(prefix="crystalmix-shard-") as tmp:
+        marker = _run_new(dataclasses.replace(task, ctx=dataclasses.replace(task.ctx, out_dir=tmp)))
+        return marker, read_files(tmp, list(marker["digests"]))
+
+
+def land(task: ShardTask, marker: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    """Write what `run_detached` returned into the stage folder, the marker last (as `run_shard` does)."""
+    if task.staging.exists():
+        shutil.rmtree(task.staging)  # a killed attempt's files
+    write_files(task.ctx.out_dir, files)
+    write_json(task.marker, marker)
+    return marker
+
+
+def _run_new(task: ShardTask) -> dict[str, Any]:
     start = time.perf_counter()
     if task.staging.exists():
         shutil.rmtree(task.staging)  # a killed attempt: its files are incomplete by definition
@@ -354,7 +389,10 @@ class _Counted:
 
 def _build(task: ShardTask, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     cfg, src, sp = task.ctx.cfg, task.source, task.ctx.special
-    enc = cached_encoder(task.ctx.tokenizer_path, sp["eos"], cfg.max_doc_chars)
+    if task.ctx.tokenizer_json:
+        enc = text_encoder(task.ctx.tokenizer_json, sp["eos"], cfg.max_doc_chars)
+    else:
+        enc = cached_encoder(task.ctx.tokenizer_path, sp["eos"], cfg.max_doc_chars)
     fim_tokens = FimTokens.from_specials(sp) if src.fim.rate > 0 else None
     mode = src.fim.mode if fim_tokens is not None else None
     doc_fim = DocumentFim(enc, src.fim, fim_tokens) if fim_tokens and mode == "document" else None
@@ -420,7 +458,8 @@ def _row_fim(task: ShardTask, enc: Encoder, mode: str | None, tokens: FimTokens 
     if tokens is None or mode == "document":
         return None
     if mode == "llm360":
-        return Llm360Fim(fresh_text_tokenizer(task.ctx.tokenizer_path), task.source.fim, tokens)
+        tok = fresh_text_tokenizer(task.ctx.tokenizer_path, task.ctx.tokenizer_json)
+        return Llm360Fim(tok, task.source.fim, tokens)
     return ContextFim(enc, task.source.fim, tokens)
 
 

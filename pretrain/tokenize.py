@@ -341,6 +341,12 @@ def cached_encoder(tokenizer_path: str, eos_id: int, max_doc_chars: int) -> Enco
     return Encoder(Path(tokenizer_path).read_text(encoding="utf-8"), eos_id, max_doc_chars)
 
 
+@lru_cache(maxsize=4)
+def text_encoder(tokenizer_json: str, eos_id: int, max_doc_chars: int) -> Encoder:
+    """`cached_encoder` from the tokenizer's JSON itself, for a task that cannot read the stage's copy."""
+    return Encoder(tokenizer_json, eos_id, max_doc_chars)
+
+
 def normalize_text(text: str) -> str:
     """Unicode NFC, so the same characters always give the same tokens (composed vs decomposed accents)."""
     return unicodedata.normalize("NFC", text)

@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +36,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crystalmix.core import hdf5
-from crystalmix.core.atomic import atomic_open, claim_folder, fingerprint, sweep_temporaries, write_json
+from crystalmix.core.atomic import (
+    atomic_open,
+    claim_folder,
+    fingerprint,
+    read_files,
+    sweep_temporaries,
+    write_files,
+    write_json,
+)
 from crystalmix.core.digest import Digests, config_files, hub_revision, records, text_digest, tokenizer_digest
 from crystalmix.core.executors import Executor, LocalExecutor
 from crystalmix.core.progress import Reporter, input_meter
@@ -388,6 +397,24 @@ def _ingest_worker(args: tuple[Manifest, str, str, list[FilePart] | None, int]) 
     return run_ingest(m, m.source(name), Path(folder), part=None if parts is None else (parts, index))
 
 
+def _ingest_detached(
+    args: tuple[Manifest, str, str, list[FilePart] | None, int],
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """`_ingest_worker` for a task on a node without the driver's disk: it ingests into a temporary folder
+    of its own and returns the stats and the stage files' bytes (a part's are about `PART_BYTES`)."""
+    m, name, _, parts, index = args
+    with tempfile.TemporaryDirectory(prefix="crystalmix-ingest-") as tmp:
+        stats = run_ingest(m, m.source(name), Path(tmp), part=None if parts is None else (parts, index))
+        return stats, read_files(tmp, STAGE_FILES)
+
+
+def _land(src: SourceConfig, folder: Path, stats: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    """Write and seal a stage folder from what `_ingest_detached` returned (the bytes it wrote there)."""
+    write_files(folder, files)
+    _seal(folder, STAGE_FILES, hub_state(src))
+    return stats
+
+
 def _sweep(root: Path, keep: list[Path]) -> None:
     """Remove the part folders under `root` that are not among `keep` (parts of an older plan)."""
     if root.is_dir():
@@ -605,8 +632,11 @@ def _build(m: Manifest, out: str | Path, runner: Executor, progress: Progress | 
                 run_ingest(m, src, Path(task[2]), progress, part=(task[3], task[4]))
     else:
         parts_done: Counter[str] = Counter()  # bytes of the finished parts of each split source
+        # a task that cannot see this disk writes into a folder of its own; its files are written here
+        worker = _ingest_worker if runner.shared_disk else _ingest_detached
         with runner:  # local workers for this stage only: later stages fork theirs from what they have made
-            for task, stats in zip(tasks, runner.imap(_ingest_worker, tasks), strict=True):
+            for task, res in zip(tasks, runner.imap(worker, tasks), strict=True):
+                stats = res if runner.shared_disk else _land(m.source(task[1]), Path(task[2]), *res)
                 if task[3] is None:
                     ingest[task[1]] = stats
                 if progress is not None:
@@ -640,7 +670,7 @@ def _build(m: Manifest, out: str | Path, runner: Executor, progress: Progress | 
     mdir = work / f"mix-{mfp}"
     reused = _reuse(mdir, digests)
     if reused is None:
-        mix_stats = run_mix(m, gdir / "kept.jsonl", mdir, progress, runner.imap)
+        mix_stats = run_mix(m, gdir / "kept.jsonl", mdir, progress, runner.imap, shared_disk=runner.shared_disk)
         write_json(mdir / "stats.json", mix_stats)
         mdone = _seal(mdir, [*STAGE_FILES[1:], *(p.name for p in mdir.glob("*.parquet"))])
     else:
@@ -738,33 +768,41 @@ def _conversations(rows: Iterable[dict[str, Any]]) -> Iterator[Conversation]:
         yield Conversation.from_dict({**row, "meta": json.loads(row["meta"])}, allow_empty_final_answer=True)
 
 
-EncodeJob = tuple["TokenizeConfig", str, int]  # (settings, parquet shard, row group)
+EncodeJob = tuple["TokenizeConfig", bytes]  # (settings, a row group of a parquet shard as an Arrow IPC stream)
 
 
 def _encoded(runner: Executor, cfg: TokenizeConfig, files: list[Path]) -> Iterator[Encoded | Rejected] | None:
     """The tokenize stage's encoding as tasks on a distributed executor, a row group of a shard each, read
     lazily and in order (the stage packs them in this process); None where the stage's own workers
-    (``tokenize.workers``) encode instead."""
+    (``tokenize.workers``) encode instead. A task gets the row group's data, not the shard's path: it may
+    run on a node without this disk."""
     if isinstance(runner, LocalExecutor):
         return None
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     def jobs() -> Iterator[EncodeJob]:
         for f in files:
-            for group in range(pq.ParquetFile(f).num_row_groups):
-                yield cfg, str(f), group
+            pf = pq.ParquetFile(f)
+            for group in range(pf.num_row_groups):
+                table = pf.read_row_group(group)
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, table.schema) as writer:
+                    writer.write_table(table)
+                yield cfg, sink.getvalue().to_pybytes()
 
     return (item for batch in runner.imap(_encode_group, jobs()) for item in batch)
 
 
 def _encode_group(job: EncodeJob) -> list[Encoded | Rejected]:
     """Encode one row group of a parquet shard (a result does not depend on the rest of its batch)."""
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
     from sft_builder.encode import encoder_for
 
-    cfg, path, group = job
-    return encoder_for(cfg).encode(list(_conversations(pq.ParquetFile(path).read_row_group(group).to_pylist())))
+    cfg, data = job
+    rows = pa.ipc.open_stream(data).read_all().to_pylist()
+    return encoder_for(cfg).encode(list(_conversations(rows)))
 
 
 def _stage_conversations(src: Path, shards: dict[str, Any], published: Path, staging: Path,

@@ -5,7 +5,8 @@ Memory stays at a few integers per conversation: one pass over the deduplicated 
 byte offsets, sources, group hashes and sizes; the shards are then written by seeking to each chosen record.
 Both passes are cut into pure jobs (chunks of the file, row groups of a shard) handed to an ordered map,
 so other processes may parse and build them while the results are used here in order: the output does
-not depend on the map.
+not depend on the map. A job names the kept file and where to read, or, for a map whose tasks cannot open
+this machine's files (Ray), carries the bytes it reads.
 Selection for a source is a sequence of seeded permutations of its records (one per pass), cut at the
 target count, so ``weight: 1.5`` is every record once plus a random half twice, and ``max_samples`` keeps a
 random subset. Pieces of one original conversation (``meta.group``) always land in the same split. With
@@ -15,13 +16,14 @@ random subset. Pieces of one original conversation (``meta.group``) always land 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import time
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -82,7 +84,7 @@ def select(src: SourceConfig, members: np.ndarray, seed: int,
     return members[seq], reasons
 
 
-ScanJob = tuple[str, int, int, int, tuple[str, ...]]  # (kept file, start, end, seed, source names)
+ScanJob = tuple[str | bytes, int, int, int, tuple[str, ...]]  # (kept file or its bytes, start, end, seed, names)
 Scan = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # lengths, sources, groups, chars, turns
 SCAN_TYPES = (np.int64, np.int32, np.uint64, np.int64, np.int32)
 NO_TURNS = -1  # `turns` of a document
@@ -91,10 +93,10 @@ NO_TURNS = -1  # `turns` of a document
 def scan_chunk(job: ScanJob) -> Scan:
     """For each line of ``[start, end)`` of the kept file: its length, source, seeded group hash, trained
     characters and turns (system excluded; `NO_TURNS` for a document). A pure job for the ordered map."""
-    path, start, end, seed, names = job
+    kept, start, end, seed, names = job
     index = {n: i for i, n in enumerate(names)}
     lengths, src, groups, chars, turns = array("q"), array("i"), array("Q"), array("q"), array("i")
-    with open(path, "rb") as fh:
+    with _open(kept) as fh:
         fh.seek(start)
         pos = start
         while pos < end:
@@ -119,6 +121,17 @@ def scan_chunk(job: ScanJob) -> Scan:
     return out[0], out[1], out[2], out[3], out[4]
 
 
+def _open(kept: str | bytes) -> BinaryIO:
+    """The kept file by its path, or the bytes a job carries in its place."""
+    return io.BytesIO(kept) if isinstance(kept, bytes) else open(kept, "rb")  # noqa: SIM115
+
+
+def _read(path: Path, start: int, end: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(end - start)
+
+
 def chunks(path: Path, size: int | None = None) -> Iterator[tuple[int, int]]:
     """Byte ranges of about `size` (`CHUNK_BYTES`) that start and end at line starts."""
     size = size or CHUNK_BYTES
@@ -135,13 +148,15 @@ def chunks(path: Path, size: int | None = None) -> Iterator[tuple[int, int]]:
 
 def run_mix(
     m: Manifest, kept_path: Path, folder: Path, progress: Callable[[str, int], None] | None = None,
-    imap: OrderedMap = map,
+    imap: OrderedMap = map, shared_disk: bool = True,
 ) -> dict[str, Any]:
     """Select, split, shuffle; write ``{train,test}-NNNNN.parquet`` and ``rejects.jsonl`` into `folder`.
-    The scan and the row groups run through `imap`."""
+    The scan and the row groups run through `imap`; unless `shared_disk` (its tasks can open `kept_path`),
+    each job carries the bytes it reads."""
     t0 = time.perf_counter()
     names = [s.name for s in m.sources]
-    jobs = ((str(kept_path), a, b, m.seed, tuple(names)) for a, b in chunks(kept_path))
+    jobs = ((str(kept_path), a, b, m.seed, tuple(names)) if shared_disk
+            else (_read(kept_path, a, b), 0, b - a, m.seed, tuple(names)) for a, b in chunks(kept_path))
     scans = list(imap(scan_chunk, jobs))
     lengths, src, ghash, chars, turns = (
         np.concatenate([sc[k] for sc in scans]) if scans else np.empty(0, t) for k, t in enumerate(SCAN_TYPES)
@@ -188,7 +203,7 @@ def run_mix(
         st["train"] = int(np.count_nonzero(src[train] == i)) if len(train) else 0
         st["test"] = int(np.count_nonzero(src[test] == i)) if len(test) else 0
     splits = [("train", train)] + ([("test", test)] if m.split.test_fraction > 0 else [])
-    files = _write_splits(kept_path, offsets, splits, folder, progress, imap)
+    files = _write_splits(kept_path, offsets, splits, folder, progress, imap, shared_disk)
     stats["splits"] = {"train": int(len(train)), "test": int(len(test))}
     stats["files"] = files
     stats["seconds"] = time.perf_counter() - t0
@@ -248,14 +263,14 @@ def _write_rejects(kept_path: Path, offsets: np.ndarray, reason: np.ndarray, rej
                                rec, "not chosen by the source's mixing settings"))
 
 
-RowGroupJob = tuple[str, np.ndarray]  # (kept file, byte offsets of the rows)
+RowGroupJob = tuple[str | bytes, np.ndarray]  # (kept file or the rows' lines, byte offsets of the rows in it)
 
 
 def row_group(job: RowGroupJob) -> pa.Table:
     """One row group of a shard: the records at `offsets`, in that order (a pure job for the ordered map)."""
-    path, offsets = job
+    kept, offsets = job
     rows = []
-    with open(path, "rb") as fh:
+    with _open(kept) as fh:
         for off in offsets.tolist():
             fh.seek(off)
             rec = json.loads(fh.readline())
@@ -278,6 +293,7 @@ def _write_splits(
     folder: Path,
     progress: Callable[[str, int], None] | None,
     imap: OrderedMap,
+    shared_disk: bool = True,
 ) -> list[str]:
     """Write each split's records (`order`: indices into the kept file) as parquet shards of `ROWS_PER_FILE`
     rows in row groups of `ROW_GROUP` (one empty group for an empty split); returns the file names.
@@ -290,9 +306,17 @@ def _write_splits(
     orders = dict(splits)
 
     def jobs() -> Iterator[RowGroupJob]:
-        for split, f, g, n in plan:
-            rows = orders[split][f * ROWS_PER_FILE + g : f * ROWS_PER_FILE + g + n]
-            yield str(kept_path), offsets[rows]
+        with open(kept_path, "rb") as fh:
+            for split, f, g, n in plan:
+                rows = orders[split][f * ROWS_PER_FILE + g : f * ROWS_PER_FILE + g + n]
+                if shared_disk:
+                    yield str(kept_path), offsets[rows]
+                    continue
+                lines = []  # the rows' lines, read here, for a task that cannot open the kept file
+                for off in offsets[rows].tolist():
+                    fh.seek(off)
+                    lines.append(fh.readline())
+                yield b"".join(lines), np.cumsum([0, *map(len, lines[:-1])], dtype=np.int64)[: len(lines)]
 
     names: list[str] = []
     with contextlib.ExitStack() as stack:

@@ -6,11 +6,14 @@ Also the session's private Hugging Face cache (`pytest_configure`): tests never 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +120,46 @@ def local_ray() -> Iterator[None]:
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     yield
     ray.shutdown()
+
+
+class HiddenDiskExecutor:
+    """An executor whose tasks cannot see the driver's disk, as on a cluster without a shared one.
+
+    Each task runs here, one at a time, while the folder `hidden` (a build's output, with its stage cache)
+    is renamed away; its job and its result go through pickle, as Ray's do. A task that opens a path in
+    that folder fails, and one that creates it fails the test. `tasks` counts the tasks by function.
+    """
+
+    in_process = False
+    shared_disk = False
+
+    def __init__(self, hidden: Path) -> None:
+        self.hidden = hidden
+        self.tasks: Counter[str] = Counter()
+
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        away = self.hidden.with_name(self.hidden.name + ".away")
+        for item in items:
+            job = pickle.loads(pickle.dumps(item))
+            os.rename(self.hidden, away)
+            try:
+                result = fn(job)
+            finally:
+                made = self.hidden.exists()
+                if not made:
+                    os.rename(away, self.hidden)
+            assert not made, f"a {fn.__name__} task made {self.hidden}"
+            self.tasks[fn.__name__] += 1
+            yield pickle.loads(pickle.dumps(result))
+
+    def __enter__(self) -> HiddenDiskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hidden_disk() -> type[HiddenDiskExecutor]:
+    """`HiddenDiskExecutor`, for a test to hide its build's folder from every task."""
+    return HiddenDiskExecutor

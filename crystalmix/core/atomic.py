@@ -72,6 +72,22 @@ def write_json(path: str | Path, obj: Any) -> None:
         fh.write("\n")
 
 
+def read_files(root: str | Path, names: Iterable[str] | None = None) -> dict[str, bytes]:
+    """The bytes of the files `names` (or of every file) under `root`, by POSIX path relative to it: what a
+    task on a node without the caller's disk hands back, for `write_files` to write there."""
+    base = Path(root)
+    if names is None:
+        names = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+    return {name: (base / name).read_bytes() for name in names}
+
+
+def write_files(root: str | Path, files: dict[str, bytes]) -> None:
+    """Write each of `files` (relative path -> bytes) under `root`, atomically and in sorted order."""
+    for name in sorted(files):
+        with atomic_open(Path(root, name), "wb") as fh:
+            fh.write(files[name])
+
+
 def sweep_temporaries(folder: str | Path) -> int:
     """Remove orphaned temporaries left by a killed run; returns how many were removed.
 

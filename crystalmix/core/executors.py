@@ -7,6 +7,11 @@ with the number of tasks. The first task that fails ends the map with its own er
 
 Use an executor as a context manager around several maps (a Ray session is then started once); a map
 outside one starts and stops what it needs by itself.
+
+`Executor.shared_disk` says whether a task may open this process's files. Where it may not (Ray: a node
+of a cluster has its own disk), the callers send a task the data it reads and have it hand back the bytes
+of what it makes, and write those here: a task then reads only the user's inputs (URLs, or paths that must
+exist on every node) and its own temporary folder.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class Executor(Protocol):
 
     @property
     def in_process(self) -> bool: ...
+
+    @property
+    def shared_disk(self) -> bool: ...
 
     def imap(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]: ...
 
@@ -69,6 +77,11 @@ class LocalExecutor:
     def in_process(self) -> bool:
         """Whether tasks run in the calling process (so they may take callbacks and other unpicklable things)."""
         return self.workers == 1
+
+    @property
+    def shared_disk(self) -> bool:
+        """Worker processes on this machine see its files: tasks read and write the stage folders directly."""
+        return True
 
     def imap(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         if self.in_process:
@@ -146,7 +159,8 @@ class RayExecutor:
     Ray (the optional ``[ray]`` extra) is imported only here. Ray is started only when this process has
     none running, and then stopped when the outermost ``with`` (or a map outside one) ends; a session the
     caller started is left as it was. A task's `UserError` is raised again as itself (one line, exit 2).
-    Tasks read and write the paths they are given: on a cluster, inputs and outputs need a shared disk.
+    A task may run on a node without this machine's disk (`shared_disk` is False), so the callers send it
+    what it reads and write what it returns; inputs given as local paths must exist on every node.
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, *,
@@ -161,6 +175,7 @@ class RayExecutor:
         self._started = False
 
     in_process = False
+    shared_disk = False  # even on a local Ray: one code path for one machine and for a cluster
 
     def _ray(self) -> Any:
         try:

@@ -48,7 +48,7 @@ def test_ray_build_matches_local_bytes(local_ray, tmp_path: Path, monkeypatch: p
     on_ray = build(m, tmp_path / "ray", executor=ex)
     assert ray.is_initialized()  # a session the caller started is left running
     ingest = sum(n or 1 for n in parts.values())
-    assert ex.tasks.count("_ingest_worker") == ingest > len(m.sources)
+    assert ex.tasks.count("_ingest_detached") == ingest > len(m.sources)  # in folders of their own
     # the tokenize stage encoded in Ray tasks, a row group of a parquet shard each, for both splits
     shards = sorted((tmp_path / "ray" / "conversations").glob("*.parquet"))
     assert {p.name.split("-")[0] for p in shards} == {"train", "test"} and len(shards) > 2

@@ -52,6 +52,7 @@ def test_results_come_in_input_order(workers: int, start: str) -> None:
     ex = LocalExecutor(workers, start=start)  # type: ignore[arg-type]
     assert list(ex.imap(_slow_first, range(12))) == [(x, x * x) for x in range(12)]
     assert ex.in_process == (workers == 1)
+    assert ex.shared_disk  # local workers write the stage folders themselves
 
 
 def test_one_worker_runs_here_lazily() -> None:

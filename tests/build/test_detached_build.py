@@ -1,0 +1,44 @@
+"""A build whose tasks cannot see the driver's disk (a cluster without a shared one): every task runs while
+the build's folder is hidden, and the published bytes are the local build's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import crystalmix.core.readers as readers
+import sft_builder.mix as mix
+from sft_builder.build import build, plan_ingest
+from sft_builder.manifest import load_manifest
+
+from .test_build_demo import DEMO, outputs
+
+
+def test_no_task_touches_the_build_folder(hidden_disk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readers, "PART_BYTES", 8_000)  # the JSONL sources of the demo are cut into parts
+    monkeypatch.setattr(mix, "ROWS_PER_FILE", 120)  # and its mix into shards of several row groups
+    monkeypatch.setattr(mix, "ROW_GROUP", 25)
+    m = load_manifest(DEMO)
+    parts = {s.name: len(plan_ingest(s) or []) for s in m.sources}
+    assert parts["slimorca"] >= 4 and m.tokenize is not None
+    assert "near_dedup" in m.order and "decontaminate" in m.order
+    local = build(m, tmp_path / "local", workers=1)
+    out = tmp_path / "hidden"
+    out.mkdir()
+    ex = hidden_disk(out)
+    detached = build(m, out, executor=ex)
+    assert outputs(out) == outputs(tmp_path / "local")
+    assert detached.report == local.report
+    # every stage's work went through the tasks that could not see the folder
+    assert ex.tasks["_ingest_detached"] == sum(n or 1 for n in parts.values())
+    shards = sorted((out / "conversations").glob("*.parquet"))
+    groups = sum(pq.ParquetFile(p).num_row_groups for p in shards)
+    assert ex.tasks["_encode_group"] == ex.tasks["row_group"] == groups > len(shards)
+    for fn in ("exact_keys", "sign_texts", "match_texts", "scan_chunk"):
+        assert ex.tasks[fn] > 0, fn
+    # a rerun reuses every stage the detached tasks wrote (their folders were sealed here, intact)
+    again = build(m, out, executor=hidden_disk(out))
+    assert again.report == local.report and again.skipped_stages
+    assert outputs(out) == outputs(tmp_path / "local")
