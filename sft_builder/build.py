@@ -48,8 +48,17 @@ from crystalmix.core.atomic import (
 from crystalmix.core.digest import Digests, config_files, hub_revision, records, text_digest, tokenizer_digest
 from crystalmix.core.executors import Executor, LocalExecutor
 from crystalmix.core.progress import Reporter, input_meter
-from crystalmix.core.readers import FilePart, plan_parts
-from crystalmix.core.records import Conversation, InvalidRecordError, Rejected, RejectWriter
+from crystalmix.core.readers import FilePart, line_blocks, plan_parts
+from crystalmix.core.records import (
+    Conversation,
+    InvalidRecordError,
+    Parts,
+    Rejected,
+    RejectWriter,
+    conversation_parts,
+    read_record_line,
+    restore_conversation,
+)
 from crystalmix.core.remote import expand, is_url
 from sft_builder.manifest import Manifest, SourceConfig, as_data, hub_name, is_hub
 from sft_builder.mix import run_mix
@@ -82,10 +91,26 @@ class BuildResult:
 
 # -- JSON lines ----------------------------------------------------------------------------------------------
 def read_conversations(path: Path) -> Iterator[Conversation]:
-    """Records a stage wrote (so already accepted: an empty final answer only if an adapter allowed it)."""
-    with open(path, encoding="utf-8") as fh:
+    """The records of a stage file, in order."""
+    with open(path, "rb") as fh:
         for line in fh:
-            yield Conversation.from_dict(json.loads(line), allow_empty_final_answer=True)
+            yield read_record_line(line)
+
+
+LOAD_BYTES = 1 << 20  # bytes of a stage file's lines per batch of `load_stage_files`
+
+
+def parse_stage_lines(chunk: bytes) -> list[Parts]:
+    """The records of a block of stage lines, parsed and checked, as plain values: the pure part of reading a
+    stage back, which the global stage runs on its executor (the bytes travel, not a path)."""
+    return [conversation_parts(read_record_line(line)) for line in chunk.splitlines()]
+
+
+def load_stage_files(paths: Iterable[Path], imap: OrderedMap = map) -> Iterator[Conversation]:
+    """The records of stage files, in order, parsed through `imap` a block at a time."""
+    for path in paths:
+        for batch in imap(parse_stage_lines, line_blocks(path, LOAD_BYTES)):
+            yield from map(restore_conversation, batch)
 
 
 # -- stage plumbing ---------------------------------------------------------------------------------------
@@ -502,14 +527,19 @@ def run_global(
             per = {s.name: spec.step(s.steps[name], **kw) for s in m.sources if name in s.steps}
             steps.append((name, PerSource(name, per)))
 
-    def items() -> Iterator[Item]:
-        for d in ingest_dirs:
-            yield from read_conversations(d / "kept.jsonl")
-
     times: dict[str, float] = {}
     counts: Counter[str] = Counter()
     drops: dict[str, Counter[str]] = {}
-    chain = _run_chain(items(), steps, times, counts, "load")
+    files = [d / "kept.jsonl" for d in ingest_dirs]
+    if steps and isinstance(steps[0][1], ExactDedup):
+        # exact dedup reads the files itself, in the workers (parsing, keys, digests); loading is timed with it
+        def loaded(n: int) -> None:
+            counts["load"] += n
+
+        times["load"] = 0.0
+        chain = _run_chain(steps[0][1].run_files(files, loaded), steps[1:], times, counts, steps[0][0])
+    else:
+        chain = _run_chain(load_stage_files(files, imap), steps, times, counts, "load")
     tick = None
     if progress is not None:
         total = sum(int(json.loads((d / "stats.json").read_text(encoding="utf-8"))["kept"]) for d in ingest_dirs)

@@ -260,8 +260,31 @@ def _file_reader(path: Path | UrlFile, text_files: bool = False, columns: tuple[
 
 # -- parts of inputs, for reading one source in parallel ------------------------------------------------
 
+def line_blocks(path: str | Path, size: int = CHUNK) -> Iterator[bytes]:
+    """A JSON Lines file in blocks of about `size` bytes, each made of whole lines (the last one's newline
+    included): the unit of work when a file this program wrote is parsed by several workers."""
+    rest = b""
+    with open(path, "rb") as fh:
+        while block := fh.read(size):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                yield block[:cut]
+    if rest:
+        yield rest
+
+
 PART_BYTES = 8 << 20  # files larger than this are read in parts of about this size: a file of a few tens
 # of MB keeps two cores busy, while the per-part costs (steps made, a copy at the merge) stay small
+
+
+def part_size(remaining: int, part_bytes: int) -> int:
+    """The size of the next part when `remaining` bytes of a file are left: `part_bytes`, then half of what
+    is left, down to a quarter of `part_bytes`. A file's last parts are smaller, so the workers of a stage
+    finish close together instead of one of them working on alone through a whole last part; the plan
+    still depends on the file alone, never on the number of workers."""
+    return max(min(part_bytes, remaining // 2), part_bytes // 4, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +355,7 @@ def plan_parts(inputs: Sequence[str], *, split: str = "train", data_files: str |
 def _line_parts(path: Path, size: int, part_bytes: int) -> list[FilePart]:
     cuts = [(0, 0)]  # (byte offset of a line start, lines before it)
     pos = lines = 0
-    target = part_bytes
+    target = part_size(size, part_bytes)
     try:
         with open(path, "rb") as fh:
             while block := fh.read(CHUNK):
@@ -345,7 +368,7 @@ def _line_parts(path: Path, size: int, part_bytes: int) -> list[FilePart]:
                     if cut >= size:
                         break
                     cuts.append((cut, lines + block.count(b"\n", 0, i + 1)))
-                    at, target = i + 1, cut + part_bytes
+                    at, target = i + 1, cut + part_size(size - cut, part_bytes)
                 lines += block.count(b"\n")
                 pos += len(block)
     except OSError as exc:
@@ -361,7 +384,7 @@ _WS_BYTES = re.compile(rb"[ \t\n\r]*")
 
 
 def _array_parts(path: Path, size: int, part_bytes: int) -> list[FilePart] | None:
-    """Element ranges of a file holding one JSON array, cut at the first element starting `part_bytes` or
+    """Element ranges of a file holding one JSON array, cut at the first element starting `part_size` or
     more after the previous cut; None when the pass finds no well-formed array (the file is read whole).
 
     UTF-8 never puts a quote, backslash, bracket or comma byte inside a multi-byte character, so the pass
@@ -426,7 +449,7 @@ def _array_parts(path: Path, size: int, part_bytes: int) -> list[FilePart] | Non
                     counted = nxt
                     elements += 1
                     start = base + nxt
-                    if elements > 1 and start - last_cut >= part_bytes:
+                    if elements > 1 and start - last_cut >= part_size(size - last_cut, part_bytes):
                         cuts.append(FilePart(file, start, -1, line - 1, "array", elements - 1, last_line))
                         last_cut = start
                     last_line = line
@@ -446,7 +469,7 @@ def _array_parts(path: Path, size: int, part_bytes: int) -> list[FilePart] | Non
 
 
 def _row_parts(path: Path, part_bytes: int) -> list[FilePart] | None:
-    """Runs of whole row groups of a parquet file, each about `part_bytes` of compressed data; None when
+    """Runs of whole row groups of a parquet file, each about `part_size` of compressed data; None when
     the footer cannot be read (the reader then names the problem)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -456,12 +479,15 @@ def _row_parts(path: Path, part_bytes: int) -> list[FilePart] | None:
     except (pa.ArrowException, OSError):
         return None
     parts: list[FilePart] = []
+    sizes = [sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+             for rg in map(md.row_group, range(md.num_row_groups))]
+    left = sum(sizes)
     first = rows = acc = before = 0
     for i in range(md.num_row_groups):
-        rg = md.row_group(i)
-        acc += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
-        rows += rg.num_rows
-        if acc >= part_bytes or i + 1 == md.num_row_groups:
+        acc += sizes[i]
+        rows += md.row_group(i).num_rows
+        if acc >= part_size(left, part_bytes) or i + 1 == md.num_row_groups:
+            left -= acc
             parts.append(FilePart(str(path), first, i + 1, before, "rows", nbytes=acc))
             first, before, acc = i + 1, rows, 0
     return parts

@@ -362,6 +362,45 @@ def empty_answer(content: str = "") -> Message:
     return m
 
 
+def read_record_line(line: bytes | str) -> Conversation:
+    """A record from an interchange line the build wrote (accepted once already: an empty final answer only
+    where an adapter allowed it), checked again as it is read, since a stage file is a file on disk."""
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:  # what orjson refuses and `to_json_bytes`'s fallback wrote (a huge int)
+        data = json.loads(line)
+    return Conversation.from_dict(data, allow_empty_final_answer=True)
+
+
+Parts = tuple[str, str, tuple[str, ...], tuple[str, ...], dict[str, Any]]  # id, source, roles, contents, meta
+
+
+def conversation_parts(conv: Conversation) -> Parts:
+    """A conversation as plain values (tuples pickle several times faster, both ways, than the objects)."""
+    msgs = conv.messages
+    return conv.id, conv.source, tuple(m.role for m in msgs), tuple(m.content for m in msgs), conv.meta
+
+
+def restore_conversation(parts: Parts) -> Conversation:
+    """The conversation `conversation_parts` took apart, with no checks: only for parts of a record that
+    was valid when taken apart and has not left the build since (a spill file, a worker's result); anything
+    read from outside is built by `Conversation.from_dict` or `build_conversation`, which check."""
+    cid, source, roles, contents, meta = parts
+    messages = []
+    append = messages.append
+    for role, content in zip(roles, contents, strict=True):
+        m = _new(Message)
+        _set_role(m, role)
+        _set_content(m, content)
+        append(m)
+    conv = _new(Conversation)
+    _set_id(conv, cid)
+    _set_source(conv, source)
+    _set_messages(conv, tuple(messages))
+    _set_meta(conv, meta)
+    return conv
+
+
 def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: Sequence[str],
                        meta: dict[str, Any], *, allow_empty_final_answer: bool = False) -> Conversation:
     """``Conversation(cid, source, tuple(map(Message, roles, contents)), meta)``: same checks, one pass.

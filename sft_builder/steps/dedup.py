@@ -26,7 +26,7 @@ import pickle
 import tempfile
 from array import array
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +36,8 @@ import numpy as np
 import xxhash
 
 from crystalmix.core.config import SEED, at_least, between, spec
-from crystalmix.core.records import Conversation, build_conversation
+from crystalmix.core.readers import line_blocks
+from crystalmix.core.records import Conversation, Parts, conversation_parts, read_record_line, restore_conversation
 from sft_builder.sources.base import Rejected
 from sft_builder.steps.base import Drop, Item, OrderedMap, batches, reject
 from sft_builder.steps.text import _BYTE_WORD_RE, content_text, ngram_hashes, normalise, token_hashes
@@ -127,7 +128,19 @@ class KeepOrder:
         return p
 
     def key(self, conv: Conversation) -> Key:
-        return (self.priority(conv.source), rank_key(conv.meta), -assistant_chars(conv), conv.id)
+        return self.of(order_fields(conv))
+
+    def of(self, fields: Fields) -> Key:
+        """The key of a record from its `order_fields` (worked out where the record was)."""
+        return self.priority(fields[0]), fields[1], fields[2], fields[3]
+
+
+Fields = tuple[str, int, int, str]  # a `Key` with the source in place of its priority
+
+
+def order_fields(conv: Conversation) -> Fields:
+    """What `KeepOrder.key` needs of a record; a pure function of it, so it can be computed in a worker."""
+    return conv.source, rank_key(conv.meta), -assistant_chars(conv), conv.id
 
 
 def decided_by(winner: Key, loser: Key) -> int:
@@ -218,26 +231,47 @@ class Spill:
     """Conversations written to an anonymous temporary file, each with a small tag, and read back in order.
 
     The file lives in `folder` (the build's stage folder: a disk, not a tmpfs in RAM) and disappears when
-    closed. Conversations are stored as plain tuples, pickled: several times faster than JSON both ways.
+    closed. Conversations are stored as plain values (`conversation_parts`), a list of them per pickle
+    (with their tags): several times faster, both ways, than JSON or than a pickle per record; a worker
+    can pickle a batch itself (`write_batch`). They are read back without checks (`restore_conversation`):
+    they were valid when written, and the file is this step's own.
     """
 
-    def __init__(self, folder: str | Path | None = None) -> None:
+    def __init__(self, folder: str | Path | None = None, batch: int = 256) -> None:
         self.fh: IO[bytes] = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by replay/close
         self.count = 0
+        self.batch = batch
+        self._tags: list[int] = []
+        self._parts: list[Parts] = []
 
     def write(self, tag: int, conv: Conversation) -> None:
-        roles = tuple(m.role for m in conv.messages)
-        contents = tuple(m.content for m in conv.messages)
-        pickle.dump((tag, conv.id, conv.source, roles, contents, conv.meta), self.fh, protocol=5)
-        self.count += 1
+        self._tags.append(tag)
+        self._parts.append(conversation_parts(conv))
+        if len(self._tags) >= self.batch:
+            self._flush()
+
+    def write_batch(self, tags: list[int], blob: bytes) -> None:
+        """Records pickled elsewhere, as one list of `conversation_parts`, with their tags in order."""
+        self._flush()
+        pickle.dump((tags, blob), self.fh, protocol=5)
+        self.count += len(tags)
+
+    def _flush(self) -> None:
+        if self._tags:
+            tags, parts = self._tags, self._parts
+            self._tags, self._parts = [], []
+            self.write_batch(tags, pickle.dumps(parts, protocol=5))
 
     def replay(self) -> Iterator[tuple[int, Conversation]]:
+        self._flush()
         self.fh.seek(0)
         try:
-            for _ in range(self.count):
-                tag, cid, source, roles, contents, meta = pickle.load(self.fh)
-                # records that were valid when spilled (an empty final answer only if an adapter allowed it)
-                yield tag, build_conversation(cid, source, roles, contents, meta, allow_empty_final_answer=True)
+            left = self.count
+            while left:
+                tags, blob = pickle.load(self.fh)
+                left -= len(tags)
+                for tag, parts in zip(tags, pickle.loads(blob), strict=True):
+                    yield tag, restore_conversation(parts)
         finally:
             self.close()
 
@@ -358,6 +392,7 @@ def exact_key(conv: Conversation, include_system: bool = False) -> bytes:
 
 Pairs = tuple[tuple[str, str], ...]  # (role, content) of the messages a digest covers
 EXACT_BATCH = 256  # records per batch of digests handed to the ordered map
+BLOCK_BYTES = 1 << 20  # bytes of a stage file's lines per batch of `ExactDedup.run_files`
 
 
 def key_pairs(conv: Conversation, include_system: bool = False) -> Pairs:
@@ -444,12 +479,52 @@ class ExactDedup(_ClusterStep):
         except BaseException:
             spill.close()
             raise
+        yield from self._decide(members, digests, spill)
+
+    def run_files(self, paths: Iterable[str | Path], loaded: Callable[[int], None] | None = None,
+                  ) -> Iterator[Item]:
+        """`run` over the records of JSON Lines files the build wrote (`read_record_line`), with all of the
+        first pass's work on each record (parsing it, its key, digest and spilled form) done through `imap`,
+        a block of lines at a time (`exact_block`): this process only adds the results up. The output is
+        `run`'s on the same records. `loaded(n)` is told of each block's records as it is added."""
+        members = Members()
+        digests = bytearray()
+        spill = Spill(self.spill_dir)
+        jobs = ((block, self.cfg.include_system, self.skip) for p in paths for block in line_blocks(p, BLOCK_BYTES))
+        try:
+            for skipped, fields, keys, blob in self.imap(exact_block, jobs):
+                todo = iter(fields)
+                spill.write_batch([-1 if s else members.add(self.order.of(next(todo))) for s in skipped], blob)
+                digests += keys
+                if loaded is not None:
+                    loaded(len(skipped))
+        except BaseException:
+            spill.close()
+            raise
+        yield from self._decide(members, digests, spill)
+
+    def _decide(self, members: Members, digests: bytearray, spill: Spill) -> Iterator[Item]:
         labels = _digest_labels(digests)
         del digests
         winner = choose(labels, members)
         del labels
         self.log = _follow(winner, members)
         yield from _replay(self, spill, members, winner, "duplicate", "same normalised content")
+
+
+BlockJob = tuple[bytes, bool, frozenset[str]]  # (JSON lines, include_system, sources skipped)
+
+
+def exact_block(job: BlockJob) -> tuple[bytes, list[Fields], bytes, bytes]:
+    """Exact dedup's first pass over a block of a stage file's lines, wherever `ExactDedup.run_files`'s map
+    runs it: for each record whether its source is skipped; for the others, their `order_fields` and
+    digests (16 bytes each, in order); and every record's `conversation_parts`, pickled as one list."""
+    block, include_system, skip = job
+    convs = [read_record_line(line) for line in block.splitlines()]
+    skipped = bytes(c.source in skip for c in convs)
+    todo = [c for c in convs if c.source not in skip]
+    keys = exact_keys([key_pairs(c, include_system) for c in todo])
+    return skipped, [order_fields(c) for c in todo], keys, pickle.dumps([conversation_parts(c) for c in convs], 5)
 
 
 def _digest_labels(digests: bytearray) -> np.ndarray:

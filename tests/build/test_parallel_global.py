@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import sft_builder.build as build_mod
 import sft_builder.mix as mix_mod
 import sft_builder.steps.decontaminate as decon_mod
 import sft_builder.steps.dedup as dedup_mod
@@ -112,6 +113,8 @@ def _small_batches(mp: pytest.MonkeyPatch) -> None:
     """Many batches, chunks, row groups and shards from a few hundred records."""
     mp.setattr(decon_mod, "BATCH", 16)
     mp.setattr(dedup_mod, "EXACT_BATCH", 16)
+    mp.setattr(dedup_mod, "BLOCK_BYTES", 2_000)
+    mp.setattr(build_mod, "LOAD_BYTES", 2_000)
     mp.setattr(mix_mod, "CHUNK_BYTES", 3_000)
     mp.setattr(mix_mod, "ROW_GROUP", 40)
     mp.setattr(mix_mod, "ROWS_PER_FILE", 200)
@@ -144,7 +147,7 @@ def test_global_and_mix_give_the_same_bytes_for_any_worker_count(
     assert runs[1] == runs[2] == runs[3]
     sent = counting.sent
     # every kind of heavy batch went to the workers, several of each
-    heavy = {"exact_keys", "sign_texts", "match_texts", "scan_chunk", "row_group"}
+    heavy = {"exact_block", "sign_texts", "match_texts", "scan_chunk", "row_group"}
     assert {k for k, v in sent.items() if v > 1} == heavy | {"_ingest_worker"}  # the sources are 2 tasks
     # and the build had something to decide in each step
     report = json.loads(runs[1]["report.json"])
