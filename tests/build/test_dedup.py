@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -306,3 +307,34 @@ def test_real_oasst_build_reports_sampled_clusters_same_for_any_worker_count(
     rejects = [json.loads(line) for line in (tmp_path / "w1" / "rejects" / "near_dedup.jsonl").open()]
     short = next(r for r in rejects if r["record"]["id"] == QUANTUM_SHORT.replace("oasst1/", "msg/"))
     assert short["duplicate_of"] == QUANTUM_FULL.replace("oasst1/", "msg/") and "oasst rank" in short["detail"]
+
+
+def _stage_file(path: Path, convs: list[Conversation]) -> Path:
+    path.write_bytes(b"".join(c.to_json_bytes() for c in convs))
+    return path
+
+
+def _outcome(items: list[object]) -> list[tuple[str, str, str]]:
+    return [(type(i).__name__, i.source, i.to_json() if isinstance(i, Conversation) else i.detail)  # type: ignore[attr-defined]
+            for i in items]
+
+
+def test_exact_dedup_over_stage_files_gives_what_run_gives(tmp_path: Path, monkeypatch: Any) -> None:
+    """`run_files` (the first pass in blocks, as the workers do it) against `run` over the same records:
+    the same stream out, the same clusters logged; skipped sources and the system prompt setting included."""
+    import sft_builder.steps.dedup as dedup_mod
+
+    monkeypatch.setattr(dedup_mod, "BLOCK_BYTES", 700)  # many blocks, lines cut across block reads
+    base = [conv(f"q{i % 40}", f"answer {i % 40} " + "x" * (i // 100), source=("a", "b", "c")[i % 3], cid=f"id{i}",
+                 system="be brief" if i % 5 == 0 else None) for i in range(300)]
+    first = _stage_file(tmp_path / "one.jsonl", base[:170])
+    second = _stage_file(tmp_path / "two.jsonl", base[170:])
+    for cfg in (ExactDedupConfig(), ExactDedupConfig(include_system=True)):
+        ref, files = (ExactDedup(cfg, skip_sources=["c"], priorities={"b": 0, "a": 1}) for _ in range(2))
+        expected = list(ref.run(iter(base)))
+        loaded: list[int] = []
+        got = list(files.run_files([first, second], loaded.append))
+        assert _outcome(got) == _outcome(expected)
+        assert sum(isinstance(i, Rejected) for i in got) > 50
+        assert sum(loaded) == len(base) and len(loaded) > 4
+        assert files.log.summary() == ref.log.summary()

@@ -271,3 +271,20 @@ def test_mix_bytes_do_not_depend_on_the_chunks(tmp_path: Path, manifest: Path,
         stats.pop("seconds")
         results.append((stats, {p.name: p.read_bytes() for p in sorted(folder.iterdir())}))
     assert results[0] == results[1] == results[2]
+
+
+def test_near_dedup_first_loads_the_stage_files_on_the_workers(
+    tmp_path: Path, manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no exact dedup before it, the global stage reads its input through `load_stage_files`: blocks
+    parsed on the workers, the same bytes as one process."""
+    _small_batches(monkeypatch)
+    text = manifest.read_text(encoding="utf-8").replace("  exact_dedup: {}\n", "")
+    assert "exact_dedup" not in text
+    manifest.write_text(text, encoding="utf-8")
+    m = load_manifest(manifest)
+    one = _outputs(build(m, tmp_path / "w1", workers=1).out)
+    counting = Counting(2)
+    assert _outputs(build(m, tmp_path / "w2", executor=counting).out) == one
+    assert counting.sent["parse_stage_lines"] > 1 and "exact_block" not in counting.sent
+    assert '"near_dedup:near_duplicate"' in json.dumps(json.loads(one["report.json"]))
