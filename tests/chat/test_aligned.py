@@ -1,5 +1,6 @@
-"""The offset-free mask path (`_Aligner`) gives exactly what the token-offsets path gives, and is refused or
-left where its reasoning does not hold."""
+"""The offset-free mask path (`_Aligner`, with `_Lengths` for span edges inside ordinary text) gives exactly
+what the token-offsets path gives, for every bundled template, and is refused or left where its reasoning does
+not hold (the fallback)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from hypothesis import strategies as st
 from crystalmix.core.records import Conversation, Message, Rejected
 from sft_builder.chat import ChatEncoder, Encoded, _Aligner, load_template
 
-TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\U0010fffd"),
-               min_size=1, max_size=30).filter(str.strip)
+TEMPLATES = ["crystalchat", "chatml", "llama-2-chat"]
+# any character, and often the ones that stress token edges: spaces, newlines, "▁" (which `_Lengths` cannot
+# read, so such texts take the offsets), characters that fall back to bytes, template marker text
+PIECE = st.one_of(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\U0010fffd"),
+                          min_size=1, max_size=8),
+                  st.sampled_from([" ", "  ", "\n", "\t", "▁", "日", "🙂", "é", "[/INST]", "assistant", "<", ">"]))
+TEXT = st.lists(PIECE, min_size=1, max_size=6).map("".join).filter(str.strip)
 
 
 def conv(turns: list[str], system: str | None = None, cid: str = "c") -> Conversation:
@@ -45,37 +51,43 @@ def same(a: list[Encoded | Rejected], b: list[Encoded | Rejected]) -> None:
 
 
 @pytest.mark.parametrize("kw", [{}, {"train_on": "last"}, {"train_on_prompt": True}])
-@pytest.mark.parametrize("template", ["crystalchat", "chatml", "llama-2-chat"])
+@pytest.mark.parametrize("template", TEMPLATES)
 def test_same_result_as_the_offsets_path(template: str, kw: dict, demo_tokenizer) -> None:  # noqa: ANN001
     fast, slow = pair(demo_tokenizer, template, **kw)
     convs = [conv(["Write a loop", "for i in range(3):\n    print(i)", "Thanks!", "You are welcome."]),
              conv(["Explain  spaces\tand tabs", " leading space answer"], system="System text\nwith lines"),
              conv(["héllo wörld 日本 🙂", "ünïcode ok"]),
              conv(["q", "ok   "], system="  padded  "),  # spaces around the edges of spans
-             conv(["has <|im_end|> inside", "and </s> here"])]  # control text: the escaped path
+             conv(["has <|im_end|> inside", "and </s> here"]),  # control text: the escaped path
+             conv(["a ▁ marker", "▁answer"]),  # "▁" in the text: its lengths cannot be read, offsets decide
+             conv(["\nq\n", "\n\na"], system="\ns")]  # newlines at the pieces' edges
     same(fast.encode(convs), slow.encode(convs))
 
 
+@pytest.mark.parametrize("template", TEMPLATES)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(TEXT, min_size=2, max_size=6), st.one_of(st.none(), TEXT))
-def test_same_result_on_any_text(demo_tokenizer, turns: list[str], system: str | None) -> None:  # noqa: ANN001
-    fast, slow = pair(demo_tokenizer, "crystalchat")
+def test_same_result_on_any_text(template: str, demo_tokenizer, turns: list[str],  # noqa: ANN001
+                                 system: str | None) -> None:
+    fast, slow = pair(demo_tokenizer, template)
     c = conv(turns[: len(turns) // 2 * 2], system)
     same(fast.encode([c]), slow.encode([c]))
 
 
-def test_crystalchat_takes_the_offset_free_path(demo_tokenizer) -> None:  # noqa: ANN001
-    enc = ChatEncoder(demo_tokenizer, load_template("crystalchat"))
-    assert enc._aligner is not None
-    texts, spans, _ = enc.render([conv(["What is 2+2?", "4", "And 3+3?", "6"], system="Be brief.")])
-    ids = np.asarray(enc.control.encode(texts[0], add_special_tokens=False).ids, dtype=np.int32)
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_every_template_takes_the_offset_free_path(template: str, demo_tokenizer) -> None:  # noqa: ANN001
+    """CrystalChat's edges are at control tokens; ChatML's answers start after "assistant\\n" and Llama-2's after
+    "[/INST] ", inside ordinary text: placed by the tokens' lengths, at the token edges the offsets give."""
+    enc = ChatEncoder(demo_tokenizer, load_template(template))
+    assert enc._aligner is not None and enc._aligner.lengths is not None
+    texts, spans, _ = enc.render([conv(["What is 2+2?", "4", "And 3+3?", "6 🙂"], system="Be brief.")])
+    assert enc._aligner.fits(texts[0], spans[0])
+    full = enc.control.encode(texts[0], add_special_tokens=False)
+    ids = np.asarray(full.ids, dtype=np.int32)
     ranges = enc._aligner.ranges(texts[0], ids, spans[0])
     assert ranges is not None and len(ranges) == 2
-    # chatml's answers start after "assistant\n", inside ordinary text: that one needs the offsets
-    chatml = ChatEncoder(demo_tokenizer, load_template("chatml"))
-    texts, spans, _ = chatml.render([conv(["q", "a"])])
-    ids = np.asarray(chatml.control.encode(texts[0], add_special_tokens=False).ids, dtype=np.int32)
-    assert chatml._aligner is not None and chatml._aligner.ranges(texts[0], ids, spans[0]) is None
+    for (s, e), (lo, hi) in zip(spans[0], ranges, strict=True):
+        assert full.offsets[lo][0] <= s < full.offsets[lo][1] and full.offsets[hi - 1][1] == e
 
 
 def test_refused_for_added_tokens_that_strip_spaces(demo_tokenizer) -> None:  # noqa: ANN001
@@ -101,13 +113,62 @@ def test_refused_for_added_tokens_that_strip_spaces(demo_tokenizer) -> None:  # 
     assert out.loss_mask.tolist() == list(ref["assistant_masks"])
 
 
-def test_the_text_look_sends_chatml_to_the_offsets_path_before_tokenizing(demo_tokenizer) -> None:  # noqa: ANN001
+def test_the_text_look_sends_what_lengths_cannot_read_to_the_offsets_before_tokenizing(demo_tokenizer) -> None:  # noqa: ANN001
     crystal = ChatEncoder(demo_tokenizer, load_template("crystalchat"))
     chatml = ChatEncoder(demo_tokenizer, load_template("chatml"))
-    c = conv(["q", "a", "more", "answer"], system="s")
-    for enc, fits in ((crystal, True), (chatml, False)):
-        texts, spans, _ = enc.render([c])
-        assert enc._aligner is not None and enc._aligner.fits(texts[0], spans[0]) is fits
+    for c, fits in ((conv(["q", "a", "more", "answer"], system="s"), True), (conv(["q ▁", "a"]), False)):
+        texts, spans, _ = chatml.render([c])
+        assert chatml._aligner is not None and chatml._aligner.fits(texts[0], spans[0]) is fits
+        texts, spans, _ = crystal.render([c])  # edges at control tokens: lengths are not needed
+        assert crystal._aligner is not None
+        assert crystal._aligner.fits(texts[0], spans[0]) if fits else crystal._aligner.lengths is not None
+
+
+def _rebuilt(demo_tokenizer, change: dict) -> ChatEncoder:  # noqa: ANN001
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(demo_tokenizer.backend_tokenizer.to_str())
+    spec.update(change)
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), bos_token="<s>",
+                                  eos_token="</s>", unk_token="<unk>")
+    return ChatEncoder(tok, load_template("chatml"))
+
+
+@pytest.mark.parametrize("change", [
+    {"normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Prepend", "prepend": "▁"},
+                                                        {"type": "Replace", "pattern": {"String": " "},
+                                                         "content": "▁"}]}},
+    {"pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": True}},
+    {"pre_tokenizer": {"type": "Whitespace"}},
+], ids=["nfkc", "metaspace-prepends", "whitespace-split"])
+def test_tokenizers_whose_lengths_cannot_be_read_take_the_offsets(demo_tokenizer, change: dict) -> None:  # noqa: ANN001
+    enc = _rebuilt(demo_tokenizer, change)
+    assert enc._aligner is not None and enc._aligner.lengths is None
+    c = conv(["ﬁne ① question", "an answer", "again", "ok"], system="sys")
+    texts, spans, _ = enc.render([c])
+    assert not enc._aligner.fits(texts[0], spans[0])
+    (out,) = enc.encode([c])
+    ref = enc.tokenizer.apply_chat_template([m.to_dict() for m in c.messages], chat_template=enc.template,
+                                            tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert isinstance(out, Encoded)
+    assert out.input_ids.tolist() == list(ref["input_ids"])
+    assert out.loss_mask.tolist() == list(ref["assistant_masks"])
+
+
+@pytest.mark.parametrize("template", ["chatml", "llama-2-chat"])
+def test_a_piece_whose_lengths_do_not_add_up_goes_the_offsets_way(template: str, demo_tokenizer) -> None:  # noqa: ANN001
+    """The per-text check: a wrong length read for one token is caught, and that text alone takes the offsets."""
+    fast, slow = pair(demo_tokenizer, template)
+    bad, good = conv(["question", "zebra answer"], cid="bad"), conv(["question", "other reply"], cid="good")
+    texts, spans, _ = fast.render([bad, good])
+    ids = [np.asarray(fast.control.encode(t, add_special_tokens=False).ids, dtype=np.int32) for t in texts]
+    assert fast._aligner is not None and fast._aligner.lengths is not None
+    wrong = int(next(i for i in ids[0] if i not in ids[1] and not fast._aligner.is_added[i]))
+    fast._aligner.lengths.units[wrong] += 1  # this encoder's own table
+    assert fast._aligner.ranges(texts[0], ids[0], spans[0]) is None
+    assert fast._aligner.ranges(texts[1], ids[1], spans[1]) is not None
+    same(fast.encode([bad, good]), slow.encode([bad, good]))
 
 
 def test_refused_when_the_post_processor_trims_offsets(demo_tokenizer) -> None:  # noqa: ANN001
