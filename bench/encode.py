@@ -1,30 +1,49 @@
 """Benchmark: SFT encode (chat template, ids, loss masks) against bare `tokenizers` on the same text; one JSON line.
 
-Every side runs on one core (the process is pinned to one CPU, TOKENIZERS_PARALLELISM=false), in rounds
-that interleave the sides (their order rotates each round); each ratio is taken within a round, then the
-median over rounds is printed. The sides, all on the same conversations:
+Every side runs on one core (the process is pinned to one CPU, TOKENIZERS_PARALLELISM=false; a child process
+inherits the pin), in rounds that interleave all sides of all templates (their order rotates each round); each
+ratio is taken within a round, then the median over rounds is printed. The sides, per bundled template
+(crystalchat, chatml, llama-2-chat), all on the same conversations:
 
-  crystalmix   `encode_stream` with one worker: what the tokenize stage and `crystalmix encode` run per batch
-               (render with the template, tokenize, masks, turn starts), without reading or writing files
-  bare         the tokenizer's ``encode_batch`` (and ``encode_batch_fast``) on exactly the strings the template
-               renders, in the same batches, the template's control tokens read as control tokens: the floor
-  plain        the loop a user writes: ``apply_chat_template(..., tokenize=True,
-               return_assistant_tokens_mask=True)`` per conversation
-  trl          TRL's SFT data preparation (``SFTTrainer._prepare_dataset``, assistant_only_loss) when trl is
-               installed (the ``bench`` extra)
+  crystalmix    `encode_stream` with one worker: what the tokenize stage and `crystalmix encode` run per batch
+                (render with the template, tokenize, masks, turn starts), without reading or writing files
+  bare          the tokenizer's ``encode_batch`` (and ``encode_batch_fast``) on exactly the strings the template
+                renders, in the same batches, the template's control tokens read as control tokens: the floor
+  plain         the loop a user writes: ``apply_chat_template(..., tokenize=True,
+                return_assistant_tokens_mask=True)`` per conversation
+  trl           TRL's SFT data preparation (``SFTTrainer._prepare_dataset``, assistant_only_loss) when trl is
+                installed (the ``bench`` extra)
+  llamafactory  LLaMA-Factory's own SFT preprocessing (its registered ``chatml`` / ``llama2`` template and
+                ``SupervisedDatasetProcessor``, bench/llamafactory_side.py) in a child process run by
+                LLaMA-Factory's interpreter, when ``--llamafactory-python`` (or CRYSTALMIX_LLAMAFACTORY_PYTHON)
+                names one; it times itself, so starting it and talking to it are not counted. It has no
+                CrystalChat template. Its formats are its own (each piece tokenized apart, ChatML's newline after
+                ``<|im_end|>`` trained, no spaces around a Llama-2 answer), so its ids and labels are compared and
+                the differences counted, not required to be equal.
 
-Keys: ``vs_bare_encode_batch`` (target >= 0.8), ``vs_bare_encode_batch_fast``, ``vs_plain_loop``, ``vs_trl``
-(crystalmix's tokens/s over the other side's); ``*_cpu`` variants divide CPU seconds instead of wall time
-(steadier on a shared machine). ``equal_to_plain_loop`` / ``equal_to_trl``: every conversation's ids and
-mask compared in this run. LLaMA-Factory is not measured: installing it replaces the CPU torch with a CUDA
-build (and pins another transformers).
+Keys: ``vs_bare_encode_batch`` (per template; target >= 0.8, and ``vs_bare_encode_batch_min`` over templates),
+``vs_bare_encode_batch_fast``, ``vs_plain_loop``, ``vs_trl``, ``vs_llama_factory`` (crystalmix's tokens/s over
+the other side's; for LLaMA-Factory, whose token counts differ, its seconds over ours on the same
+conversations); ``*_cpu`` variants divide CPU seconds instead of wall time (steadier on a shared machine).
+``equal_to_plain_loop`` / ``equal_to_trl``: every conversation's ids and mask compared in this run;
+``llama_factory_differs``: conversations whose ids or trained labels differ from ours (``llama_factory_same_ids``:
+those whose ids alone are the same).
+
+LLaMA-Factory pins versions of transformers and torch that would break crystalmix's environment, so it gets a
+venv of its own (kept out of the repository):
+
+  python -m venv /work/lf-venv
+  /work/lf-venv/bin/pip install torch==2.13.0      # the CPU wheel on disk; else pip may fetch a CUDA build
+  /work/lf-venv/bin/pip install llamafactory       # 0.9.5 here; its pins may replace that torch
+  python bench/encode.py --llamafactory-python /work/lf-venv/bin/python
 
 Input: real conversations of ../shared/realdata (Alpaca, CodeAlpaca, Evol-Instruct-Code, ShareGPT, FastChat)
 through the build's adapters, repeated to ``--n``; synthetic chats when realdata is absent. Conversations
 whose text holds control-token text are left out (the plain loop would read those as control tokens).
 ``--memory`` adds peak RSS of a child streaming SMALL and LARGE synthetic conversations through encode + pack.
 
-Usage: python bench/encode.py [--n 3000] [--rounds 5] [--template crystalchat] [--tokenizer PATH|demo]
+Usage: python bench/encode.py [--n 3000] [--rounds 5] [--templates crystalchat,chatml,llama-2-chat]
+       [--tokenizer PATH|demo] [--llamafactory-python PATH]
 """
 
 from __future__ import annotations
@@ -34,6 +53,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +61,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +86,8 @@ REAL_FILES = {
 WORDS = ("the of and to in is that for it with as was on are be by this from or have an they which one you "
          "function return value list python code data file error user print loop class method string number "
          "import def self if else while true false none result input output test case index array map key").split()
-LLAMA_FACTORY = "not measured: installing llamafactory replaces the CPU torch with a CUDA build (and transformers)"
+LLAMA_FACTORY_TEMPLATES = {"chatml": "chatml", "llama-2-chat": "llama2"}  # its own registered templates
+LLAMA_FACTORY_ENV = "CRYSTALMIX_LLAMAFACTORY_PYTHON"
 
 
 def synthetic(n: int, seed: int = 0, scale: int = 1) -> Iterator[Conversation]:
@@ -163,6 +185,58 @@ def trl_side(hf: Any, template: str) -> Callable[..., int] | None:
     return run
 
 
+class LlamaFactory:
+    """bench/llamafactory_side.py in a child run by LLaMA-Factory's interpreter, on the same conversations."""
+
+    def __init__(self, python: str, tokenizer: str, convs: list[Conversation]) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-llamafactory-"))
+        data = self.dir / "conversations.jsonl"
+        data.write_text("".join(json.dumps([m.to_dict() for m in c.messages]) + "\n" for c in convs),
+                        encoding="utf-8")
+        self.log = open(self.dir / "stderr.txt", "w+", encoding="utf-8")  # noqa: SIM115 - closed in `close`
+        self.proc = subprocess.Popen([python, str(ROOT / "bench" / "llamafactory_side.py"), "--tokenizer", tokenizer,
+                                      "--conversations", str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        self.version = str(self._read()["version"])
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            tail = self.log.read().strip().splitlines()[-5:]
+            raise RuntimeError("the LLaMA-Factory side stopped: " + " | ".join(tail))
+        return dict(json.loads(line))
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def time(self, template: str) -> tuple[float, float]:
+        """(wall, CPU) seconds of one pass, measured by the child around LLaMA-Factory's calls."""
+        got = self.ask(op="time", template=LLAMA_FACTORY_TEMPLATES[template])
+        return float(got["wall"]), float(got["cpu"])
+
+    def results(self, template: str) -> list[tuple[list[int], list[int]]]:
+        out = self.dir / f"{template}.jsonl"
+        self.ask(op="dump", template=LLAMA_FACTORY_TEMPLATES[template], out=str(out))
+        rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        return [(ids, [int(label != -100) for label in labels]) for ids, labels in rows]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def llama_factory_python(arg: str | None) -> str | None:
+    return arg or os.environ.get(LLAMA_FACTORY_ENV) or None
+
+
 def mismatches(ours: list[Encoded], other: list[tuple[list[int], list[int]]]) -> int:
     if len(ours) != len(other):
         return max(len(ours), len(other))
@@ -192,9 +266,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--template", default="crystalchat")
+    ap.add_argument("--templates", default="crystalchat,chatml,llama-2-chat", help="comma-separated")
     ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--cpu", type=int, default=None, help="the CPU to pin to (default: the last allowed)")
+    ap.add_argument("--llamafactory-python", default=None,
+                    help=f"LLaMA-Factory's interpreter (its own venv); default ${LLAMA_FACTORY_ENV}")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS streaming SMALL/LARGE")
     ap.add_argument("--small", type=int, default=100_000)
     ap.add_argument("--large", type=int, default=1_000_000)
@@ -206,70 +282,110 @@ def main() -> None:
         return
     cpu = a.cpu if a.cpu is not None else max(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
+    templates = [t for t in a.templates.split(",") if t]
 
-    cfg = TokenizeConfig.from_mapping({"tokenizer": tok_spec, "template": a.template, "workers": 1})
-    encoder = make_encoder(cfg)
-    hf = encoder.tokenizer
-    convs, left_out, kind = corpus(a.n, encoder)
-    texts = [encoder.render(b)[0] for b in batches(convs, BATCH)]  # the strings the real path tokenizes
-    trl = trl_side(hf, encoder.template)
+    load_before = os.getloadavg()[0]
+    cfgs = {t: TokenizeConfig.from_mapping({"tokenizer": tok_spec, "template": t, "workers": 1}) for t in templates}
+    encoders = {t: make_encoder(cfg) for t, cfg in cfgs.items()}
+    convs, left_out, kind = corpus(a.n, encoders[templates[0]])  # one tokenizer: the same left out for all
+    lf_python = llama_factory_python(a.llamafactory_python)
+    lf = LlamaFactory(lf_python, tok_spec, convs) if lf_python else None
 
-    # correctness, in this run: the same ids and masks as the plain loop (and TRL)
-    ours: list[Encoded] = []
-    plain: list[tuple[list[int], list[int]]] = []
-    side_crystalmix(convs, cfg, encoder, ours)
-    side_plain(convs, hf, encoder.template, plain)
-    diff_plain = mismatches(ours, plain)
-    diff_trl = None
-    if trl is not None:
-        via_trl: list[tuple[list[int], list[int]]] = []
-        trl(convs, via_trl)
-        diff_trl = mismatches(ours, via_trl)
+    sides: dict[str, Callable[[], tuple[float, float] | int]] = {}
+    checks: dict[str, dict[str, Any]] = {}
+    for t in templates:
+        enc, cfg = encoders[t], cfgs[t]
+        hf = enc.tokenizer
+        texts = [enc.render(b)[0] for b in batches(convs, BATCH)]  # the strings the real path tokenizes
+        trl = trl_side(hf, enc.template)
+        # correctness, in this run: the same ids and masks as the plain loop (and TRL)
+        ours: list[Encoded] = []
+        plain: list[tuple[list[int], list[int]]] = []
+        side_crystalmix(convs, cfg, enc, ours)
+        side_plain(convs, hf, enc.template, plain)
+        check: dict[str, Any] = {"equal_to_plain_loop": mismatches(ours, plain) == 0,
+                                 "mismatches_plain_loop": mismatches(ours, plain), "equal_to_trl": None}
+        if trl is not None:
+            via_trl: list[tuple[list[int], list[int]]] = []
+            trl(convs, via_trl)
+            check["equal_to_trl"] = mismatches(ours, via_trl) == 0
+        sides[f"{t}/crystalmix"] = partial(side_crystalmix, convs, cfg, enc)
+        sides[f"{t}/bare"] = partial(side_bare, texts, enc.control, False)
+        sides[f"{t}/bare_fast"] = partial(side_bare, texts, enc.control, True)
+        sides[f"{t}/plain"] = partial(side_plain, convs, hf, enc.template)
+        if trl is not None:
+            sides[f"{t}/trl"] = partial(trl, convs)
+        if lf is not None and t in LLAMA_FACTORY_TEMPLATES:
+            theirs = lf.results(t)
+            check["llama_factory_differs"] = mismatches(ours, theirs)
+            same = zip(ours, theirs, strict=False)  # a conversation it drops shows as a difference above
+            check["llama_factory_same_ids"] = sum(e.input_ids.tolist() == ids for e, (ids, _) in same)
+            sides[f"{t}/llamafactory"] = partial(lf.time, t)
+        checks[t] = check
 
-    sides: dict[str, Callable[[], int]] = {
-        "crystalmix": lambda: side_crystalmix(convs, cfg, encoder),
-        "bare": lambda: side_bare(texts, encoder.control, fast=False),
-        "bare_fast": lambda: side_bare(texts, encoder.control, fast=True),
-        "plain": lambda: side_plain(convs, hf, encoder.template),
-    }
-    if trl is not None:
-        sides["trl"] = lambda: trl(convs)
     names = list(sides)
     wall: dict[str, list[float]] = {k: [] for k in names}
     cpu_s: dict[str, list[float]] = {k: [] for k in names}
     tokens: dict[str, int] = {}
-    for r in range(a.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            w0, c0 = time.perf_counter(), time.process_time()
-            tokens[name] = sides[name]()
-            wall[name].append(time.perf_counter() - w0)
-            cpu_s[name].append(time.process_time() - c0)
-    if len(set(tokens.values())) != 1:
-        raise RuntimeError(f"the sides produced different token counts: {tokens}")
+    try:
+        for r in range(a.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                w0, c0 = time.perf_counter(), time.process_time()
+                got = sides[name]()
+                if isinstance(got, tuple):  # a child that timed itself
+                    wall[name].append(got[0])
+                    cpu_s[name].append(got[1])
+                    continue
+                wall[name].append(time.perf_counter() - w0)
+                cpu_s[name].append(time.process_time() - c0)
+                tokens[name] = got
+    finally:
+        if lf is not None:
+            lf.close()
 
-    def ratio(other: str, times: dict[str, list[float]]) -> float:
-        return round(statistics.median(o / c for o, c in zip(times[other], times["crystalmix"], strict=True)), 3)
+    def ratio(t: str, other: str, times: dict[str, list[float]]) -> float | str:
+        if f"{t}/{other}" not in times:
+            return "not measured"
+        pairs = zip(times[f"{t}/{other}"], times[f"{t}/crystalmix"], strict=True)
+        return round(statistics.median(o / c for o, c in pairs), 3)
 
-    n_tok = tokens["crystalmix"]
-    med = statistics.median(wall["crystalmix"])
+    per: dict[str, dict[str, Any]] = {}
+    for t in templates:
+        counts = {k: v for k, v in tokens.items() if k.startswith(f"{t}/")}
+        if len(set(counts.values())) != 1:
+            raise RuntimeError(f"the sides produced different token counts: {counts}")
+        med = statistics.median(wall[f"{t}/crystalmix"])
+        n_tok = tokens[f"{t}/crystalmix"]
+        per[t] = {
+            "vs_bare_encode_batch": ratio(t, "bare", wall), "vs_bare_encode_batch_fast": ratio(t, "bare_fast", wall),
+            "vs_plain_loop": ratio(t, "plain", wall), "vs_trl": ratio(t, "trl", wall),
+            "vs_llama_factory": ratio(t, "llamafactory", wall),
+            "vs_bare_encode_batch_cpu": ratio(t, "bare", cpu_s),
+            "vs_bare_encode_batch_fast_cpu": ratio(t, "bare_fast", cpu_s),
+            "vs_plain_loop_cpu": ratio(t, "plain", cpu_s), "vs_llama_factory_cpu": ratio(t, "llamafactory", cpu_s),
+            "conversations_per_s": round(len(convs) / med), "tokens_per_s": round(n_tok / med),
+            "bare_encode_batch_tokens_per_s": round(n_tok / statistics.median(wall[f"{t}/bare"])),
+            "tokens": n_tok, **checks[t],
+        }
+    bare = [v["vs_bare_encode_batch"] for v in per.values()]
     out: dict[str, Any] = {
-        "vs_bare_encode_batch": ratio("bare", wall),
-        "vs_bare_encode_batch_fast": ratio("bare_fast", wall),
-        "vs_plain_loop": ratio("plain", wall),
-        "vs_trl": ratio("trl", wall) if trl is not None else "not measured: trl is not installed",
-        "vs_llama_factory": LLAMA_FACTORY,
-        "vs_bare_encode_batch_cpu": ratio("bare", cpu_s),
-        "vs_bare_encode_batch_fast_cpu": ratio("bare_fast", cpu_s),
-        "vs_plain_loop_cpu": ratio("plain", cpu_s),
-        "conversations_per_s": round(len(convs) / med),
-        "tokens_per_s": round(n_tok / med),
-        "bare_encode_batch_tokens_per_s": round(n_tok / statistics.median(wall["bare"])),
-        "plain_loop_tokens_per_s": round(n_tok / statistics.median(wall["plain"])),
-        "equal_to_plain_loop": diff_plain == 0,
-        "mismatches_plain_loop": diff_plain,
-        "equal_to_trl": None if diff_trl is None else diff_trl == 0,
-        "conversations": len(convs), "tokens": n_tok, "input": kind, "left_out_control_text": left_out,
-        "template": a.template, "tokenizer": Path(tok_spec).name, "rounds": a.rounds, "cpu": cpu,
+        "vs_bare_encode_batch": {t: v["vs_bare_encode_batch"] for t, v in per.items()},
+        "vs_bare_encode_batch_min": min(bare),
+        "vs_bare_encode_batch_cpu": {t: v["vs_bare_encode_batch_cpu"] for t, v in per.items()},
+        "vs_plain_loop": {t: v["vs_plain_loop"] for t, v in per.items()},
+        "vs_trl": {t: v["vs_trl"] for t, v in per.items()} if any(c["equal_to_trl"] is not None
+                                                                   for c in checks.values())
+        else "not measured: trl is not installed",
+        "vs_llama_factory": ({t: v["vs_llama_factory"] for t, v in per.items()} if lf is not None
+                             else f"not measured: pass --llamafactory-python or set {LLAMA_FACTORY_ENV}"),
+        "equal_to_plain_loop": all(c["equal_to_plain_loop"] for c in checks.values()),
+        "equal_to_trl": None if any(c["equal_to_trl"] is None for c in checks.values())
+        else all(c["equal_to_trl"] for c in checks.values()),
+        "llama_factory": lf.version if lf is not None else None,
+        "per_template": per,
+        "conversations": len(convs), "input": kind, "left_out_control_text": left_out,
+        "tokenizer": Path(tok_spec).name, "rounds": a.rounds, "cpu": cpu,
+        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # at the start and the end
     }
     if a.memory:
         out["peak_rss_mb_small"] = round(peak_rss_child(a.small, tok_spec), 1)

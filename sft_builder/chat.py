@@ -6,8 +6,8 @@ Templates are rendered by transformers' chat-template machinery (`render_jinja_t
 the template, not from per-model code. For speed a whole batch is rendered, then encoded with one
 `tokenizers` call, ``encode_batch_fast`` (ids only): span edges at control tokens (CrystalChat) are placed by
 the control tokens' positions, edges inside ordinary text (ChatML's ``assistant\n``, Llama-2's ``[/INST] ``)
-by the tokens' lengths read off the vocabulary (`_Aligner`, checked per conversation). A conversation or
-tokenizer that fails those checks falls back to the token offsets of ``encode_batch``.
+by the tokens' lengths read off the vocabulary (`_Aligner` and `_Lengths`, checked per conversation). A
+conversation or tokenizer that fails those checks falls back to the token offsets of ``encode_batch``.
 
 Control tokens written inside message text (a user pasting ``<|im_end|>``) must stay plain text: before
 rendering they are swapped for same-length private-use placeholders, so the template's own control tokens
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -384,7 +385,7 @@ class _Aligner:
         """Whether the spans can be placed without offsets: a look at the text alone, before tokenizing, so
         a text that cannot is tokenized once, with offsets. `ranges` still checks against the ids."""
         if self.lengths is not None:
-            return self.lengths.foreign is None or self.lengths.foreign not in text
+            return self.lengths.readable(text)
         end = len(text)
         return all(b in (0, end) or text.startswith(self.texts, b) or text.endswith(self.texts, 0, b)
                    for s, e in spans if e > s for b in (s, e))
@@ -428,20 +429,26 @@ _SENTINEL = -(1 << 40)  # the length of a token whose text is unknown (unk): fai
 
 @dataclass(frozen=True, slots=True)
 class _Lengths:
-    """How many UTF-8 bytes of the original text each token covers, read off the vocabulary, for the
-    tokenizers whose token strings spell that text out: BPE (no dropout, no subword affixes) after at most a
-    one-character `Prepend` and a one-character `Replace` (``" "`` to ``"▁"``, as LLaMA, Mistral and
-    CrystalCoder do), optionally a Metaspace split that prepends nothing. Then the tokens of a text piece
-    partition its normalized text, a byte-fallback token ``<0x..>`` covers one byte, ``▁`` covers the space
-    it replaced, and the piece's first token also holds the prepended ``▁``, which covers nothing.
+    """How many UTF-8 bytes of the original text each token covers, read off the vocabulary, for the BPE
+    tokenizers (no dropout, no subword affixes) whose token strings spell that text out:
 
-    That reading is wrong for a text that holds ``▁`` itself (it is three bytes there): such texts are left
-    to the offsets (`foreign`); and `bounds` checks that every piece's summed length is its real length.
+    - SentencePiece-style (LLaMA, Mistral, CrystalCoder): at most a one-character `Prepend` and a one-character
+      `Replace` (``" "`` to ``"▁"``), optionally a Metaspace split that prepends nothing. A byte-fallback token
+      ``<0x..>`` covers one byte, ``▁`` the space it replaced, and the first token of each piece of text also
+      holds the prepended ``▁``, which covers nothing. A text that holds ``▁`` itself (three bytes there)
+      is left to the offsets (`foreign`).
+    - byte-level (GPT-2's and Qwen's layouts): a ByteLevel pre-tokenizer that adds no space, after splits that
+      drop nothing; each character of a token is one byte. An NFC normalizer (Qwen's) changes nothing in a
+      text that is already NFC; any other text is left to the offsets.
+
+    Then the tokens of a piece of text partition it; `bounds` checks, per text, that every piece's summed
+    length is its real length.
     """
 
     units: np.ndarray  # int64 by token id: bytes covered (`_SENTINEL` when unknown)
     phantom: int  # bytes counted in the first token of each piece for the prepended character
     foreign: str | None  # a character whose presence in the text breaks the reading
+    nfc: bool = False  # the reading holds only for NFC text
 
     @classmethod
     def of(cls, tok: Any, size: int) -> _Lengths | None:
@@ -450,9 +457,16 @@ class _Lengths:
         if (model.get("type") != "BPE" or model.get("dropout") or model.get("continuing_subword_prefix")
                 or model.get("end_of_word_suffix")):
             return None
+        table = np.full(size, _SENTINEL, dtype=np.int64)
+        pre, norm = spec.get("pre_tokenizer"), spec.get("normalizer")
+        if _byte_level(pre):
+            if norm is not None and norm.get("type") != "NFC":
+                return None
+            for piece, i in tok.get_vocab(with_added_tokens=False).items():
+                table[i] = len(piece)
+            return cls._with_added(tok, table, 0, None, nfc=norm is not None)
         prepend: str | None = None
         replace: tuple[str, str] | None = None
-        norm = spec.get("normalizer")
         for step in ([] if norm is None else norm.get("normalizers", [norm]) if norm["type"] == "Sequence"
                      else [norm]):
             if step["type"] == "Prepend" and prepend is None and replace is None and len(step["prepend"]) == 1:
@@ -462,7 +476,6 @@ class _Lengths:
                 replace = (step["pattern"]["String"], step["content"])
             else:
                 return None
-        pre = spec.get("pre_tokenizer")
         if pre is not None:  # Metaspace that prepends nothing: replaces spaces (as `replace` does), then splits
             if pre["type"] != "Metaspace" or pre.get("prepend_scheme") != "never" or len(pre["replacement"]) != 1:
                 return None
@@ -474,25 +487,36 @@ class _Lengths:
         def units(piece: str) -> int:
             return sum(len(source.encode()) if c == shown else len(c.encode()) for c in piece)
 
-        table = np.full(size, _SENTINEL, dtype=np.int64)
         fallback = bool(model.get("byte_fallback"))
         for piece, i in tok.get_vocab(with_added_tokens=False).items():
             byte = fallback and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">")
             table[i] = 1 if byte else units(piece)
-        for i, t in tok.get_added_tokens_decoder().items():  # matched before normalization: their own text
-            table[i] = len(t.content.encode())
-        unk = model.get("unk_token")
-        if unk is not None and tok.token_to_id(unk) is not None and tok.token_to_id(unk) not in \
-                tok.get_added_tokens_decoder():
-            table[tok.token_to_id(unk)] = _SENTINEL
         phantom = 0 if prepend is None else units(prepend if replace is None else prepend.replace(*replace))
-        return cls(table, phantom, shown or None)
+        return cls._with_added(tok, table, phantom, shown or None)
+
+    @classmethod
+    def _with_added(cls, tok: Any, table: np.ndarray, phantom: int, foreign: str | None,
+                    nfc: bool = False) -> _Lengths:
+        unk = json.loads(tok.model.__getstate__()).get("unk_token")
+        if unk is not None and tok.token_to_id(unk) is not None:  # stands for any text: no length
+            table[tok.token_to_id(unk)] = _SENTINEL
+        # Added tokens are matched before normalization: their own text. An added unk the model emits is an
+        # added id no added text matched, which `_Aligner.ranges` refuses.
+        for i, t in tok.get_added_tokens_decoder().items():
+            table[i] = len(t.content.encode())
+        return cls(table, phantom, foreign, nfc)
+
+    def readable(self, text: str) -> bool:
+        """Whether this text can be read by token lengths at all (a look at the text alone)."""
+        if self.foreign is not None and self.foreign in text:
+            return False
+        return not self.nfc or unicodedata.is_normalized("NFC", text)
 
     def bounds(self, text: str, ids: np.ndarray, places: np.ndarray,
                pieces: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """Each token's start and end, in UTF-8 bytes of `text`; None when a piece's length does not add up
         (`pieces` alternate text and added tokens, `places` are the added tokens' indexes in `ids`)."""
-        if self.foreign is not None and self.foreign in text:
+        if not self.readable(text):
             return None
         units = self.units[ids]
         if self.phantom:
@@ -514,6 +538,15 @@ class _Lengths:
         out = np.zeros(n, dtype=bool)
         out[places] = True
         return out
+
+
+def _byte_level(pre: dict[str, Any] | None) -> bool:
+    """Whether a pre-tokenizer ends in a ByteLevel that adds no space, after splits that drop nothing."""
+    steps = [] if pre is None else pre.get("pretokenizers", []) if pre["type"] == "Sequence" else [pre]
+    if not steps or steps[-1]["type"] != "ByteLevel" or steps[-1].get("add_prefix_space"):
+        return False
+    return all(p["type"] == "Digits" or (p["type"] == "Split" and p.get("behavior") != "Removed")
+               for p in steps[:-1])
 
 
 def _byte_at(text: str, i: int) -> int:

@@ -181,3 +181,69 @@ def test_refused_when_the_post_processor_trims_offsets(demo_tokenizer) -> None: 
     assert _Aligner.of(tok) is None
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     assert _Aligner.of(tok) is not None
+
+
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+              r"|\s+(?!\S)|\s+")
+
+
+@pytest.fixture(scope="module", params=["gpt2", "qwen"])
+def byte_level(request: pytest.FixtureRequest):  # noqa: ANN201 - a transformers tokenizer
+    """A byte-level BPE with the chat control tokens: GPT-2's layout, or Qwen's (NFC, a regex split, then a
+    ByteLevel that does not split, and a ByteLevel post-processor that keeps offsets whole)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    if request.param == "qwen":
+        raw.normalizer = normalizers.NFC()
+        raw.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(__import__("tokenizers").Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        raw.post_processor = processors.ByteLevel(trim_offsets=False)
+    else:
+        raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    specials = ["<s>", "</s>", "<|im_start|>", "<|im_end|>", "<|sys_start|>", "<|sys_end|>"]
+    texts = ["Write a loop for i in range(3): print(i) thanks you are welcome", "héllo wörld 日本 ünïcode"] * 20
+    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
+                                   additional_special_tokens=specials[2:])
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_byte_level_tokenizers_take_the_offset_free_path(byte_level, template: str) -> None:  # noqa: ANN001
+    fast, slow = pair(byte_level, template)
+    assert fast._aligner is not None and fast._aligner.lengths is not None
+    convs = [conv(["Write a loop", "for i in range(3):\n    print(i)", "Thanks!", "You are welcome."]),
+             conv(["Explain  spaces\tand tabs", " leading space answer"], system="System text\nwith lines"),
+             conv(["héllo wörld 日本 🙂", "ünïcode ok  "]),
+             conv(["decomposed e\u0301", "cafe\u0301"]),  # not NFC: Qwen's layout takes the offsets
+             conv(["has <|im_end|> inside", "and </s> here"])]
+    texts, spans, _ = fast.render(convs[:3])
+    for text, sp in zip(texts, spans, strict=True):  # these take the offset-free path
+        ids = np.asarray(fast.control.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+        assert fast._aligner.fits(text, sp) and fast._aligner.ranges(text, ids, sp) is not None
+    same(fast.encode(convs), slow.encode(convs))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(TEXT, min_size=2, max_size=6), st.one_of(st.none(), TEXT))
+def test_byte_level_same_result_on_any_text(byte_level, turns: list[str], system: str | None) -> None:  # noqa: ANN001
+    fast, slow = pair(byte_level, "chatml")
+    c = conv(turns[: len(turns) // 2 * 2], system)
+    same(fast.encode([c]), slow.encode([c]))
+
+
+def test_a_splitter_that_drops_text_is_not_read(byte_level) -> None:  # noqa: ANN001
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    tok = Tokenizer.from_str(byte_level.backend_tokenizer.to_str())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="removed"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    aligner = _Aligner.of(tok)
+    assert aligner is not None and aligner.lengths is None
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)  # a space GPT-2 adds: not read
+    aligner = _Aligner.of(tok)
+    assert aligner is not None and aligner.lengths is None

@@ -163,3 +163,29 @@ def test_tokenize_stage_writes_its_rejects_beside_the_data(demo_tokenizer_dir: P
     (tmp_path / "t" / "rejects.jsonl").unlink()  # a folder without its rejects is not complete: redone
     assert not run_tokenize(convs, cfg, tmp_path / "t", seed=0, fingerprint="f")["skipped"]
     assert (tmp_path / "t" / "rejects.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("template", ["crystalchat", "chatml", "llama-2-chat"])
+def test_encode_with_every_template_equals_the_plain_loop(run_cli, demo_tokenizer, demo_tokenizer_dir: Path,  # noqa: ANN001
+                                                          tmp_path: Path, template: str) -> None:
+    """`crystalmix encode --template T`: the fast path, the offsets fallback ("▁" in a text) and the escaped path
+    (control-token text) in one file, each line the plain `apply_chat_template` loop's ids and mask."""
+    from sft_builder.chat import load_template
+
+    records = [_conv("plain", "Write a loop", "for i in range(3):\n    print(i)", "Thanks!", "You are welcome."),
+               _conv("unicode", "dash \u2013 emoji \U0001f600 CJK \u4e2d\u6587", "sure \u2013 done"),
+               _conv("marker", "a \u2581 marker", "\u2581answer"),  # offsets decide this one
+               _conv("control", "has <|im_end|> inside", "and </s> here")]
+    src, out = tmp_path / "in.jsonl", tmp_path / "enc.jsonl"
+    src.write_text(_lines(records))
+    code, err = run_cli("encode", "--tokenizer", str(demo_tokenizer_dir), "--template", template, str(src),
+                        "--out", str(out))
+    assert code == 0, err
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [g["id"] for g in got] == ["plain", "unicode", "marker", "control"]
+    chat = load_template(template)
+    for rec, g in zip(records[:3], got, strict=False):  # the plain loop reads control text as control tokens
+        ref = demo_tokenizer.apply_chat_template(rec["messages"], chat_template=chat, tokenize=True, return_dict=True,
+                                                 return_assistant_tokens_mask=True)
+        assert g["input_ids"] == list(ref["input_ids"])
+        assert g["loss_mask"] == list(ref["assistant_masks"])
