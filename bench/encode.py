@@ -17,9 +17,11 @@ ratio is taken within a round, then the median over rounds is printed. The sides
                 ``SupervisedDatasetProcessor``, bench/llamafactory_side.py) in a child process run by
                 LLaMA-Factory's interpreter, when ``--llamafactory-python`` (or CRYSTALMIX_LLAMAFACTORY_PYTHON)
                 names one; it times itself, so starting it and talking to it are not counted. It has no
-                CrystalChat template. Its formats are its own (each piece tokenized apart, ChatML's newline after
-                ``<|im_end|>`` trained, no spaces around a Llama-2 answer), so its ids and labels are compared and
-                the differences counted, not required to be equal.
+                CrystalChat template: the side registers one through its ``register_template`` (one ``</s>`` at
+                the end, ``efficient_eos``). Its formats are its own (each piece of a turn tokenized apart,
+                ChatML's newline after ``<|im_end|>`` trained, no spaces around a Llama-2 answer, CrystalChat's
+                ``<|im_start|>`` after an answer labelled ``</s>``), so its ids and labels are compared and the
+                differences counted, not required to be equal.
 
 Keys: ``vs_bare_encode_batch`` (per template; target >= 0.8, and ``vs_bare_encode_batch_min`` over templates),
 ``vs_bare_encode_batch_fast``, ``vs_plain_loop``, ``vs_trl``, ``vs_llama_factory`` (crystalmix's tokens/s over
@@ -86,7 +88,8 @@ REAL_FILES = {
 WORDS = ("the of and to in is that for it with as was on are be by this from or have an they which one you "
          "function return value list python code data file error user print loop class method string number "
          "import def self if else while true false none result input output test case index array map key").split()
-LLAMA_FACTORY_TEMPLATES = {"chatml": "chatml", "llama-2-chat": "llama2"}  # its own registered templates
+# its own registered templates; it has no CrystalChat one: bench/llamafactory_side.py registers one as users do
+LLAMA_FACTORY_TEMPLATES = {"chatml": "chatml", "llama-2-chat": "llama2", "crystalchat": "crystalchat"}
 LLAMA_FACTORY_ENV = "CRYSTALMIX_LLAMAFACTORY_PYTHON"
 
 
@@ -188,7 +191,8 @@ def trl_side(hf: Any, template: str) -> Callable[..., int] | None:
 class LlamaFactory:
     """bench/llamafactory_side.py in a child run by LLaMA-Factory's interpreter, on the same conversations."""
 
-    def __init__(self, python: str, tokenizer: str, convs: list[Conversation]) -> None:
+    def __init__(self, python: str, tokenizer: str, convs: list[Conversation], default_system: str) -> None:
+        self.default_system = default_system  # crystalchat's, for the template registered there
         self.dir = Path(tempfile.mkdtemp(prefix="bench-llamafactory-"))
         data = self.dir / "conversations.jsonl"
         data.write_text("".join(json.dumps([m.to_dict() for m in c.messages]) + "\n" for c in convs),
@@ -216,12 +220,13 @@ class LlamaFactory:
 
     def time(self, template: str) -> tuple[float, float]:
         """(wall, CPU) seconds of one pass, measured by the child around LLaMA-Factory's calls."""
-        got = self.ask(op="time", template=LLAMA_FACTORY_TEMPLATES[template])
+        got = self.ask(op="time", template=LLAMA_FACTORY_TEMPLATES[template], default_system=self.default_system)
         return float(got["wall"]), float(got["cpu"])
 
     def results(self, template: str) -> list[tuple[list[int], list[int]]]:
         out = self.dir / f"{template}.jsonl"
-        self.ask(op="dump", template=LLAMA_FACTORY_TEMPLATES[template], out=str(out))
+        self.ask(op="dump", template=LLAMA_FACTORY_TEMPLATES[template], out=str(out),
+                 default_system=self.default_system)
         rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         return [(ids, [int(label != -100) for label in labels]) for ids, labels in rows]
 
@@ -231,6 +236,13 @@ class LlamaFactory:
         self.proc.wait(timeout=60)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def crystalchat_system(tok_spec: str) -> str:
+    """The system prompt our CrystalChat template writes for a conversation without one."""
+    enc = make_encoder(TokenizeConfig.from_mapping({"tokenizer": tok_spec, "template": "crystalchat"}))
+    text = enc.render([Conversation("probe", "bench", (Message("user", "q"), Message("assistant", "a")))])[0][0]
+    return text.split("<|sys_start|>", 1)[1].split("<|sys_end|>", 1)[0]
 
 
 def llama_factory_python(arg: str | None) -> str | None:
@@ -289,7 +301,7 @@ def main() -> None:
     encoders = {t: make_encoder(cfg) for t, cfg in cfgs.items()}
     convs, left_out, kind = corpus(a.n, encoders[templates[0]])  # one tokenizer: the same left out for all
     lf_python = llama_factory_python(a.llamafactory_python)
-    lf = LlamaFactory(lf_python, tok_spec, convs) if lf_python else None
+    lf = LlamaFactory(lf_python, tok_spec, convs, crystalchat_system(tok_spec)) if lf_python else None
 
     sides: dict[str, Callable[[], tuple[float, float] | int]] = {}
     checks: dict[str, dict[str, Any]] = {}

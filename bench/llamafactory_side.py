@@ -4,10 +4,14 @@ transformers and torch would break crystalmix's), started and driven by bench/en
 It times what LLaMA-Factory runs to prepare SFT data: its registered template (``get_template_and_fix_tokenizer``)
 and ``SupervisedDatasetProcessor.preprocess_dataset`` over the converted examples (``_prompt``, ``_response``,
 ``_system``, ...), in batches of 1,000 as its ``preprocessing_batch_size`` does, without the ``datasets.map``
-around it. One command a line on stdin, one JSON answer a line on stdout:
+around it. LLaMA-Factory has no CrystalChat template: ``crystalchat`` is registered here through its
+``register_template``, the way its docs tell users to add one (``efficient_eos``: one ``</s>`` at the end).
+One command a line on stdin, one JSON answer a line on stdout:
 
   {"op": "time", "template": "chatml"}             -> {"wall": s, "cpu": s, "tokens": n, "dropped": n}
   {"op": "dump", "template": "chatml", "out": P}   -> writes [input_ids, labels] per conversation to P
+
+A command may carry ``default_system`` (the system prompt of a conversation without one; crystalchat's).
 """
 
 from __future__ import annotations
@@ -42,6 +46,19 @@ def examples(path: Path) -> dict[str, list[Any]]:
         for k in ("_images", "_videos", "_audios"):
             out[k].append(None)
     return out
+
+
+def register_crystalchat(default_system: str) -> None:
+    """``<s><|sys_start|>{system}<|sys_end|><|im_start|>{user}<|im_end|>{assistant}...</s>``"""
+    from llamafactory.data.formatter import EmptyFormatter, StringFormatter
+    from llamafactory.data.template import TEMPLATES, register_template
+
+    if "crystalchat" not in TEMPLATES:
+        register_template(name="crystalchat", format_prefix=EmptyFormatter(slots=[{"bos_token"}]),
+                          format_system=StringFormatter(slots=["<|sys_start|>{{content}}<|sys_end|>"]),
+                          format_user=StringFormatter(slots=["<|im_start|>{{content}}<|im_end|>"]),
+                          format_assistant=StringFormatter(slots=["{{content}}"]), default_system=default_system,
+                          efficient_eos=True)
 
 
 def processor(tokenizer: str, template: str) -> Any:
@@ -80,6 +97,8 @@ def main() -> None:
     for line in sys.stdin:
         cmd = json.loads(line)
         proc = procs.get(cmd["template"])
+        if cmd["template"] == "crystalchat":
+            register_crystalchat(cmd["default_system"])
         if proc is None:
             proc = procs[cmd["template"]] = processor(a.tokenizer, cmd["template"])
         if cmd["op"] == "time":
