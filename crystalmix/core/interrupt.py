@@ -9,6 +9,11 @@ KeyboardInterrupt (its atomic writes remove their temporaries on the way out, an
 the task's result); an idle worker only notes it, refuses the tasks already queued to it, and ends normally
 when the parent shuts the pool. The command line runs inside `watch_ctrl_c`, which notes the Ctrl-C too.
 
+A worker is started with SIGINT blocked (`starting_workers` around the parent's process launch; the mask is
+inherited through fork and exec) and takes it only once `worker_init` has installed the handler: a Ctrl-C
+while it was still importing (a spawned worker re-imports the command line, which takes a while under load)
+would otherwise stop it with a traceback of its own. The stdlib starts its resource tracker the same way.
+
 Two ways a KeyboardInterrupt gets lost are handled: raised inside a finalizer or a weakref callback, Python can
 only print it ("Exception ignored in ...") and drop it, so it is raised again a moment later (SIGALRM) in the
 code that was running; turned by a library into its own error (langdetect's bare ``except:``), it is still a
@@ -73,6 +78,34 @@ def worker_init() -> None:
     """Pool-worker initializer: SIGINT stops the running task, and no new task starts."""
     _state.pressed = _state.busy = False  # a forked worker starts with its parent's state
     _install()
+    if hasattr(signal, "pthread_sigmask"):  # a Ctrl-C held back since the launch arrives now, and is noted
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def starting_workers() -> Iterator[None]:
+    """Around code that may start worker processes: they begin with SIGINT blocked (see the module docstring).
+
+    In this process the signal is held back too, in this thread, and on the main thread a KeyboardInterrupt
+    waits until the block ends, so it never splits a launch (a worker started but not yet known to its pool).
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    main = threading.current_thread() is threading.main_thread()
+    busy, pressed = _state.busy, _state.pressed
+    if main:
+        _state.busy = False  # a SIGINT taken meanwhile (by another thread's delivery) is only noted
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if signal.SIGINT not in old:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if main:
+            _state.busy = busy
+    if main and busy and _state.pressed and not pressed:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

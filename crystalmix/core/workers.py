@@ -2,14 +2,15 @@
 
 `WorkerPool` is a `concurrent.futures.ProcessPoolExecutor` (a dead worker breaks the pool and fails its
 tasks; `multiprocessing.Pool` respawns a worker whose initializer fails forever, and waits forever for the
-task of a killed one) with three more guarantees, for every pool of both wings:
+task of a killed one) with four more guarantees, for every pool of both wings:
 
 - an exception in the initializer is kept and raised by each task the worker is given, so the run ends
   with that error's own message (a `UserError` stays one line naming its file), not ``BrokenProcessPool``;
 - workers die with their parent: on Linux the kernel kills them when it dies (``PR_SET_PDEATHSIG``),
   elsewhere a thread polls the parent's pid; a ``kill -9`` of a build leaves no orphan working on;
 - leaving the ``with`` block on an error cancels queued tasks and kills running workers at once (their
-  writes are atomic, so nothing half-written is left under a final name); on Ctrl-C it waits for them.
+  writes are atomic, so nothing half-written is left under a final name); on Ctrl-C it waits for them;
+- a worker takes a Ctrl-C only once it can stop cleanly (`crystalmix.core.interrupt.starting_workers`).
 
 Workers are started by the thread that submits (Linux ties the death signal to that thread): submit from
 a thread that outlives the pool, as every caller here does (the main thread).
@@ -25,11 +26,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_context, resource_tracker
 from types import TracebackType
 from typing import Any, Literal
 
-from crystalmix.core.interrupt import worker_init, worker_task
+from crystalmix.core.interrupt import starting_workers, worker_init, worker_task
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _INIT_ERROR: BaseException | None = None  # the initializer's exception, in a worker process
@@ -81,9 +82,13 @@ class WorkerPool(ProcessPoolExecutor):
                  initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()) -> None:
         super().__init__(max_workers=max(1, workers), mp_context=get_context(start), initializer=_start,
                          initargs=(os.getpid(), initializer, tuple(initargs)))
+        if start != "fork":
+            # started now, not during a launch: starting it unblocks SIGINT in the launching thread (bpo-33613)
+            resource_tracker.ensure_running()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
-        return super().submit(_call, fn, args, kwargs)
+        with starting_workers():  # a submit starts the workers the pool still lacks
+            return super().submit(_call, fn, args, kwargs)
 
     def abort(self) -> None:
         """Cancel queued tasks and kill the running workers now."""

@@ -2,7 +2,10 @@
 
 The script next to the test interpreter is what `pip install` put there; PYTHONPATH puts this checkout first,
 so its `crystalmix.cli:main` is what runs. A `sitecustomize` in a temporary folder can inject a fault into the
-child process (``CRYSTALMIX_TEST_FAULT=module:attribute:ExceptionName``), to see how a bug is reported.
+child process (``CRYSTALMIX_TEST_FAULT=module:attribute:ExceptionName``), to see how a bug is reported, or hold
+a run mid-way (``CRYSTALMIX_TEST_HOLD=module:attribute:folder:N``): the first N calls of that function, counted
+across all the run's processes, run; each later one leaves ``held-<n>`` in the folder and waits there to be
+interrupted (a test then interrupts a run that cannot have finished), failing after two minutes instead.
 """
 
 from __future__ import annotations
@@ -34,6 +37,33 @@ if spec:
         raise getattr(builtins, exc)("fault injected by the test")
 
     setattr(target, attr, fault)
+
+hold = os.environ.get("CRYSTALMIX_TEST_HOLD")
+if hold:
+    import importlib
+    import time
+
+    module, attr, folder, first = hold.rsplit(":", 3)
+    target = importlib.import_module(module)
+    real = getattr(target, attr)
+
+    def held(*args, **kwargs):
+        n = 0
+        while True:  # this call's number: the first free one, taken atomically
+            try:
+                os.close(os.open(os.path.join(folder, f"call-{n}"), os.O_CREAT | os.O_EXCL))
+                break
+            except FileExistsError:
+                n += 1
+        if n >= int(first):
+            open(os.path.join(folder, f"held-{n}"), "w").close()
+            time.sleep(120)
+            raise RuntimeError("held for two minutes and never interrupted")
+        return real(*args, **kwargs)
+
+    held.__qualname__ = held.__name__ = attr  # pickled by reference as the function it stands in for
+    held.__module__ = module
+    setattr(target, attr, held)
 '''
 
 
@@ -84,12 +114,13 @@ def cli(hooks_dir: Path) -> Callable[..., Result]:
 
 @pytest.fixture(scope="session")
 def cli_many(cli: Callable[..., Result]) -> Callable[..., list[Result]]:
-    """``cli_many([args, ...]) -> [Result, ...]``: independent runs side by side (each is mostly start-up)."""
+    """``cli_many([args, ...], env={...}) -> [Result, ...]``: independent runs side by side (each is mostly
+    start-up)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def run(calls: list[list[str | Path]]) -> list[Result]:
+    def run(calls: list[list[str | Path]], env: dict[str, str] | None = None) -> list[Result]:
         with ThreadPoolExecutor(4) as pool:
-            return list(pool.map(lambda args: cli(*args), calls))
+            return list(pool.map(lambda args: cli(*args, env=env), calls))
 
     return run
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -171,7 +172,11 @@ def _interrupt(proc, ready: Callable[[], bool], timeout: float = 120) -> tuple[i
         time.sleep(0.05)
     assert proc.poll() is None, "finished before it could be interrupted: " + proc.stderr.read()
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=timeout)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # a run that ignored the Ctrl-C: nothing of it is left running
+        raise
     return proc.returncode, err
 
 
@@ -186,10 +191,15 @@ def test_ctrl_c_during_a_build(popen, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_during_a_pretrain_build_with_two_workers(popen, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    proc = popen("pretrain", "build", PRETRAIN_DEMO, "-o", out, "-j", "2")
-    code, err = _interrupt(proc, lambda: any((out / ".state").rglob("*.done.json")))
+    out, held = tmp_path / "out", tmp_path / "held"
+    held.mkdir()
+    # two shards run, the later ones wait: the Ctrl-C comes after a finished shard and before the build can end
+    proc = popen("pretrain", "build", PRETRAIN_DEMO, "-o", out, "-j", "2",
+                 env={"CRYSTALMIX_TEST_HOLD": f"pretrain.executors:run_shard:{held}:2"})
+    code, err = _interrupt(proc, lambda: any((out / ".state").rglob("*.done.json")) and any(held.glob("held-*")))
     assert code == 130, err
     # the workers got the signal too, and stayed silent: one line, from the parent
     assert err.strip().splitlines() == ["interrupted: crystalmix pretrain build stopped by Ctrl-C; finished shards "
                                         "are kept; rerun the same command to resume"]
+    assert any((out / ".state").rglob("*.done.json")) and not (out / "build.json").exists()
+    assert not list(out.rglob("*.tmp"))
