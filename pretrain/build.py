@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,39 @@ STAGE_STATE = "stage.json"
 TOKENIZER_NAME = "tokenizer.json"
 
 
-def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False,
-            skip_bad_files: bool = False) -> tuple[list[ShardTask], int]:
-    """Check the output folder, save the tokenizer, and make the shard plan; returns (plan, vocab size)."""
-    out = Path(out_dir).resolve()
+@dataclass(frozen=True)
+class StageInputs:
+    """What a stage is built from, resolved and checked before any output folder is touched."""
+
+    tok_json: str
+    specials: dict[str, int]
+    vocab_size: int
+    files: list[tuple[int, list[str], int]]
+    fingerprint: str
+    digests: list[list[Any]]
+
+
+def resolve_inputs(cfg: StageConfig) -> StageInputs:
+    """Load the tokenizer and find and digest the input files; a bad one is a `UserError` here (the CLI calls
+    this before it says anything about its output, so a bad input is that one line)."""
     tok_json, specials, vocab_size = tokenizer_parts(cfg.tokenizer)
     if cfg.model_vocab_size is not None and cfg.model_vocab_size < vocab_size:
         raise UserError(f"model_vocab_size {cfg.model_vocab_size} is smaller than the tokenizer's {vocab_size} "
                         "tokens: the model could not embed every id")
     files = plan_files(cfg)
-    fp = stage_fingerprint(cfg, tok_json, files)
-    inputs = input_digests(cfg, files)
+    return StageInputs(tok_json, specials, vocab_size, files, stage_fingerprint(cfg, tok_json, files),
+                       input_digests(cfg, files))
+
+
+def prepare(cfg: StageConfig, out_dir: str | Path, *, force: bool = False, skip_bad_files: bool = False,
+            resolved: StageInputs | None = None) -> tuple[list[ShardTask], int]:
+    """Check the output folder, save the tokenizer, and make the shard plan; returns (plan, vocab size).
+
+    `resolved` is `resolve_inputs(cfg)` when the caller has it already."""
+    out = Path(out_dir).resolve()
+    found = resolved if resolved is not None else resolve_inputs(cfg)
+    tok_json, specials, vocab_size = found.tok_json, found.specials, found.vocab_size
+    files, fp, inputs = found.files, found.fingerprint, found.digests
     state = out / STATE_DIR / STAGE_STATE
     if out.exists() and not out.is_dir():
         raise UserError("--out names an existing file; give a folder to build the stage into", path=out)
@@ -127,12 +150,14 @@ def _changed(state: dict[str, Any], fp: str, inputs: list[list[Any]]) -> str | N
 
 
 def build_stage(cfg: StageConfig, out_dir: str | Path, executor: Executor, *, force: bool = False,
-                skip_bad_files: bool = False, progress: bool = False) -> dict[str, Any]:
+                skip_bad_files: bool = False, progress: bool = False,
+                resolved: StageInputs | None = None) -> dict[str, Any]:
     """Build (or resume) one stage; returns the summary also written to ``build.json``.
 
     Shards whose files were lost or damaged since they finished run again before the folder is finalized.
+    `resolved` is `resolve_inputs(cfg)` when the caller has it already.
     """
-    tasks, vocab_size = prepare(cfg, out_dir, force=force, skip_bad_files=skip_bad_files)
+    tasks, vocab_size = prepare(cfg, out_dir, force=force, skip_bad_files=skip_bad_files, resolved=resolved)
     bar = Progress(tasks, enabled=progress)
     try:
         markers = run_plan(executor, tasks, bar)

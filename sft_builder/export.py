@@ -483,15 +483,30 @@ def _license_md(infos: Mapping[str, SourceInfo]) -> str:
 
 
 # -- the export ---------------------------------------------------------------------------------------------
+def read_build(build_dir: Path) -> tuple[dict[str, Any], dict[str, list[Path]]]:
+    """The report and the shards per split of a finished build, or a one-line `UserError` (the CLI calls it
+    before it says anything, so a wrong folder is that line alone)."""
+    report_path = build_dir / "report.json"
+    if not report_path.is_file():
+        raise UserError("no report.json: not a finished crystalmix build folder", path=build_dir)
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text: not a crystalmix build report", path=report_path) from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON ({exc.msg}): not a crystalmix build report", path=report_path,
+                        line=exc.lineno) from None
+    if not isinstance(report, dict):
+        raise UserError("not a JSON object: not a crystalmix build report", path=report_path)
+    shards = {split: _shards(build_dir, split) for split in SPLITS}
+    if not any(shards.values()):
+        raise UserError("the build holds no conversations to export", path=build_dir / "conversations")
+    return report, shards
+
+
 def export_build(cfg: ExportConfig, manifest: Any | None = None) -> dict[str, Any]:
     """Write the Hub folder for a finished build; returns a summary (rows and files per kind and split)."""
-    report_path = cfg.build_dir / "report.json"
-    if not report_path.exists():
-        raise UserError("no report.json: not a finished crystalmix build folder", path=cfg.build_dir)
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    shards = {split: _shards(cfg.build_dir, split) for split in SPLITS}
-    if not any(shards.values()):
-        raise UserError("the build holds no conversations to export", path=cfg.build_dir / "conversations")
+    report, shards = read_build(cfg.build_dir)
     claim_folder(cfg.out_dir, "export", force=cfg.force)
     for old in (cfg.out_dir / "data").rglob("*.parquet"):  # other shard counts must not leave stale shards
         old.unlink()

@@ -20,6 +20,7 @@ from crystalmix.cli.common import (
     out_option,
     out_target,
     publish_out,
+    running_in,
     set_verbosity,
 )
 from crystalmix.core.errors import UserError
@@ -58,6 +59,7 @@ def build_command(
     if out is None:
         raise UserError("--out DIR is required to build (or use --check)")
     local, url = out_target(out, "build", work, force=force)
+    running_in(local, url)  # the manifest and its inputs were checked when it was loaded
     from rich.console import Console
 
     from crystalmix.core.progress import Progress

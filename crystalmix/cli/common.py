@@ -43,14 +43,23 @@ Work = Annotated[Path | None, typer.Option(
 
 
 def out_target(out: str, kind: str, work: Path | None, *, force: bool = False) -> tuple[Path, str | None]:
-    """(local folder to write, URL to publish it to or None); a URL is checked now, before the work is done."""
+    """(local folder to write, URL to publish it to or None); a URL and its work folder are checked now, before
+    the work is done. Nothing is said yet: `running_in` does, once the command's inputs are checked too."""
     from crystalmix.core.remote import claim_url, output_target
 
     local, url = output_target(out, kind, work)
     if url is not None:
         claim_url(url, kind, force=force)
-        log.info("running in %s; the finished files go to %s", local, url)
+        if local.exists() and not local.is_dir():
+            raise UserError("--work names an existing file; give a folder to run in", path=local)
     return local, url
+
+
+def running_in(local: Path, url: str | None) -> None:
+    """Say where a command with an --out URL works (kept to resume), once its inputs passed their checks: a bad
+    input is one line and nothing else."""
+    if url is not None:
+        log.info("running in %s; the finished files go to %s", local, url)
 
 
 def publish_out(local: Path, url: str | None, kind: str, *, skip: Collection[str] = (), force: bool = False) -> None:

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from crystalmix.cli.common import Quiet, Verbose, Work, out_option, out_target, publish_out, set_verbosity
+from crystalmix.cli.common import (
+    Quiet,
+    Verbose,
+    Work,
+    out_option,
+    out_target,
+    publish_out,
+    running_in,
+    set_verbosity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +44,9 @@ def export_command(
     """Write a Hub dataset folder for a build: parquet configs, a dataset card (sources, licences, tokens, plots,
     how to train), LLaMA-Factory's dataset_info.json; optionally push it."""
     set_verbosity(quiet, verbose)
-    from sft_builder.export import ExportConfig, export_build, prepare_push, push_to_hub
+    from sft_builder.export import ExportConfig, export_build, prepare_push, push_to_hub, read_build
 
+    read_build(build_dir)  # a folder that is not a finished build: that one line, before anything is said
     # no token, no network, a refused token or someone else's repo: one line now, before anything is written
     target = prepare_push(push, force=force) if push else None
     m = None
@@ -45,6 +55,7 @@ def export_command(
 
         m = load_manifest(manifest)
     local, url = out_target(out, "export", work, force=force)
+    running_in(local, url)
     cfg = ExportConfig(build_dir, local, dataset_name=name, pretty_name=pretty_name, rows_per_shard=rows_per_shard,
                        repo_id=push, force=force)
     summary = export_build(cfg, m)

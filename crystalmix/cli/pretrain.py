@@ -21,6 +21,7 @@ from crystalmix.cli.common import (
     out_option,
     out_target,
     publish_out,
+    running_in,
     set_verbosity,
 )
 from crystalmix.core.errors import UserError
@@ -52,16 +53,19 @@ def build(
 ) -> None:
     """Build one stage: per source and epoch, data-00000.h5 ... with metadata, index and mixture.yaml."""
     show_progress = set_verbosity(quiet, verbose)
-    from pretrain.build import build_stage
+    from pretrain.build import build_stage, resolve_inputs
     from pretrain.config import load_manifest
     from pretrain.executors import LocalExecutor
 
     runner = make_executor(executor, workers, ray_address, local=LocalExecutor)  # checked before any work
     cfg = load_manifest(manifest, tokenizer=tokenizer, seed=seed, seq_len=seq_len)
     local, url = out_target(out, "pretrain build", work, force=force)
+    resolved = resolve_inputs(cfg)  # the tokenizer and the inputs: a bad one is one line, before running_in
+    running_in(local, url)
     # one tokenizer thread per process, so N workers mean N cores (set here, at the edge, not in the library)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    summary = build_stage(cfg, local, runner, force=force, skip_bad_files=skip_bad_files, progress=show_progress)
+    summary = build_stage(cfg, local, runner, force=force, skip_bad_files=skip_bad_files, progress=show_progress,
+                          resolved=resolved)
     typer.echo(f"{summary['num_sequences']:,} sequences, {summary['non_pad_tokens']:,} tokens in "
                f"{len(summary['folders'])} folders under {out}")
     for key, counts in sorted(summary["documents"].items()):

@@ -106,3 +106,44 @@ def test_file_urls_in_and_out_through_the_installed_script(tmp_path: Path, cli: 
     m = tmp_path / "missing.yaml"
     m.write_text(f"sources:\n  - {{name: a, adapter: guanaco, inputs: {missing}}}\n", encoding="utf-8")
     cli("build", m, "--out", tmp_path / "o2").one_line(2, missing, "file not found")
+
+
+def test_a_bad_input_with_a_url_out_is_one_line_and_no_work_folder(tmp_path: Path,
+                                                                   cli_many: Callable[..., list[Result]]) -> None:
+    # each command checks its inputs before it says where it works: a bad one is one line, exit 2, nothing else
+    cache, url = tmp_path / "cache", "memory://bad-input/out"
+    not_a_build = tmp_path / "not-a-build"
+    not_a_build.mkdir()
+    broken = tmp_path / "broken"
+    (broken / "conversations").mkdir(parents=True)
+    (broken / "report.json").write_text('{\n  "sources": {\n', encoding="utf-8")  # cut short
+    pretrain = ROOT / "manifests" / "pretrain" / "demo.yaml"
+    small_vocab = tmp_path / "stage.yaml"
+    text = pretrain.read_text(encoding="utf-8").replace("demo_data/", f"{pretrain.parent}/demo_data/")
+    small_vocab.write_text(text.replace("seq_len: 512\n", "seq_len: 512\nmodel_vocab_size: 10\n"), encoding="utf-8")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x", encoding="utf-8")
+    no_tokenizer = tmp_path / "no-tokenizer"
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"sources:\n  - {{name: a, adapter: guanaco, inputs: {tmp_path / 'none.jsonl'}}}\n",
+                       encoding="utf-8")
+    runs = cli_many([
+        ["export", not_a_build, "-o", url],
+        ["export", broken, "-o", url],
+        ["pretrain", "build", pretrain, "-o", url, "--tokenizer", no_tokenizer],
+        ["pretrain", "build", small_vocab, "-o", url],
+        ["build", _manifest(tmp_path), "-o", url, "--work", a_file],
+        ["build", missing, "-o", url],
+    ], env={"XDG_CACHE_HOME": str(cache)})  # where the default work folders would go
+    needles = [
+        [f"{not_a_build}: no report.json"],
+        [f"{broken / 'report.json'}:3:", "not valid JSON"],
+        [str(no_tokenizer)],
+        ["model_vocab_size 10"],
+        [f"{a_file}: --work names an existing file"],
+        [f"{missing}:2:", "file not found"],
+    ]
+    for res, want in zip(runs, needles, strict=True):
+        res.one_line(2, "error:", *want)
+        assert res.out == "" and "running in" not in res.err
+    assert not cache.exists()
