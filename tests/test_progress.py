@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from crystalmix.core import progress as P
+from crystalmix.core.errors import UserError
 
 
 def test_plain_lines_with_totals_and_eta(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,3 +55,16 @@ def test_input_bytes_follows_the_open_file(tmp_path: Path, monkeypatch: pytest.M
         assert a.stat().st_size < meter.done() <= meter.total
     assert meter.done() > a.stat().st_size  # never goes back once the file is closed
     assert P.input_meter(["owner/dataset"]) is None  # a hub id: no size before reading
+
+
+def test_the_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(P.INTERVAL_ENV, raising=False)
+    assert P.Progress(True, terminal=False).interval == P.PLAIN_INTERVAL
+    monkeypatch.setenv(P.INTERVAL_ENV, "2.5")
+    assert P.Progress(True, terminal=False).interval == 2.5
+    assert P.Progress(True, terminal=False, interval=7).interval == 7  # the caller's own wins
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv(P.INTERVAL_ENV, bad)
+        with pytest.raises(UserError, match=f"{P.INTERVAL_ENV} must be a number of seconds above 0"):
+            P.Progress(True, terminal=False)
+        assert P.Progress(False).interval == P.PLAIN_INTERVAL  # quiet: the value never matters

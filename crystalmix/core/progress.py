@@ -1,5 +1,5 @@
 """Progress for a person watching a long run: a bar with totals and ETA on a terminal, a plain line every 30 s
-otherwise (Slurm, nohup, CI logs), nothing when disabled.
+otherwise (Slurm, nohup, CI logs; ``CRYSTALMIX_PROGRESS_SECONDS`` sets another interval), nothing when disabled.
 
 Library code reports through a callable, ``progress(task, done, total=None, unit="items")``, and never decides
 where the output goes: the command line builds a `Progress` (the one implementation of that callable) and hands it
@@ -11,6 +11,7 @@ can show bytes of the inputs read against their total size, whatever the format'
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -20,9 +21,30 @@ from glob import glob, has_magic
 from pathlib import Path
 from typing import Any, Protocol
 
+from crystalmix.core.errors import UserError
+
 log = logging.getLogger("crystalmix.progress")
 
 PLAIN_INTERVAL = 30.0  # seconds between plain progress lines when stderr is not a terminal
+INTERVAL_ENV = "CRYSTALMIX_PROGRESS_SECONDS"  # another interval, for logs read more or less often than that
+
+
+def plain_interval() -> float:
+    """Seconds between plain lines: `INTERVAL_ENV` when set, else `PLAIN_INTERVAL`; a bad value is a `UserError`.
+
+    An environment variable rather than an option of each command: it is about where the output is read (a
+    cluster's log, a CI job), set once for every command run there.
+    """
+    raw = os.environ.get(INTERVAL_ENV, "").strip()
+    if not raw:
+        return PLAIN_INTERVAL
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (0 < seconds < math.inf):
+        raise UserError(f"{INTERVAL_ENV} must be a number of seconds above 0, not {raw!r}")
+    return seconds
 
 
 class Reporter(Protocol):
@@ -85,15 +107,17 @@ class Progress:
     """Tasks by name, each with an amount done and (when knowable) a total; callable as a `Reporter`.
 
     ``enabled=False`` shows nothing. Otherwise a rich bar on a terminal (`terminal` None: whether stderr is
-    one), and elsewhere one INFO line on ``crystalmix.progress`` every `interval` seconds listing the unfinished
-    tasks. Use as a context manager, or call `close`.
+    one), and elsewhere one INFO line on ``crystalmix.progress`` every `interval` seconds (None: `plain_interval`)
+    listing the unfinished tasks. Use as a context manager, or call `close`.
     """
 
-    def __init__(self, enabled: bool = True, *, label: str = "", interval: float = PLAIN_INTERVAL,
+    def __init__(self, enabled: bool = True, *, label: str = "", interval: float | None = None,
                  terminal: bool | None = None, transient: bool = False) -> None:
         self.enabled = enabled
         self.label = label
-        self.interval = interval
+        if interval is None:  # read only when it can matter: a bad value does not stop a quiet run
+            interval = plain_interval() if enabled else PLAIN_INTERVAL
+        self.interval: float = interval
         self.tasks: dict[str, _Task] = {}
         self._start = time.monotonic()
         self._last_line = self._start
