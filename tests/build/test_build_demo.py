@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -152,18 +153,26 @@ def test_changed_manifest_redoes_only_what_it_changes(tmp_path: Path) -> None:
 def test_killed_build_resumes_to_the_same_bytes(demo: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = demo
     cli = [sys.executable, "-c", "from crystalmix.cli import main; main()"]
-    for delay in (1.5, 3.0):
-        target = tmp_path / f"killed{delay}"
+    # killed once some sources are ingested, and once the global stage has begun (not after a fixed delay,
+    # which under load came before any work or after the build had ended)
+    for stage, started in (("ingest", "ingest-*/stats.json"), ("global", "global-*")):
+        target = tmp_path / f"killed-{stage}"
         proc = subprocess.Popen(
             [*cli, "build", str(DEMO), "--out", str(target), "-q"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        deadline = time.monotonic() + 300
+        try:
+            while not any((target / ".work").glob(started)) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert proc.poll() is None, f"the build ended before it could be killed in its {stage} stage"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert not (target / "report.json").exists()
         subprocess.run(
             [*cli, "build", str(DEMO), "--out", str(target), "-q"], check=True, stdout=subprocess.DEVNULL
         )
