@@ -51,6 +51,7 @@ Usage: python bench/encode.py [--n 3000] [--rounds 5] [--templates crystalchat,c
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -168,7 +169,8 @@ def trl_side(hf: Any, template: str) -> Callable[..., int] | None:
     except ImportError:
         return None
     disable_progress_bars()
-    out_dir = tempfile.mkdtemp(prefix="bench-trl-")
+    out_dir = tempfile.mkdtemp(prefix="bench-trl-")  # TRL's config wants one; nothing is written to it
+    atexit.register(shutil.rmtree, out_dir, True)
     with warnings.catch_warnings():  # TrainingArguments' deprecation notices, about training settings
         warnings.simplefilter("ignore")
         args = SFTConfig(output_dir=out_dir, assistant_only_loss=True, max_length=None, report_to=[], use_cpu=True,

@@ -669,6 +669,16 @@ def optimal_params(
     return best
 
 
+def shared_buckets(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One band's buckets: the documents (numbers into `keys`) that share their band key with another, and
+    those keys, sorted by key (ties in document order)."""
+    o = np.argsort(keys, kind="stable")
+    ks = keys[o]
+    same = ks[1:] == ks[:-1]
+    shared = np.r_[same, False] | np.r_[False, same]
+    return o[shared], ks[shared]
+
+
 class NearIndex:
     """Signatures (and bottom-k sketches) of every document on disk, band keys in RAM; `resolve` finds the
     duplicates, best first.
@@ -771,19 +781,15 @@ class NearIndex:
     def close(self) -> None:
         self.fh.close()
 
-    def _buckets(self, rank: np.ndarray) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-        """Per band, the keys of buckets with two or more documents (sorted) and those documents; and which
-        documents are in any such bucket."""
+    def _buckets(self, rank: np.ndarray, imap: OrderedMap = map,
+                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """Per band, the keys of buckets with two or more documents (sorted) and those documents, best first
+        within a bucket; and which documents are in any such bucket. Each band's sort runs through `imap`
+        (`shared_buckets`, a task per band); only the documents that share a bucket come back."""
         keys = self.keys[: self.size]
         mate = np.zeros(self.size, dtype=bool)
         out = []
-        for band in range(self.bands):
-            k = keys[:, band]
-            o = np.argsort(k, kind="stable")
-            ks = k[o]
-            same = ks[1:] == ks[:-1]
-            shared = np.r_[same, False] | np.r_[False, same]
-            o, ks = o[shared], ks[shared]
+        for o, ks in imap(shared_buckets, (np.ascontiguousarray(keys[:, b]) for b in range(self.bands))):
             sub = np.lexsort((rank[o], ks))  # within a bucket, best first
             o, ks = o[sub], ks[sub]
             mate[o] = True
@@ -792,8 +798,9 @@ class NearIndex:
 
     PAIR_BLOCK = 1 << 20  # band mates listed at once (a document with more still gets its own block)
 
-    def resolve(self, order: np.ndarray) -> np.ndarray:
-        """For each document, the document kept in its place (itself when kept), walking `order` best first."""
+    def resolve(self, order: np.ndarray, imap: OrderedMap = map) -> np.ndarray:
+        """For each document, the document kept in its place (itself when kept), walking `order` best first;
+        the bands' buckets are sorted through `imap`, the walk is here."""
         self.fh.flush()
         n = self.size
         winner = np.arange(n, dtype=np.int64)
@@ -801,7 +808,7 @@ class NearIndex:
             return winner
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
-        buckets, mate = self._buckets(rank)
+        buckets, mate = self._buckets(rank, imap)
         walk = order[mate[order]]  # only documents sharing a bucket can be or have duplicates
         kept = np.ones(n, dtype=bool)
         np_ = self.num_perm
@@ -988,7 +995,7 @@ class NearDedup(_ClusterStep):
                 batch, todo = inflight.popleft()
                 self._index(batch, todo, sigs, sketches, spill)
             yield from self._take(passed)
-            winner = self.index.resolve(keep_order(self.members))
+            winner = self.index.resolve(keep_order(self.members), self.imap)
         except BaseException:
             spill.close()
             raise

@@ -36,7 +36,7 @@ def test_no_task_touches_the_build_folder(hidden_disk, tmp_path: Path, monkeypat
     shards = sorted((out / "conversations").glob("*.parquet"))
     groups = sum(pq.ParquetFile(p).num_row_groups for p in shards)
     assert ex.tasks["_encode_group"] == ex.tasks["row_group"] == groups > len(shards)
-    for fn in ("exact_block", "sign_texts", "match_texts", "scan_chunk"):
+    for fn in ("exact_block", "sign_texts", "shared_buckets", "match_texts", "scan_chunk"):
         assert ex.tasks[fn] > 0, fn
     # a rerun reuses every stage the detached tasks wrote (their folders were sealed here, intact)
     again = build(m, out, executor=hidden_disk(out))

@@ -147,7 +147,7 @@ def test_global_and_mix_give_the_same_bytes_for_any_worker_count(
     assert runs[1] == runs[2] == runs[3]
     sent = counting.sent
     # every kind of heavy batch went to the workers, several of each
-    heavy = {"exact_block", "sign_texts", "match_texts", "scan_chunk", "row_group"}
+    heavy = {"exact_block", "sign_texts", "shared_buckets", "match_texts", "scan_chunk", "row_group"}
     assert {k for k, v in sent.items() if v > 1} == heavy | {"_ingest_worker"}  # the sources are 2 tasks
     # and the build had something to decide in each step
     report = json.loads(runs[1]["report.json"])

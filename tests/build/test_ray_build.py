@@ -56,7 +56,7 @@ def test_ray_build_matches_local_bytes(local_ray, tmp_path: Path, monkeypatch: p
     assert ex.tasks.count("_encode_group") == groups > len(shards)
     assert (tmp_path / "ray" / "tokenized" / "train").is_dir()
     # the global stage's and the mix's batches went to Ray too (decided and written in the driver)
-    for fn in ("exact_block", "sign_texts", "match_texts", "scan_chunk", "row_group"):
+    for fn in ("exact_block", "sign_texts", "shared_buckets", "match_texts", "scan_chunk", "row_group"):
         assert ex.tasks.count(fn) > 0, fn
     assert ex.tasks.count("row_group") == groups  # one task per row group written
     reference = outputs(tmp_path / "w1")
