@@ -221,6 +221,17 @@ _set_messages = Conversation.messages.__set__  # type: ignore[attr-defined]
 _set_meta = Conversation.meta.__set__  # type: ignore[attr-defined]
 
 
+def _filled(cid: str, source: str, messages: tuple[Message, ...], meta: dict[str, Any]) -> Conversation:
+    """A `Conversation` from values already checked, slot by slot (one call per record; the messages'
+    slots are filled inline by the callers, where a call per message would cost)."""
+    conv = _new(Conversation)
+    _set_id(conv, cid)
+    _set_source(conv, source)
+    _set_messages(conv, messages)
+    _set_meta(conv, meta)
+    return conv
+
+
 def _valid_orders(max_body: int) -> frozenset[tuple[str, ...]]:
     """Every valid role sequence with up to `max_body` user/assistant messages (with and without system)."""
     bodies = [("user", "assistant") * (k // 2) for k in range(2, max_body + 1, 2)]
@@ -329,12 +340,7 @@ def make_conversation(cid: str, source: str, messages: tuple[Message, ...], meta
         return Conversation(cid, source, messages, meta)
     _check_conversation(cid, source, messages)
     _check_meta(meta)
-    conv = _new(Conversation)
-    _set_id(conv, cid)
-    _set_source(conv, source)
-    _set_messages(conv, messages)
-    _set_meta(conv, meta)
-    return conv
+    return _filled(cid, source, messages, meta)
 
 
 def make_document(cid: str, source: str, text: str, meta: dict[str, Any]) -> Conversation:
@@ -393,12 +399,7 @@ def restore_conversation(parts: Parts) -> Conversation:
         _set_role(m, role)
         _set_content(m, content)
         append(m)
-    conv = _new(Conversation)
-    _set_id(conv, cid)
-    _set_source(conv, source)
-    _set_messages(conv, tuple(messages))
-    _set_meta(conv, meta)
-    return conv
+    return _filled(cid, source, tuple(messages), meta)
 
 
 def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: Sequence[str],
@@ -431,12 +432,7 @@ def build_conversation(cid: str, source: str, roles: tuple[str, ...], contents: 
     if not isinstance(source, str) or not source:
         raise InvalidRecordError("missing_source", "conversation source must be a non-empty string")
     _check_meta(meta)
-    conv = _new(Conversation)
-    _set_id(conv, cid)
-    _set_source(conv, source)
-    _set_messages(conv, tuple(messages))
-    _set_meta(conv, meta)
-    return conv
+    return _filled(cid, source, tuple(messages), meta)
 
 
 @dataclass(frozen=True, slots=True)
