@@ -57,6 +57,7 @@ from crystalmix.core.records import (
     RejectWriter,
     conversation_parts,
     read_record_line,
+    read_record_lines,
     restore_conversation,
 )
 from crystalmix.core.remote import expand, is_url
@@ -103,7 +104,7 @@ LOAD_BYTES = 1 << 20  # bytes of a stage file's lines per batch of `load_stage_f
 def parse_stage_lines(chunk: bytes) -> list[Parts]:
     """The records of a block of stage lines, parsed and checked, as plain values: the pure part of reading a
     stage back, which the global stage runs on its executor (the bytes travel, not a path)."""
-    return [conversation_parts(read_record_line(line)) for line in chunk.splitlines()]
+    return [conversation_parts(c) for c in read_record_lines(chunk)]
 
 
 def load_stage_files(paths: Iterable[Path], imap: OrderedMap = map) -> Iterator[Conversation]:
@@ -509,8 +510,9 @@ def run_global(
     imap: OrderedMap = map,
 ) -> dict[str, Any]:
     """All sources through the dedup steps and the record steps after them. The steps that take an ordered
-    map (near dedup's signatures, decontamination's matching) run their batches through `imap`; everything
-    they decide is decided here, in stream order, so the output does not depend on it."""
+    map run their batches through `imap` (exact dedup's first pass over blocks of the ingest output, near
+    dedup's signatures and band sorts, decontamination's matching); everything they decide is decided
+    here, in stream order, so the output does not depend on it."""
     _, post = split_order(m)
     steps: list[tuple[str, Any]] = []
     priorities = {s.name: i for i, s in enumerate(m.sources)}

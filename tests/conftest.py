@@ -10,6 +10,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -163,3 +164,15 @@ class HiddenDiskExecutor:
 def hidden_disk() -> type[HiddenDiskExecutor]:
     """`HiddenDiskExecutor`, for a test to hide its build's folder from every task."""
     return HiddenDiskExecutor
+
+
+@pytest.fixture
+def memory_root() -> Iterator[str]:
+    """A fresh memory:// folder (fsspec's memory file system is one per process), removed afterwards."""
+    import fsspec
+
+    root = f"/t-{uuid.uuid4().hex}"
+    yield f"memory:/{root}"
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root):
+        fs.rm(root, recursive=True)

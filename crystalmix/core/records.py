@@ -378,6 +378,11 @@ def read_record_line(line: bytes | str) -> Conversation:
     return Conversation.from_dict(data, allow_empty_final_answer=True)
 
 
+def read_record_lines(block: bytes) -> list[Conversation]:
+    """`read_record_line` over a block of whole lines (`crystalmix.core.readers.line_blocks`)."""
+    return [read_record_line(line) for line in block.splitlines()]
+
+
 Parts = tuple[str, str, tuple[str, ...], tuple[str, ...], dict[str, Any]]  # id, source, roles, contents, meta
 
 

@@ -37,7 +37,7 @@ import xxhash
 
 from crystalmix.core.config import SEED, at_least, between, spec
 from crystalmix.core.readers import line_blocks
-from crystalmix.core.records import Conversation, Parts, conversation_parts, read_record_line, restore_conversation
+from crystalmix.core.records import Conversation, Parts, conversation_parts, read_record_lines, restore_conversation
 from sft_builder.sources.base import Rejected
 from sft_builder.steps.base import Drop, Item, OrderedMap, batches, reject
 from sft_builder.steps.text import _BYTE_WORD_RE, content_text, ngram_hashes, normalise, token_hashes
@@ -385,11 +385,6 @@ def _replay(step: Any, spill: Spill, members: Members, winner: np.ndarray, reaso
 
 
 # -- exact ------------------------------------------------------------------------------------------------
-def exact_key(conv: Conversation, include_system: bool = False) -> bytes:
-    """16-byte digest of the roles and normalised contents."""
-    return _pairs_key(key_pairs(conv, include_system))
-
-
 Pairs = tuple[tuple[str, str], ...]  # (role, content) of the messages a digest covers
 EXACT_BATCH = 256  # records per batch of digests handed to the ordered map
 BLOCK_BYTES = 1 << 20  # bytes of a stage file's lines per batch of `ExactDedup.run_files`
@@ -400,6 +395,7 @@ def key_pairs(conv: Conversation, include_system: bool = False) -> Pairs:
 
 
 def _pairs_key(pairs: Pairs) -> bytes:
+    """16-byte digest of the roles and normalised contents."""
     blob = "\x1e".join(f"{role}\x1f{normalise(content)}" for role, content in pairs)
     return hashlib.blake2b(blob.encode("utf-8"), digest_size=16).digest()
 
@@ -520,7 +516,7 @@ def exact_block(job: BlockJob) -> tuple[bytes, list[Fields], bytes, bytes]:
     runs it: for each record whether its source is skipped; for the others, their `order_fields` and
     digests (16 bytes each, in order); and every record's `conversation_parts`, pickled as one list."""
     block, include_system, skip = job
-    convs = [read_record_line(line) for line in block.splitlines()]
+    convs = read_record_lines(block)
     skipped = bytes(c.source in skip for c in convs)
     todo = [c for c in convs if c.source not in skip]
     keys = exact_keys([key_pairs(c, include_system) for c in todo])

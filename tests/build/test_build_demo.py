@@ -17,11 +17,25 @@ import pyarrow.parquet as pq
 import pytest
 
 from sft_builder.build import build
-from sft_builder.manifest import load_manifest
+from sft_builder.manifest import Manifest, load_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "manifests" / "demo.yaml"
 PLANTED = json.loads((ROOT / "manifests" / "demo_data" / "PLANTED.json").read_text())
+
+
+def split_demo(monkeypatch: pytest.MonkeyPatch) -> tuple[Manifest, dict[str, int]]:
+    """The demo manifest with its JSONL sources cut into parts and its mix into shards of several row
+    groups (small sizes, so a few hundred records make many tasks); and each source's number of parts."""
+    import crystalmix.core.readers as readers
+    import sft_builder.mix as mix
+    from sft_builder.build import plan_ingest
+
+    monkeypatch.setattr(readers, "PART_BYTES", 8_000)
+    monkeypatch.setattr(mix, "ROWS_PER_FILE", 120)
+    monkeypatch.setattr(mix, "ROW_GROUP", 25)
+    m = load_manifest(DEMO)
+    return m, {s.name: len(plan_ingest(s) or []) for s in m.sources}
 
 
 def outputs(out: Path) -> dict[str, bytes]:

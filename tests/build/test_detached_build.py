@@ -8,20 +8,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-import crystalmix.core.readers as readers
-import sft_builder.mix as mix
-from sft_builder.build import build, plan_ingest
-from sft_builder.manifest import load_manifest
+from sft_builder.build import build
 
-from .test_build_demo import DEMO, outputs
+from .test_build_demo import outputs, split_demo
 
 
 def test_no_task_touches_the_build_folder(hidden_disk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readers, "PART_BYTES", 8_000)  # the JSONL sources of the demo are cut into parts
-    monkeypatch.setattr(mix, "ROWS_PER_FILE", 120)  # and its mix into shards of several row groups
-    monkeypatch.setattr(mix, "ROW_GROUP", 25)
-    m = load_manifest(DEMO)
-    parts = {s.name: len(plan_ingest(s) or []) for s in m.sources}
+    m, parts = split_demo(monkeypatch)
     assert parts["slimorca"] >= 4 and m.tokenize is not None
     assert "near_dedup" in m.order and "decontaminate" in m.order
     local = build(m, tmp_path / "local", workers=1)

@@ -11,13 +11,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-import crystalmix.core.readers as readers
-import sft_builder.mix as mix
 from crystalmix.core.executors import RayExecutor
-from sft_builder.build import build, plan_ingest
-from sft_builder.manifest import load_manifest
+from sft_builder.build import build
 
-from .test_build_demo import DEMO, outputs
+from .test_build_demo import DEMO, outputs, split_demo
 
 ray = pytest.importorskip("ray")
 
@@ -36,11 +33,7 @@ class Counting(RayExecutor):
 
 
 def test_ray_build_matches_local_bytes(local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readers, "PART_BYTES", 8_000)  # the JSONL sources of the demo are cut into parts
-    monkeypatch.setattr(mix, "ROWS_PER_FILE", 120)  # and its mix into shards of several row groups
-    monkeypatch.setattr(mix, "ROW_GROUP", 25)
-    m = load_manifest(DEMO)
-    parts = {s.name: len(plan_ingest(s) or []) for s in m.sources}
+    m, parts = split_demo(monkeypatch)
     assert parts["slimorca"] >= 4 and parts["guanaco"] >= 2
     one = build(m, tmp_path / "w1", workers=1)
     two = build(m, tmp_path / "w2", workers=2)

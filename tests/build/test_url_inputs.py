@@ -7,8 +7,6 @@ import gzip
 import io
 import json
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -54,12 +52,8 @@ def _manifest(prefix: str) -> str:
 
 
 @pytest.fixture
-def mem() -> Iterator[str]:
-    root = f"/in-{uuid.uuid4().hex}"
-    yield f"memory:/{root}/"
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+def mem(memory_root: str) -> str:
+    return f"{memory_root}/"
 
 
 def _outputs(out: Path) -> dict[str, bytes]:

@@ -4,8 +4,7 @@ completion marker last; a rerun uploads nothing; file:// stays a local folder; a
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -49,12 +48,8 @@ def _remote(url: str) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    root = f"/cli-{uuid.uuid4().hex}"
-    yield f"memory:/{root}/build"
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+def url(memory_root: str) -> str:
+    return f"{memory_root}/build"
 
 
 def test_build_to_a_url_publishes_what_a_local_build_writes(tmp_path: Path, url: str,

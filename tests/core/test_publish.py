@@ -4,8 +4,6 @@ last, reruns that upload only what differs (by size and digest), stale files rem
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -17,12 +15,8 @@ from crystalmix.core.remote import JOURNAL, OWNER, PUBLISHED, claim_url, publish
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    root = f"/pub-{uuid.uuid4().hex}"
-    yield f"memory:/{root}/out"
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+def url(memory_root: str) -> str:
+    return f"{memory_root}/out"
 
 
 @pytest.fixture

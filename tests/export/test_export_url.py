@@ -4,8 +4,7 @@ with the same bytes as a local export, the completion marker last; a rerun uploa
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -17,12 +16,8 @@ from .conftest import add_plots, fake_build
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    root = f"/export-{uuid.uuid4().hex}"
-    yield f"memory:/{root}/hub"
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+def url(memory_root: str) -> str:
+    return f"{memory_root}/hub"
 
 
 def test_export_to_a_url_publishes_the_local_exports_bytes(tmp_path: Path, url: str,

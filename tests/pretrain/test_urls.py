@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -20,12 +18,8 @@ from .conftest import DEMO, stage_manifest, tree_hashes
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    root = f"/pt-{uuid.uuid4().hex}"
-    yield f"memory:/{root}/stage"
-    fs = fsspec.filesystem("memory")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
+def url(memory_root: str) -> str:
+    return f"{memory_root}/stage"
 
 
 def _url_manifest(folder: Path) -> Path:
